@@ -1,0 +1,339 @@
+//! The vocabulary shared by every layer: ids that must not be mixed, TCP states, the
+//! sockets the kernel reports, the processes that own them, and how old they are.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// The kernel's 64-bit socket cookie: unique per socket for its lifetime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cookie(pub u64);
+
+/// A sockfs inode number (`socket:[N]` in `/proc/<pid>/fd`); 0 for orphans and minisockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Inode(pub u64);
+
+/// A process id in the host pid namespace. Never used alone to act: see [`ProcessId`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Pid(pub i32);
+
+/// A process as an identity that survives pid reuse: pid plus start time
+/// (`/proc/<pid>/stat` field 22, clock ticks since boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ProcessId {
+    pub pid: Pid,
+    pub start_time: u64,
+}
+
+/// A network namespace's identity: device and inode of its nsfs file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct NetnsId {
+    pub dev: u64,
+    pub inode: u64,
+}
+
+impl fmt::Display for Cookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+impl fmt::Display for Pid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for NetnsId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "net:[{}]", self.inode)
+    }
+}
+
+/// A network namespace as the scan found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Netns {
+    pub id: NetnsId,
+    /// Readable name: `host` (the namespace sockwarden runs in), a `/run/netns` name, or
+    /// `pid:<PID>(<comm>)` for a namespace only reachable through a process.
+    pub name: String,
+    /// A path that opens this namespace (`/run/netns/NAME` or `/proc/<pid>/ns/net`).
+    pub path: std::path::PathBuf,
+}
+
+/// Address family of a TCP socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Family {
+    Ipv4,
+    Ipv6,
+}
+
+/// TCP states as the kernel numbers them (`include/net/tcp_states.h`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TcpState {
+    Established = 1,
+    SynSent = 2,
+    SynRecv = 3,
+    FinWait1 = 4,
+    FinWait2 = 5,
+    TimeWait = 6,
+    Close = 7,
+    CloseWait = 8,
+    LastAck = 9,
+    Listen = 10,
+    Closing = 11,
+    NewSynRecv = 12,
+}
+
+impl TcpState {
+    pub const ALL: [TcpState; 12] = [
+        TcpState::Established,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::TimeWait,
+        TcpState::Close,
+        TcpState::CloseWait,
+        TcpState::LastAck,
+        TcpState::Listen,
+        TcpState::Closing,
+        TcpState::NewSynRecv,
+    ];
+
+    /// The states `scan` shows when no `--state` is given: teardown states that can get stuck.
+    pub const DEFAULT_STUCK: [TcpState; 7] = [
+        TcpState::CloseWait,
+        TcpState::FinWait1,
+        TcpState::FinWait2,
+        TcpState::LastAck,
+        TcpState::Closing,
+        TcpState::SynSent,
+        TcpState::SynRecv,
+    ];
+
+    pub fn from_kernel(n: u8) -> Option<TcpState> {
+        TcpState::ALL.get(usize::from(n).checked_sub(1)?).copied()
+    }
+
+    pub fn kernel_number(self) -> u8 {
+        self as u8
+    }
+
+    /// The kebab-case name used on the command line, in policies and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpState::Established => "established",
+            TcpState::SynSent => "syn-sent",
+            TcpState::SynRecv => "syn-recv",
+            TcpState::FinWait1 => "fin-wait-1",
+            TcpState::FinWait2 => "fin-wait-2",
+            TcpState::TimeWait => "time-wait",
+            TcpState::Close => "close",
+            TcpState::CloseWait => "close-wait",
+            TcpState::LastAck => "last-ack",
+            TcpState::Listen => "listen",
+            TcpState::Closing => "closing",
+            TcpState::NewSynRecv => "new-syn-recv",
+        }
+    }
+}
+
+impl Serialize for StateSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter().map(TcpState::name))
+    }
+}
+
+impl fmt::Display for TcpState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown state name, with the list of names that are accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown TCP state `{0}`; expected one of: all, {names}", names = TcpState::ALL.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "))]
+pub struct UnknownState(pub String);
+
+impl FromStr for TcpState {
+    type Err = UnknownState;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let wanted = s.trim().to_ascii_lowercase().replace('_', "-");
+        // Accept the spellings people paste from `ss` too: FIN-WAIT-1 / fin-wait1 / CLOSE-WAIT.
+        TcpState::ALL
+            .into_iter()
+            .find(|st| st.name() == wanted || st.name().replace('-', "") == wanted.replace('-', ""))
+            .ok_or_else(|| UnknownState(s.to_string()))
+    }
+}
+
+/// A set of TCP states as the kernel's `idiag_states` bitmask (bit `1 << state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct StateSet(u32);
+
+impl StateSet {
+    pub fn empty() -> StateSet {
+        StateSet(0)
+    }
+    pub fn all() -> StateSet {
+        TcpState::ALL.into_iter().collect()
+    }
+    pub fn default_stuck() -> StateSet {
+        TcpState::DEFAULT_STUCK.into_iter().collect()
+    }
+    pub fn insert(&mut self, s: TcpState) {
+        self.0 |= 1 << s.kernel_number();
+    }
+    pub fn contains(self, s: TcpState) -> bool {
+        self.0 & (1 << s.kernel_number()) != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+    /// The bitmask to put in `idiag_states`. SYN_RECV request sockets are NEW_SYN_RECV in
+    /// the kernel, so asking for one asks for both.
+    pub fn kernel_mask(self) -> u32 {
+        let mut mask = self.0;
+        if self.contains(TcpState::SynRecv) || self.contains(TcpState::NewSynRecv) {
+            mask |= (1 << TcpState::SynRecv as u32) | (1 << TcpState::NewSynRecv as u32);
+        }
+        mask
+    }
+    pub fn iter(self) -> impl Iterator<Item = TcpState> {
+        TcpState::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+}
+
+impl FromIterator<TcpState> for StateSet {
+    fn from_iter<I: IntoIterator<Item = TcpState>>(iter: I) -> Self {
+        let mut set = StateSet::empty();
+        for s in iter {
+            set.insert(s);
+        }
+        set
+    }
+}
+
+/// Which kernel timer is pending on a socket (`idiag_timer`), with `idiag_expires`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TimerKind {
+    Retransmit,
+    Keepalive,
+    /// TIME_WAIT, or the FIN_WAIT2 timer of an orphaned (timewait minisocket) FIN_WAIT2.
+    TimeWait,
+    ZeroWindowProbe,
+    /// SYN-ACK retransmit of a request socket (idiag_timer 1 on a minisocket).
+    Other(u8),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Timer {
+    pub kind: TimerKind,
+    pub expires_ms: u64,
+    pub retransmits: u8,
+}
+
+/// The `tcp_info` fields the age estimate uses: milliseconds since each event (u32, wraps
+/// after ~49.7 days).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+pub struct TcpTimes {
+    pub last_data_sent_ms: u32,
+    pub last_ack_recv_ms: u32,
+    pub last_data_recv_ms: u32,
+}
+
+/// One TCP socket as sock_diag reported it. Enough to print it, age it and destroy it by
+/// its full id (addresses, ports, interface and cookie).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelSocket {
+    pub netns: NetnsId,
+    pub family: Family,
+    pub state: TcpState,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// `idiag_if` from the socket id; needed to address link-local sockets on destroy.
+    pub interface: u32,
+    pub cookie: Cookie,
+    pub inode: Inode,
+    pub uid: u32,
+    pub recv_q: u32,
+    pub send_q: u32,
+    pub timer: Option<Timer>,
+    /// Present for full sockets when `INET_DIAG_INFO` was asked for; absent on minisockets.
+    pub tcp: Option<TcpTimes>,
+}
+
+/// A process that holds sockets, read once per scan from `/proc/<pid>`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Process {
+    pub id: ProcessId,
+    /// `comm` (the kernel's 15-character command name).
+    pub comm: String,
+    /// Full command line, arguments joined by spaces.
+    pub cmdline: String,
+    /// Path of the executable when readable.
+    pub exe: Option<String>,
+    /// Effective uid.
+    pub uid: u32,
+    /// The systemd unit (`NAME.service`, `NAME.scope`) from `/proc/<pid>/cgroup`.
+    pub unit: Option<String>,
+    /// A container id when the cgroup path names one (docker, containerd, cri-o, podman).
+    pub container: Option<String>,
+}
+
+/// One holder of a socket: a process and the fd number it holds the socket under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub process: Arc<Process>,
+    pub fd: i32,
+}
+
+/// Where an age figure came from, best evidence first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgeSource {
+    /// A kernel timer whose full length is known (TIME_WAIT, orphaned FIN_WAIT2): exact.
+    KernelTimer,
+    /// `tcp_info` "ms since last ACK/data": exact for a silent socket, else a lower bound.
+    TcpInfo,
+    /// First time sockwarden saw this cookie in this state: a lower bound.
+    Observed,
+}
+
+impl AgeSource {
+    pub fn name(self) -> &'static str {
+        match self {
+            AgeSource::KernelTimer => "kernel-timer",
+            AgeSource::TcpInfo => "tcp-info",
+            AgeSource::Observed => "observed",
+        }
+    }
+}
+
+/// How long a socket has been in its state, and by what evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Age {
+    pub secs: u64,
+    pub source: AgeSource,
+    /// True when the socket may be older than `secs` (observation, or tcp_info on a socket
+    /// that may have seen traffic since entering its state).
+    pub lower_bound: bool,
+}
+
+/// A socket in a state of interest, attributed to its owners and aged.
+#[derive(Debug, Clone)]
+pub struct StuckSocket {
+    pub socket: KernelSocket,
+    pub owners: Vec<Owner>,
+    pub age: Age,
+}

@@ -1,0 +1,1 @@
+//! A recording fake of [`System`](super::System) for tests of the layers above the kernel.

@@ -1,0 +1,110 @@
+//! The kernel boundary. Everything that touches netlink, `/proc`, namespaces, signals or
+//! D-Bus lives under `sys/`; the layers above see only the [`System`] trait, so they are
+//! tested without root through [`fake::FakeSystem`].
+
+pub mod fake;
+pub mod netlink;
+pub mod netns;
+pub mod procfs;
+pub mod signal;
+pub mod systemd;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::time::Duration;
+
+use crate::model::{Inode, KernelSocket, Netns, Owner, Pid, StateSet};
+
+/// A failed system call or kernel request, naming what was asked and why it failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{call}: {source}{}", hint.as_deref().map(|h| format!(" ({h})")).unwrap_or_default())]
+pub struct SysError {
+    /// What was asked, e.g. `sock_diag dump in netns host` or `setns(/proc/42/ns/net)`.
+    pub call: String,
+    #[source]
+    pub source: io::Error,
+    /// What a person can do about it, e.g. "needs CAP_SYS_ADMIN to enter other namespaces".
+    pub hint: Option<String>,
+}
+
+impl SysError {
+    pub fn new(call: impl Into<String>, source: io::Error) -> SysError {
+        SysError { call: call.into(), source, hint: None }
+    }
+    pub fn with_hint(mut self, hint: impl Into<String>) -> SysError {
+        self.hint = Some(hint.into());
+        self
+    }
+    pub fn errno(&self) -> Option<i32> {
+        self.source.raw_os_error()
+    }
+}
+
+/// The namespaces visible to this process, and the ones it saw but could not open.
+#[derive(Debug, Default)]
+pub struct NamespaceList {
+    /// De-duplicated by (dev, inode); the namespace sockwarden runs in comes first.
+    pub namespaces: Vec<Netns>,
+    /// Human-readable reasons why some namespaces or processes could not be inspected.
+    pub warnings: Vec<String>,
+}
+
+/// One namespace's sock_diag dump.
+#[derive(Debug, Default)]
+pub struct NetnsDump {
+    pub sockets: Vec<KernelSocket>,
+    /// `net.ipv4.tcp_fin_timeout` in that namespace: the full length of an orphaned
+    /// FIN_WAIT2's timer, needed to turn its remaining time into an age.
+    pub tcp_fin_timeout: Duration,
+}
+
+/// The result of one pass over `/proc/<pid>/fd`.
+#[derive(Debug, Default)]
+pub struct OwnerScan {
+    /// Every holder of each wanted inode (several when a socket is shared after fork).
+    pub owners: HashMap<Inode, Vec<Owner>>,
+    /// Processes whose fd table or details could not be read for a reason other than
+    /// having exited (usually EACCES when not root).
+    pub unreadable: Vec<(Pid, io::ErrorKind)>,
+    /// How many processes were looked at.
+    pub processes_scanned: usize,
+}
+
+/// What the kernel answered to a SOCK_DESTROY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DestroyOutcome {
+    /// ACKed: the socket was aborted.
+    Destroyed,
+    /// ENOENT: the socket was already gone.
+    AlreadyGone,
+    /// ESTALE: the tuple now belongs to another socket (cookie mismatch); nothing touched.
+    TupleReused,
+    /// EOPNOTSUPP: kernel without CONFIG_INET_DIAG_DESTROY, or a state it cannot abort.
+    Unsupported,
+    /// EPERM/EACCES: no CAP_NET_ADMIN in the socket's namespace.
+    NotPermitted,
+    /// Any other errno.
+    Failed(i32),
+}
+
+/// The kernel, as the rest of sockwarden sees it.
+pub trait System {
+    /// Every network namespace of the host that this process can see.
+    fn namespaces(&self) -> Result<NamespaceList, SysError>;
+
+    /// Dump the TCP sockets (IPv4 and IPv6) of one namespace whose state is in `states`,
+    /// asking the kernel only for those states, with `tcp_info`.
+    fn dump(&self, netns: &Netns, states: StateSet) -> Result<NetnsDump, SysError>;
+
+    /// One pass over `/proc/<pid>/fd` attributing the `wanted` socket inodes to processes.
+    /// Processes that vanish mid-scan are skipped silently.
+    fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan;
+
+    /// Look one socket up again by its full id and cookie: `None` if it is gone.
+    fn lookup(&self, netns: &Netns, socket: &KernelSocket) -> Result<Option<KernelSocket>, SysError>;
+
+    /// SOCK_DESTROY one socket by its full id and cookie; never reports success without the
+    /// kernel's ACK. `Err` only when the request could not be made at all.
+    fn destroy(&self, netns: &Netns, socket: &KernelSocket) -> Result<DestroyOutcome, SysError>;
+}

@@ -1,0 +1,1 @@
+//! Signalling a process through a pidfd, after checking its start time still matches.
