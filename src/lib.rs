@@ -11,7 +11,9 @@
 //! `cmd/` holds one file per subcommand; `output` formats tables and JSON Lines.
 
 pub mod audit;
+pub mod cmd;
 pub mod engine;
 pub mod model;
 pub mod policy;
+pub mod record;
 pub mod sys;

@@ -2,6 +2,7 @@
 //! D-Bus lives under `sys/`; the layers above see only the [`System`] trait, so they are
 //! tested without root through [`fake::FakeSystem`].
 
+pub mod caps;
 pub mod fake;
 pub mod netlink;
 pub mod netns;

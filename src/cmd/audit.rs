@@ -1,0 +1,1 @@
+//! `sockwarden audit`: verify, show and summarize the audit trail.

@@ -1,0 +1,1 @@
+//! Capabilities and kernel features: what this process may do here (CapEff, pidfd, kernel version).
