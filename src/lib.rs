@@ -10,10 +10,16 @@
 //! ```
 //! `cmd/` holds one file per subcommand; `output` formats tables and JSON Lines.
 
+pub mod age;
 pub mod audit;
+pub mod cli;
 pub mod cmd;
+pub mod duration;
 pub mod engine;
+pub mod filter;
 pub mod model;
+pub mod output;
 pub mod policy;
 pub mod record;
+pub mod scan;
 pub mod sys;

@@ -1,1 +1,119 @@
-//! A recording fake of [`System`](super::System) for tests of the layers above the kernel.
+//! A recording fake of [`System`](super::System) for tests of the layers above the kernel:
+//! namespaces, sockets and owners are plain data; destroys are recorded, never performed.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{DestroyOutcome, NamespaceList, NetnsDump, OwnerScan, SysError, System};
+use crate::model::{Cookie, Inode, KernelSocket, Netns, Owner, StateSet};
+
+#[derive(Debug, Default)]
+pub struct FakeSystem {
+    pub namespaces: Vec<Netns>,
+    pub sockets: Vec<KernelSocket>,
+    pub owners: HashMap<Inode, Vec<Owner>>,
+    pub uptime: Duration,
+    /// Outcome to return for a destroy of a given cookie (default: Destroyed).
+    pub destroy_outcomes: HashMap<Cookie, DestroyOutcome>,
+    /// Every call that reached the kernel boundary, in order, for assertions.
+    pub calls: RefCell<Vec<String>>,
+    /// Cookies destroyed so far: later dumps and lookups no longer show them.
+    pub destroyed: RefCell<HashSet<Cookie>>,
+}
+
+impl FakeSystem {
+    fn record(&self, call: String) {
+        self.calls.borrow_mut().push(call);
+    }
+    fn alive(&self, s: &KernelSocket) -> bool {
+        !self.destroyed.borrow().contains(&s.cookie)
+    }
+}
+
+impl System for FakeSystem {
+    fn namespaces(&self) -> Result<NamespaceList, SysError> {
+        self.record("namespaces".into());
+        Ok(NamespaceList {
+            namespaces: self.namespaces.clone(),
+            warnings: Vec::new(),
+        })
+    }
+
+    fn namespace_at(&self, path: &Path) -> Result<Netns, SysError> {
+        self.namespaces
+            .iter()
+            .find(|n| n.path == path)
+            .cloned()
+            .ok_or_else(|| {
+                SysError::new(
+                    format!("stat {}", path.display()),
+                    io::ErrorKind::NotFound.into(),
+                )
+            })
+    }
+
+    fn uptime(&self) -> Duration {
+        self.uptime
+    }
+
+    fn dump(&self, netns: &Netns, states: StateSet) -> Result<NetnsDump, SysError> {
+        self.record(format!("dump {}", netns.name));
+        let sockets = self
+            .sockets
+            .iter()
+            .filter(|s| s.netns == netns.id && states.contains(s.state) && self.alive(s))
+            .cloned()
+            .collect();
+        Ok(NetnsDump {
+            sockets,
+            tcp_fin_timeout: Duration::from_secs(60),
+        })
+    }
+
+    fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan {
+        self.record(format!("owners {}", wanted.len()));
+        let owners = self
+            .owners
+            .iter()
+            .filter(|(inode, _)| wanted.contains(inode))
+            .map(|(inode, o)| (*inode, o.clone()))
+            .collect();
+        OwnerScan {
+            owners,
+            unreadable: Vec::new(),
+            processes_scanned: self.owners.len(),
+        }
+    }
+
+    fn lookup(
+        &self,
+        _netns: &Netns,
+        socket: &KernelSocket,
+    ) -> Result<Option<KernelSocket>, SysError> {
+        self.record(format!("lookup {}", socket.cookie));
+        Ok(self
+            .sockets
+            .iter()
+            .find(|s| s.cookie == socket.cookie && self.alive(s))
+            .cloned())
+    }
+
+    fn destroy(&self, _netns: &Netns, socket: &KernelSocket) -> Result<DestroyOutcome, SysError> {
+        self.record(format!("destroy {}", socket.cookie));
+        if !self.alive(socket) {
+            return Ok(DestroyOutcome::AlreadyGone);
+        }
+        let outcome = self
+            .destroy_outcomes
+            .get(&socket.cookie)
+            .copied()
+            .unwrap_or(DestroyOutcome::Destroyed);
+        if outcome == DestroyOutcome::Destroyed {
+            self.destroyed.borrow_mut().insert(socket.cookie);
+        }
+        Ok(outcome)
+    }
+}

@@ -6,6 +6,7 @@ pub mod caps;
 pub mod fake;
 pub mod netlink;
 pub mod netns;
+pub mod probe;
 pub mod procfs;
 pub mod signal;
 pub mod systemd;
@@ -30,7 +31,11 @@ pub struct SysError {
 
 impl SysError {
     pub fn new(call: impl Into<String>, source: io::Error) -> SysError {
-        SysError { call: call.into(), source, hint: None }
+        SysError {
+            call: call.into(),
+            source,
+            hint: None,
+        }
     }
     pub fn with_hint(mut self, hint: impl Into<String>) -> SysError {
         self.hint = Some(hint.into());
@@ -94,6 +99,12 @@ pub trait System {
     /// Every network namespace of the host that this process can see.
     fn namespaces(&self) -> Result<NamespaceList, SysError>;
 
+    /// The namespace a namespace file (`/proc/<pid>/ns/net`, `/run/netns/NAME`) refers to.
+    fn namespace_at(&self, path: &std::path::Path) -> Result<Netns, SysError>;
+
+    /// Time since boot (bounds `tcp_info` figures, which count from events since boot).
+    fn uptime(&self) -> Duration;
+
     /// Dump the TCP sockets (IPv4 and IPv6) of one namespace whose state is in `states`,
     /// asking the kernel only for those states, with `tcp_info`.
     fn dump(&self, netns: &Netns, states: StateSet) -> Result<NetnsDump, SysError>;
@@ -103,7 +114,11 @@ pub trait System {
     fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan;
 
     /// Look one socket up again by its full id and cookie: `None` if it is gone.
-    fn lookup(&self, netns: &Netns, socket: &KernelSocket) -> Result<Option<KernelSocket>, SysError>;
+    fn lookup(
+        &self,
+        netns: &Netns,
+        socket: &KernelSocket,
+    ) -> Result<Option<KernelSocket>, SysError>;
 
     /// SOCK_DESTROY one socket by its full id and cookie; never reports success without the
     /// kernel's ACK. `Err` only when the request could not be made at all.

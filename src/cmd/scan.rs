@@ -1,0 +1,62 @@
+//! `sockwarden scan`: list stuck sockets with owners and ages (read-only).
+
+use std::io::{self, IsTerminal, Write};
+use std::time::SystemTime;
+
+use crate::cli::{exit, ScanArgs};
+use crate::output;
+use crate::scan::{self, Observations};
+use crate::sys::System;
+
+pub fn run(args: &ScanArgs, sys: &dyn System) -> anyhow::Result<i32> {
+    let filter = args.select.filter();
+    let snap = scan::scan(sys, &filter, &Observations::new(), SystemTime::now())?;
+
+    let stdout = io::stdout();
+    let width = stdout.is_terminal().then(terminal_width).flatten();
+    let mut out = io::BufWriter::with_capacity(256 * 1024, stdout.lock());
+    match (args.summary, args.json) {
+        (false, true) => output::sockets_json(&mut out, &snap)?,
+        (true, true) => output::json_lines(&mut out, output::summarize(&snap))?,
+        (false, false) if snap.sockets.is_empty() => {}
+        (false, false) => output::sockets_table(&mut out, &snap, width)?,
+        (true, false) => output::summary_table(&mut out, &output::summarize(&snap), width)?,
+    }
+    out.flush()?;
+    drop(out);
+
+    // Notes for people go to stderr so that stdout stays clean for scripts.
+    for warning in &snap.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if !args.json {
+        let ns = snap.namespaces.len();
+        if snap.sockets.is_empty() {
+            eprintln!("no stuck sockets in {ns} network namespace(s)");
+        } else if snap
+            .sockets
+            .iter()
+            .any(|s| s.age.lower_bound && s.age.secs == 0)
+        {
+            eprintln!(
+                "{} socket(s) in {ns} namespace(s); ages marked ≥0s have no kernel evidence and a \
+                 one-shot scan cannot observe them (the daemon can)",
+                snap.sockets.len()
+            );
+        } else {
+            eprintln!(
+                "{} socket(s) in {ns} network namespace(s)",
+                snap.sockets.len()
+            );
+        }
+    }
+    Ok(if snap.sockets.is_empty() {
+        exit::OK
+    } else {
+        exit::FOUND
+    })
+}
+
+fn terminal_width() -> Option<usize> {
+    terminal_size::terminal_size().map(|(w, _)| usize::from(w.0))
+}

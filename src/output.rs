@@ -1,0 +1,229 @@
+//! Everything printed for people and scripts, from the same structs: socket tables sized to
+//! the terminal, the per-state × owner summary, and JSON Lines.
+//!
+//! `scan --json` prints one [`SocketRecord`](crate::record::SocketRecord) per line;
+//! `scan --summary --json` one [`SummaryRow`] per line.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+
+use serde::Serialize;
+
+use crate::duration;
+use crate::model::{Age, StuckSocket, TcpState};
+use crate::record::SocketRecord;
+use crate::scan::Snapshot;
+
+/// Write one JSON object per line.
+pub fn json_lines<T: Serialize>(
+    out: &mut dyn Write,
+    items: impl IntoIterator<Item = T>,
+) -> io::Result<()> {
+    for item in items {
+        serde_json::to_writer(&mut *out, &item)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// The age as a table shows it: `≥` marks a lower bound.
+pub fn age_cell(age: &Age) -> String {
+    let prefix = if age.lower_bound { "≥" } else { "" };
+    format!("{prefix}{}", duration::compact(age.secs))
+}
+
+/// Owners as a table cell: `api[1234]/fd7 api.service`, `+N more`, or why there are none.
+pub fn owners_cell(s: &StuckSocket, unreadable_processes: usize) -> String {
+    let Some(first) = s.owners.first() else {
+        return if s.socket.inode.0 == 0 {
+            "(orphan: no process holds it)".to_string()
+        } else if unreadable_processes > 0 {
+            "(owner not visible: see warning)".to_string()
+        } else {
+            "(no owner found: closed meanwhile?)".to_string()
+        };
+    };
+    let p = &first.process;
+    let mut cell = format!("{}[{}]/fd{}", p.comm, p.id.pid, first.fd);
+    if let Some(unit) = p.unit.as_deref().or(p.container.as_deref()) {
+        cell.push(' ');
+        cell.push_str(unit);
+    }
+    if s.owners.len() > 1 {
+        cell.push_str(&format!(" +{} more", s.owners.len() - 1));
+    }
+    cell
+}
+
+/// A plain table: columns padded to their widest cell, the last column cut to `width`.
+pub fn table(
+    out: &mut dyn Write,
+    header: &[&str],
+    rows: &[Vec<String>],
+    width: Option<usize>,
+) -> io::Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| -> io::Result<()> {
+        let mut text = String::new();
+        let last = widths.len().saturating_sub(1);
+        for (i, (cell, w)) in cells.zip(&widths).enumerate() {
+            if i == last {
+                text.push_str(cell);
+            } else {
+                text.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        let text = text.trim_end();
+        match width {
+            Some(max) if text.chars().count() > max => {
+                let cut: String = text.chars().take(max.saturating_sub(1)).collect();
+                writeln!(out, "{cut}…")
+            }
+            _ => writeln!(out, "{text}"),
+        }
+    };
+    line(&mut header.iter().copied())?;
+    for row in rows {
+        line(&mut row.iter().map(String::as_str))?;
+    }
+    Ok(())
+}
+
+/// The socket table of `scan`.
+pub fn sockets_table(out: &mut dyn Write, snap: &Snapshot, width: Option<usize>) -> io::Result<()> {
+    let rows: Vec<Vec<String>> = snap
+        .sockets
+        .iter()
+        .map(|s| {
+            let k = &s.socket;
+            vec![
+                snap.netns_name(k.netns),
+                k.state.name().to_string(),
+                k.local.to_string(),
+                k.remote.to_string(),
+                k.recv_q.to_string(),
+                k.send_q.to_string(),
+                age_cell(&s.age),
+                s.age.source.name().to_string(),
+                owners_cell(s, snap.unreadable_processes),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &[
+            "NETNS", "STATE", "LOCAL", "REMOTE", "RECV-Q", "SEND-Q", "AGE", "AGE-FROM", "OWNER",
+        ],
+        &rows,
+        width,
+    )
+}
+
+pub fn sockets_json(out: &mut dyn Write, snap: &Snapshot) -> io::Result<()> {
+    for s in &snap.sockets {
+        let netns = snap.netns(s.socket.netns);
+        let record = match netns {
+            Some(n) => SocketRecord::new(s, n),
+            None => SocketRecord::new(
+                s,
+                &crate::model::Netns {
+                    id: s.socket.netns,
+                    name: s.socket.netns.to_string(),
+                    path: Default::default(),
+                },
+            ),
+        };
+        serde_json::to_writer(&mut *out, &record)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// One line of `scan --summary`: sockets per state × owner, with the oldest age.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SummaryRow {
+    pub state: TcpState,
+    /// The unit, else the container, else the command, else `(orphan)` / `(unknown)`.
+    pub owner: String,
+    pub sockets: usize,
+    pub oldest_age_secs: u64,
+    pub oldest_age_is_lower_bound: bool,
+    pub namespaces: usize,
+}
+
+pub fn summarize(snap: &Snapshot) -> Vec<SummaryRow> {
+    let mut groups: BTreeMap<(TcpState, String), (usize, Age, std::collections::BTreeSet<u64>)> =
+        BTreeMap::new();
+    for s in &snap.sockets {
+        let owner = match s.owners.first() {
+            Some(o) => o
+                .process
+                .unit
+                .clone()
+                .or_else(|| o.process.container.clone())
+                .unwrap_or_else(|| o.process.comm.clone()),
+            None if s.socket.inode.0 == 0 => "(orphan)".to_string(),
+            None => "(unknown)".to_string(),
+        };
+        let entry = groups
+            .entry((s.socket.state, owner))
+            .or_insert((0, s.age, Default::default()));
+        entry.0 += 1;
+        if s.age.secs > entry.1.secs {
+            entry.1 = s.age;
+        }
+        entry.2.insert(s.socket.netns.inode);
+    }
+    let mut rows: Vec<SummaryRow> = groups
+        .into_iter()
+        .map(|((state, owner), (sockets, oldest, ns))| SummaryRow {
+            state,
+            owner,
+            sockets,
+            oldest_age_secs: oldest.secs,
+            oldest_age_is_lower_bound: oldest.lower_bound,
+            namespaces: ns.len(),
+        })
+        .collect();
+    rows.sort_by(|a, b| {
+        b.sockets
+            .cmp(&a.sockets)
+            .then(b.oldest_age_secs.cmp(&a.oldest_age_secs))
+    });
+    rows
+}
+
+pub fn summary_table(
+    out: &mut dyn Write,
+    rows: &[SummaryRow],
+    width: Option<usize>,
+) -> io::Result<()> {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let age = Age {
+                secs: r.oldest_age_secs,
+                source: crate::model::AgeSource::Observed,
+                lower_bound: r.oldest_age_is_lower_bound,
+            };
+            vec![
+                r.state.name().to_string(),
+                r.sockets.to_string(),
+                age_cell(&age),
+                r.namespaces.to_string(),
+                r.owner.clone(),
+            ]
+        })
+        .collect();
+    table(
+        out,
+        &["STATE", "SOCKETS", "OLDEST", "NETNS", "OWNER"],
+        &cells,
+        width,
+    )
+}

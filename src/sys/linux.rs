@@ -1,0 +1,97 @@
+//! The real [`System`]: sock_diag netlink, `/proc` and namespaces on this host.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use super::netlink::DiagSocket;
+use super::{netns, procfs, DestroyOutcome, NamespaceList, NetnsDump, OwnerScan, SysError, System};
+use crate::model::{Inode, KernelSocket, Netns, NetnsId, StateSet};
+
+/// One netlink socket per namespace, opened inside it on first use and kept for the
+/// lifetime of this value (a daemon reuses them pass after pass).
+pub struct LinuxSystem {
+    sockets: RefCell<HashMap<NetnsId, (DiagSocket, Duration)>>,
+}
+
+impl LinuxSystem {
+    pub fn new() -> LinuxSystem {
+        LinuxSystem {
+            sockets: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Run `f` on the netlink socket bound to `ns`, opening it if needed.
+    fn with_socket<T>(
+        &self,
+        ns: &Netns,
+        f: impl FnOnce(&mut DiagSocket, Duration) -> Result<T, SysError>,
+    ) -> Result<T, SysError> {
+        let mut sockets = self.sockets.borrow_mut();
+        let entry = match sockets.entry(ns.id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let own = netns::own_netns_id()?;
+                e.insert(netns::open_diag_socket_in(ns, own)?)
+            }
+        };
+        let (socket, fin_timeout) = entry;
+        let result = f(socket, *fin_timeout);
+        if result.is_err() {
+            // A socket that failed mid-conversation may hold unread replies: start afresh.
+            sockets.remove(&ns.id);
+        }
+        result
+    }
+}
+
+impl Default for LinuxSystem {
+    fn default() -> Self {
+        LinuxSystem::new()
+    }
+}
+
+impl System for LinuxSystem {
+    fn namespaces(&self) -> Result<NamespaceList, SysError> {
+        Ok(netns::list_namespaces())
+    }
+
+    fn namespace_at(&self, path: &Path) -> Result<Netns, SysError> {
+        let id = netns::netns_id_of(path)?;
+        Ok(Netns {
+            id,
+            name: path.display().to_string(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn uptime(&self) -> Duration {
+        std::fs::read_to_string("/proc/uptime")
+            .ok()
+            .and_then(|t| t.split_whitespace().next()?.parse::<f64>().ok())
+            .map(Duration::from_secs_f64)
+            .unwrap_or(Duration::MAX)
+    }
+
+    fn dump(&self, ns: &Netns, states: StateSet) -> Result<NetnsDump, SysError> {
+        self.with_socket(ns, |socket, tcp_fin_timeout| {
+            Ok(NetnsDump {
+                sockets: socket.dump(ns.id, states)?,
+                tcp_fin_timeout,
+            })
+        })
+    }
+
+    fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan {
+        procfs::scan_owners(wanted)
+    }
+
+    fn lookup(&self, ns: &Netns, socket: &KernelSocket) -> Result<Option<KernelSocket>, SysError> {
+        self.with_socket(ns, |s, _| s.lookup(socket))
+    }
+
+    fn destroy(&self, ns: &Netns, socket: &KernelSocket) -> Result<DestroyOutcome, SysError> {
+        self.with_socket(ns, |s, _| s.destroy(socket))
+    }
+}
