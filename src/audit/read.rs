@@ -1,0 +1,182 @@
+//! Reading a trail: its files in order (rotated, then live) and a tolerant record reader
+//! for `show`, `summary` and the engine's history.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use super::error::AuditError;
+use super::record::AuditRecord;
+
+/// The name a live file is rotated to: `<live name>.<first seq, 20 digits>`, so that names
+/// sort in chain order.
+pub fn rotated_name(live: &Path, first_seq: u64) -> PathBuf {
+    let name = live
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    live.with_file_name(format!("{name}.{first_seq:020}"))
+}
+
+/// The rotated files of the trail whose live file is `live`, oldest first.
+pub fn rotated_files(live: &Path) -> io::Result<Vec<PathBuf>> {
+    let Some(name) = live.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+        return Ok(Vec::new());
+    };
+    let dir = match live.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    let prefix = format!("{name}.");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(digits) = file_name.strip_prefix(&prefix) {
+            if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
+                found.push(file_name);
+            }
+        }
+    }
+    found.sort();
+    Ok(found.into_iter().map(|n| live.with_file_name(n)).collect())
+}
+
+/// Every file of the trail in chain order: rotated files, then the live file if it exists.
+pub fn trail_files(live: &Path) -> Result<Vec<PathBuf>, AuditError> {
+    let read_err = |source| AuditError::Read {
+        path: live.to_path_buf(),
+        source,
+    };
+    let mut files = rotated_files(live).map_err(read_err)?;
+    match std::fs::metadata(live) {
+        Ok(_) => files.push(live.to_path_buf()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(read_err(e)),
+    }
+    if files.is_empty() {
+        return Err(AuditError::NotFound {
+            path: live.to_path_buf(),
+        });
+    }
+    Ok(files)
+}
+
+/// Call `each(line_number, line_without_newline, had_newline)` for every line of `file`.
+pub(crate) fn for_each_line(
+    file: &Path,
+    mut each: impl FnMut(u64, &[u8], bool) -> std::ops::ControlFlow<()>,
+) -> Result<(), AuditError> {
+    let err = |source| AuditError::Read {
+        path: file.to_path_buf(),
+        source,
+    };
+    let mut reader = BufReader::with_capacity(256 * 1024, File::open(file).map_err(err)?);
+    let mut buf = Vec::new();
+    let mut number = 0u64;
+    loop {
+        buf.clear();
+        let n = reader.read_until(b'\n', &mut buf).map_err(err)?;
+        if n == 0 {
+            return Ok(());
+        }
+        number += 1;
+        let had_newline = buf.last() == Some(&b'\n');
+        if had_newline {
+            buf.pop();
+        }
+        if each(number, &buf, had_newline).is_break() {
+            return Ok(());
+        }
+    }
+}
+
+/// A line the tolerant reader could not use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedLine {
+    pub file: PathBuf,
+    pub line: u64,
+    pub reason: String,
+}
+
+/// Every readable record of a trail, in order. Not verified: see [`super::verify`].
+#[derive(Debug, Clone, Default)]
+pub struct Trail {
+    pub files: Vec<PathBuf>,
+    pub records: Vec<AuditRecord>,
+    /// Lines that did not parse (a torn tail, damage): reported, never fatal.
+    pub skipped: Vec<SkippedLine>,
+}
+
+/// Read the whole trail (rotated files and the live file) tolerantly.
+pub fn read_trail(path: &Path) -> Result<Trail, AuditError> {
+    let files = trail_files(path)?;
+    read_files(files)
+}
+
+pub(crate) fn read_files(files: Vec<PathBuf>) -> Result<Trail, AuditError> {
+    let mut trail = Trail {
+        files: files.clone(),
+        ..Trail::default()
+    };
+    for file in &files {
+        for_each_line(file, |line, bytes, had_newline| {
+            match serde_json::from_slice::<AuditRecord>(bytes) {
+                Ok(r) => trail.records.push(r),
+                Err(e) => trail.skipped.push(SkippedLine {
+                    file: file.clone(),
+                    line,
+                    reason: if had_newline {
+                        e.to_string()
+                    } else {
+                        format!("torn final line: {e}")
+                    },
+                }),
+            }
+            std::ops::ControlFlow::Continue(())
+        })?;
+    }
+    Ok(trail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotated_files_sort_in_chain_order_and_ignore_others() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let live = dir.path().join("audit.jsonl");
+        for seq in [120u64, 5, 1000] {
+            std::fs::write(rotated_name(&live, seq), "").expect("write");
+        }
+        std::fs::write(dir.path().join("audit.jsonl.torn-5-abc"), "").expect("write");
+        std::fs::write(dir.path().join("audit.jsonl.1.gz"), "").expect("write");
+        let names: Vec<String> = rotated_files(&live)
+            .expect("list")
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "audit.jsonl.00000000000000000005",
+                "audit.jsonl.00000000000000000120",
+                "audit.jsonl.00000000000000001000"
+            ]
+        );
+        assert!(matches!(
+            trail_files(&dir.path().join("other.jsonl")),
+            Err(AuditError::NotFound { .. })
+        ));
+    }
+}
