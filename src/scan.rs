@@ -189,3 +189,284 @@ pub fn epoch_secs(t: SystemTime) -> u64 {
         .unwrap_or(Duration::ZERO)
         .as_secs()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::filter::Pattern;
+    use crate::model::{Family, KernelSocket, Owner, Pid, Process, ProcessId, StateSet, TcpTimes};
+    use crate::sys::fake::FakeSystem;
+
+    const HOST: NetnsId = NetnsId {
+        dev: 4,
+        inode: 4026531840,
+    };
+    const POD: NetnsId = NetnsId {
+        dev: 4,
+        inode: 4026532000,
+    };
+
+    fn netns(id: NetnsId, name: &str) -> Netns {
+        Netns {
+            id,
+            name: name.into(),
+            path: format!("/proc/{}/ns/net", id.inode).into(),
+        }
+    }
+
+    fn sock(netns: NetnsId, cookie: u64, state: TcpState, port: u16, idle_ms: u32) -> KernelSocket {
+        KernelSocket {
+            netns,
+            family: Family::Ipv4,
+            state,
+            local: format!("127.0.0.1:{port}").parse().expect("addr"),
+            remote: "127.0.0.1:40000".parse().expect("addr"),
+            interface: 0,
+            cookie: Cookie(cookie),
+            inode: Inode(cookie * 10),
+            uid: 0,
+            recv_q: 0,
+            send_q: 0,
+            timer: None,
+            tcp: Some(TcpTimes {
+                last_ack_recv_ms: idle_ms,
+                last_data_sent_ms: idle_ms,
+                last_data_recv_ms: 0,
+            }),
+        }
+    }
+
+    fn process(pid: i32, comm: &str, unit: Option<&str>) -> Arc<Process> {
+        Arc::new(Process {
+            id: ProcessId {
+                pid: Pid(pid),
+                start_time: 100,
+            },
+            comm: comm.into(),
+            cmdline: comm.into(),
+            exe: None,
+            uid: 0,
+            unit: unit.map(str::to_string),
+            container: None,
+        })
+    }
+
+    /// Host: api (api.service) holds cookies 1 and 2, an orphan (inode 0) is cookie 3;
+    /// pod: worker holds cookie 4.
+    fn fixture() -> FakeSystem {
+        let api = process(100, "api", Some("api.service"));
+        let worker = process(200, "worker", None);
+        let mut orphan = sock(HOST, 3, TcpState::FinWait1, 8080, 5_000);
+        orphan.inode = Inode(0);
+        let mut sys = FakeSystem {
+            namespaces: vec![netns(HOST, "host"), netns(POD, "pod")],
+            sockets: vec![
+                sock(HOST, 1, TcpState::CloseWait, 8080, 700_000),
+                sock(HOST, 2, TcpState::CloseWait, 9090, 30_000),
+                orphan,
+                sock(POD, 4, TcpState::FinWait2, 7070, 1_000),
+            ],
+            uptime: Duration::from_secs(86_400),
+            ..FakeSystem::default()
+        };
+        sys.owners.insert(
+            Inode(10),
+            vec![Owner {
+                process: api.clone(),
+                fd: 7,
+            }],
+        );
+        sys.owners.insert(
+            Inode(20),
+            vec![Owner {
+                process: api,
+                fd: 8,
+            }],
+        );
+        sys.owners.insert(
+            Inode(40),
+            vec![Owner {
+                process: worker,
+                fd: 3,
+            }],
+        );
+        sys
+    }
+
+    fn cookies(sys: &FakeSystem, filter: SocketFilter) -> Vec<u64> {
+        let snap = scan(sys, &filter, &Observations::new(), SystemTime::UNIX_EPOCH).expect("scan");
+        snap.sockets.iter().map(|s| s.socket.cookie.0).collect()
+    }
+
+    #[test]
+    fn selectors_read_like_the_flags() {
+        let all = SocketFilter::default;
+        let sys = fixture();
+        let cases: Vec<(&str, SocketFilter, Vec<u64>)> = vec![
+            (
+                "default: every stuck socket, oldest first",
+                all(),
+                vec![1, 2, 3, 4],
+            ),
+            (
+                "--state close-wait",
+                SocketFilter {
+                    states: [TcpState::CloseWait].into_iter().collect(),
+                    ..all()
+                },
+                vec![1, 2],
+            ),
+            (
+                "--older-than 1m",
+                SocketFilter {
+                    older_than: Some(Duration::from_secs(60)),
+                    ..all()
+                },
+                vec![1],
+            ),
+            (
+                "--port 9090",
+                SocketFilter {
+                    port: Some(9090),
+                    ..all()
+                },
+                vec![2],
+            ),
+            (
+                "--port 40000 (remote)",
+                SocketFilter {
+                    port: Some(40000),
+                    ..all()
+                },
+                vec![1, 2, 3, 4],
+            ),
+            (
+                "--process 'wor*'",
+                SocketFilter {
+                    process: Some(Pattern::new("wor*").expect("glob")),
+                    ..all()
+                },
+                vec![4],
+            ),
+            (
+                "--unit 'api*' (orphans never match)",
+                SocketFilter {
+                    unit: Some(Pattern::new("api*").expect("glob")),
+                    ..all()
+                },
+                vec![1, 2],
+            ),
+            (
+                "--netns pod",
+                SocketFilter {
+                    netns: NetnsSelector::Named("pod".into()),
+                    ..all()
+                },
+                vec![4],
+            ),
+            (
+                "--netns host",
+                SocketFilter {
+                    netns: NetnsSelector::Host,
+                    ..all()
+                },
+                vec![1, 2, 3],
+            ),
+            (
+                "--netns <path>",
+                SocketFilter {
+                    netns: NetnsSelector::Path("/proc/4026532000/ns/net".into()),
+                    ..all()
+                },
+                vec![4],
+            ),
+            (
+                "--state listen: nothing stuck there",
+                SocketFilter {
+                    states: [TcpState::Listen].into_iter().collect(),
+                    ..all()
+                },
+                vec![],
+            ),
+        ];
+        for (what, filter, expected) in cases {
+            assert_eq!(cookies(&sys, filter), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn owners_are_attributed_and_orphans_stay_ownerless() {
+        let sys = fixture();
+        let snap = scan(
+            &sys,
+            &SocketFilter::default(),
+            &Observations::new(),
+            SystemTime::UNIX_EPOCH,
+        )
+        .expect("scan");
+        let by_cookie = |c: u64| {
+            snap.sockets
+                .iter()
+                .find(|s| s.socket.cookie.0 == c)
+                .expect("socket")
+        };
+        assert_eq!(by_cookie(1).owners[0].fd, 7);
+        assert_eq!(
+            by_cookie(1).owners[0].process.unit.as_deref(),
+            Some("api.service")
+        );
+        assert!(by_cookie(3).owners.is_empty());
+        assert_eq!(snap.netns_name(POD), "pod");
+    }
+
+    #[test]
+    fn no_candidates_means_no_proc_walk() {
+        let sys = fixture();
+        let filter = SocketFilter {
+            states: StateSet::empty(),
+            ..SocketFilter::default()
+        };
+        let snap = scan(&sys, &filter, &Observations::new(), SystemTime::UNIX_EPOCH).expect("scan");
+        assert!(!snap.owners_scanned);
+        assert!(
+            !sys.calls.borrow().iter().any(|c| c.starts_with("owners")),
+            "{:?}",
+            sys.calls.borrow()
+        );
+    }
+
+    #[test]
+    fn unknown_netns_name_is_an_error_that_says_how_to_list_them() {
+        let sys = fixture();
+        let filter = SocketFilter {
+            netns: NetnsSelector::Named("nope".into()),
+            ..SocketFilter::default()
+        };
+        let err = scan(&sys, &filter, &Observations::new(), SystemTime::UNIX_EPOCH)
+            .expect_err("no such netns");
+        assert!(err.to_string().contains("ip netns list"), "{err}");
+    }
+
+    #[test]
+    fn observation_ages_sockets_without_kernel_evidence() {
+        let sys = fixture();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let mut seen = Observations::new();
+        seen.insert(
+            (Cookie(3), TcpState::FinWait1),
+            now - Duration::from_secs(900),
+        );
+        let snap = scan(&sys, &SocketFilter::default(), &seen, now).expect("scan");
+        let orphan = snap
+            .sockets
+            .iter()
+            .find(|s| s.socket.cookie.0 == 3)
+            .expect("orphan");
+        assert_eq!(
+            (orphan.age.secs, orphan.age.source),
+            (900, crate::model::AgeSource::Observed)
+        );
+    }
+}
