@@ -273,7 +273,10 @@ impl AuditRecord {
     /// Every systemd unit this record is about: the action's unit, the record's unit, the
     /// process's unit and the target's owners' units.
     pub fn units(&self) -> Vec<&str> {
-        let owners = self.target.iter().flat_map(|t| t.owners.iter().map(|o| o.unit.as_deref()));
+        let owners = self
+            .target
+            .iter()
+            .flat_map(|t| t.owners.iter().map(|o| o.unit.as_deref()));
         let all = [
             self.action.as_ref().and_then(|a| a.unit.as_deref()),
             self.unit.as_deref(),
@@ -514,8 +517,8 @@ pub fn open_line(line: &[u8]) -> Result<AuditRecord, LineError> {
         message: e.to_string(),
         eof: e.classify() == serde_json::error::Category::Eof,
     })?;
-    // Suffix: ,"hash":"<64 hex>"}  (10 + 64 + 2 bytes)
-    const SUFFIX_LEN: usize = 10 + 64 + 2;
+    // Suffix: ,"hash":"<64 hex>"}  (9 + 64 + 2 bytes)
+    const SUFFIX_LEN: usize = 9 + 64 + 2;
     let hash_ok = record.hash.len() == 64
         && record
             .hash

@@ -1,1 +1,804 @@
+//! Tests of the audit trail: chain, tampering, torn tails, rotation, concurrent writers,
+//! filters, summary and history.
 
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::*;
+use crate::model::{AgeSource, Family, TcpState};
+use crate::record::{OwnerRecord, SocketRecord};
+
+fn actor() -> Actor {
+    Actor {
+        kind: ActorKind::Cli,
+        uid: 0,
+        user: Some("root".into()),
+        pid: 4242,
+        sudo_user: None,
+    }
+}
+
+fn socket(cookie: u64, comm: &str, unit: Option<&str>) -> SocketRecord {
+    SocketRecord {
+        netns_inode: 4026531840,
+        netns: "host".into(),
+        family: Family::Ipv4,
+        state: TcpState::CloseWait,
+        local: "127.0.0.1:8080".parse().expect("addr"),
+        remote: "127.0.0.1:40000".parse().expect("addr"),
+        recv_q: 0,
+        send_q: 0,
+        cookie,
+        inode: 1000 + cookie,
+        uid: 1000,
+        age_secs: 720,
+        age_source: AgeSource::TcpInfo,
+        age_is_lower_bound: false,
+        owners: vec![OwnerRecord {
+            pid: 300,
+            start_time: 12345,
+            fd: 7,
+            comm: comm.into(),
+            cmdline: format!("/usr/bin/{comm} --serve"),
+            uid: 1000,
+            unit: unit.map(str::to_string),
+            container: None,
+        }],
+    }
+}
+
+fn destroy_intent(cookie: u64) -> NewRecord {
+    NewRecord::intent(
+        actor(),
+        Mode::Enforce,
+        Action::new(ActionKind::Destroy),
+        "close-wait for 12m > 10m",
+    )
+    .rule("api-leak", "sha256:feed")
+    .target(socket(cookie, "java", Some("api.service")))
+}
+
+fn note(detail: &str) -> NewRecord {
+    NewRecord::note(actor(), Mode::Observe, NoteEvent::Start, detail)
+}
+
+fn log_in(dir: &Path) -> PathBuf {
+    dir.join("audit").join("audit.jsonl")
+}
+
+fn broken(report: &VerifyReport) -> &BadRecord {
+    match &report.failure {
+        Some(VerifyFailure::Broken(bad)) => bad,
+        other => panic!("expected a broken chain, got {other:?}\n{report}"),
+    }
+}
+
+#[test]
+fn records_chain_and_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open");
+    assert_eq!(
+        fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+        0o640
+    );
+    let start = log.append(note("agent started")).expect("append");
+    let intent = log.append(destroy_intent(7)).expect("append");
+    let outcome = log
+        .append(NewRecord::outcome_of(
+            &intent,
+            actor(),
+            Outcome {
+                result: "destroyed".into(),
+                errno: None,
+                message: None,
+            },
+        ))
+        .expect("append");
+    assert_eq!((start.seq, intent.seq, outcome.seq), (1, 2, 3));
+    assert_eq!(start.prev, GENESIS_PREV);
+    assert_eq!(outcome.intent_seq, Some(2));
+    assert_eq!(outcome.target, intent.target);
+
+    let text = fs::read_to_string(&path).expect("read");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(intent.prev, line_hash(lines[0].as_bytes()));
+    assert_eq!(outcome.prev, line_hash(lines[1].as_bytes()));
+    assert!(
+        lines[1].contains(r#""kind":"intent""#) && lines[1].contains(r#""age_source":"tcp-info""#)
+    );
+
+    let report = verify(&path);
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(
+        (report.records, report.first_seq, report.last_seq),
+        (3, Some(1), Some(3))
+    );
+    assert_eq!(
+        report.head_hash.as_deref(),
+        Some(line_hash(lines[2].as_bytes()).as_str())
+    );
+    assert_eq!(report.exit_code(), 0);
+
+    let trail = read_trail(&path).expect("read");
+    assert_eq!(trail.records, vec![start, intent, outcome]);
+    assert!(trail.skipped.is_empty());
+}
+
+#[test]
+fn every_flipped_byte_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open");
+    log.append(note("a")).expect("append");
+    log.append(destroy_intent(1)).expect("append");
+    log.append(note("b")).expect("append");
+    log.append(note("c")).expect("append");
+    let original = fs::read(&path).expect("read");
+    // Which record (0-based) each byte belongs to; a newline belongs to the line it ends.
+    let mut owner_of = Vec::with_capacity(original.len());
+    let mut record = 0u64;
+    for b in &original {
+        owner_of.push(record);
+        if *b == b'\n' {
+            record += 1;
+        }
+    }
+    let tampered = dir.path().join("t").join("audit.jsonl");
+    fs::create_dir_all(tampered.parent().expect("parent")).expect("mkdir");
+    let mut checked = 0;
+    for (i, owner) in owner_of.iter().enumerate() {
+        for flip in [
+            |b: u8| b ^ 0x01,
+            |b: u8| if b == b'x' { b'y' } else { b'x' },
+        ] {
+            let mut bytes = original.clone();
+            bytes[i] = flip(bytes[i]);
+            fs::write(&tampered, &bytes).expect("write");
+            let report = verify(&tampered);
+            let bad = broken(&report);
+            assert_eq!(
+                bad.line,
+                owner + 1,
+                "byte {i} ({:?}) of record {owner}: {report}",
+                original[i] as char
+            );
+            assert_eq!(report.exit_code(), 1);
+            checked += 1;
+        }
+    }
+    assert!(checked > 1000, "only {checked} positions");
+}
+
+#[test]
+fn removed_and_reordered_records_are_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open");
+    for i in 0..5 {
+        log.append(note(&format!("n{i}"))).expect("append");
+    }
+    let text = fs::read_to_string(&path).expect("read");
+    let lines: Vec<&str> = text.lines().collect();
+
+    let without_third: String = lines
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 2)
+        .map(|(_, l)| format!("{l}\n"))
+        .collect();
+    fs::write(&path, without_third).expect("write");
+    let report = verify(&path);
+    let bad = broken(&report);
+    assert_eq!((bad.line, bad.seq), (3, Some(4)));
+    assert!(
+        bad.problem.contains("seq 4 where 3 was expected"),
+        "{}",
+        bad.problem
+    );
+    assert_eq!(report.records, 2);
+
+    let without_first: String = lines[1..].iter().map(|l| format!("{l}\n")).collect();
+    fs::write(&path, without_first).expect("write");
+    let bad_report = verify(&path);
+    assert!(
+        broken(&bad_report)
+            .problem
+            .contains("trail starts at seq 2"),
+        "{bad_report}"
+    );
+
+    let swapped = format!("{}\n{}\n{}\n", lines[0], lines[2], lines[1]);
+    fs::write(&path, swapped).expect("write");
+    let swapped_report = verify(&path);
+    assert_eq!(broken(&swapped_report).line, 2);
+}
+
+#[test]
+fn a_torn_prefix_is_reported_then_repaired_without_losing_bytes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open");
+    for i in 0..3 {
+        log.append(note(&format!("n{i}"))).expect("append");
+    }
+    // A crash mid-write: the first 80 bytes of what would have been record 4.
+    let mut next =
+        note("never finished").into_record(4, SystemTime::now(), "h".into(), "x".repeat(64));
+    let full = seal(&mut next).expect("seal");
+    let torn = &full[..80];
+    let mut bytes = fs::read(&path).expect("read");
+    let torn_offset = bytes.len() as u64;
+    bytes.extend_from_slice(torn);
+    fs::write(&path, &bytes).expect("write");
+
+    let report = verify(&path);
+    assert!(report.is_intact(), "{report}");
+    let t = report.torn_tail.clone().expect("torn tail reported");
+    assert_eq!(
+        (t.line, t.offset, t.len, t.complete),
+        (4, torn_offset, 80, false)
+    );
+    assert_eq!(report.records, 3);
+    let shown = report.to_string();
+    assert!(
+        shown.contains("torn final line")
+            && shown.contains("crash mid-write")
+            && shown.contains("3 records before it verify"),
+        "{shown}"
+    );
+
+    let after = log.append(note("next")).expect("append repairs");
+    assert_eq!(after.seq, 5, "the repair note takes seq 4");
+    let trail = read_trail(&path).expect("read");
+    let repair = &trail.records[3];
+    let torn_note = repair
+        .note
+        .as_ref()
+        .and_then(|n| n.torn.as_ref())
+        .expect("repair note");
+    assert_eq!(
+        repair.note.as_ref().map(|n| n.event),
+        Some(NoteEvent::Repair)
+    );
+    assert_eq!((torn_note.offset, torn_note.len), (torn_offset, 80));
+    assert_eq!(torn_note.sha256, sha256_hex(torn));
+    assert_eq!(torn_note.text.as_bytes(), torn);
+    assert_eq!(fs::read(&torn_note.saved_to).expect("side file"), torn);
+    let report = verify(&path);
+    assert!(report.is_intact() && report.torn_tail.is_none(), "{report}");
+    assert_eq!(report.records, 5);
+}
+
+#[test]
+fn a_record_missing_only_its_newline_is_completed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open");
+    for i in 0..3 {
+        log.append(note(&format!("n{i}"))).expect("append");
+    }
+    let mut bytes = fs::read(&path).expect("read");
+    bytes.pop();
+    fs::write(&path, &bytes).expect("write");
+    let report = verify(&path);
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.torn_tail.as_ref().map(|t| t.complete), Some(true));
+    assert_eq!(report.records, 3);
+
+    assert_eq!(log.append(note("n3")).expect("append").seq, 4);
+    let report = verify(&path);
+    assert!(report.is_intact() && report.torn_tail.is_none(), "{report}");
+    assert_eq!(report.records, 4);
+    assert!(read_trail(&path)
+        .expect("read")
+        .records
+        .iter()
+        .all(|r| r.kind == RecordKind::Note
+            && r.note.as_ref().is_some_and(|n| n.event == NoteEvent::Start)));
+}
+
+#[test]
+fn nul_filled_tail_after_a_crash_is_torn_not_tampering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open");
+    log.append(note("n0")).expect("append");
+    let mut bytes = fs::read(&path).expect("read");
+    bytes.extend_from_slice(&[0u8; 300]);
+    fs::write(&path, &bytes).expect("write");
+    let report = verify(&path);
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.torn_tail.as_ref().map(|t| t.len), Some(300));
+    log.append(note("n1")).expect("append repairs");
+    let report = verify(&path);
+    assert!(report.is_intact() && report.torn_tail.is_none(), "{report}");
+    assert_eq!(report.records, 3);
+}
+
+#[test]
+fn a_damaged_last_record_stops_the_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open");
+    log.append(note("n0")).expect("append");
+    log.append(note("n1")).expect("append");
+    let edited = fs::read_to_string(&path).expect("read").replace("n1", "n9");
+    fs::write(&path, &edited).expect("write");
+    let err = log.append(destroy_intent(3)).expect_err("must refuse");
+    let msg = err.to_string();
+    assert!(matches!(err, AuditError::Damaged { .. }), "{msg}");
+    assert!(
+        msg.contains("no action was taken") && msg.contains("audit verify"),
+        "{msg}"
+    );
+    assert_eq!(
+        fs::read_to_string(&path).expect("read"),
+        edited,
+        "nothing appended"
+    );
+}
+
+#[test]
+fn write_errors_say_no_action_was_taken_and_how_to_fix_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blocker = dir.path().join("not-a-dir");
+    fs::write(&blocker, "").expect("write");
+    let err = AuditLog::open(&blocker.join("audit.jsonl")).expect_err("cannot open under a file");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with(&format!(
+            "audit log {}",
+            blocker.join("audit.jsonl").display()
+        )),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("nothing can be acted on until the audit log is writable"),
+        "{msg}"
+    );
+
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open");
+    fs::remove_dir_all(path.parent().expect("parent")).expect("rm");
+    fs::write(path.parent().expect("parent"), "").expect("replace the dir by a file");
+    let err = log.append(destroy_intent(1)).expect_err("open fails");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("open failed") && msg.contains("no action was taken"),
+        "{msg}"
+    );
+    assert_eq!(err.errno(), Some(libc::ENOTDIR));
+}
+
+#[test]
+fn rotation_keeps_one_chain_across_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open").with_max_size(2000);
+    for i in 0..40 {
+        log.append(if i % 3 == 0 {
+            destroy_intent(i)
+        } else {
+            note(&format!("n{i}"))
+        })
+        .expect("append");
+    }
+    let rotated = rotated_files(&path).expect("list");
+    assert!(rotated.len() >= 5, "{rotated:?}");
+    for file in &rotated {
+        assert!(
+            fs::metadata(file).expect("meta").len() < 2000 + 2000,
+            "{file:?} not much above the limit"
+        );
+        let first: AuditRecord = serde_json::from_str(
+            fs::read_to_string(file)
+                .expect("read")
+                .lines()
+                .next()
+                .expect("a line"),
+        )
+        .expect("parse");
+        assert_eq!(
+            file,
+            &rotated_name(&path, first.seq),
+            "named after its first seq"
+        );
+    }
+    let report = verify(&path);
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(
+        (report.records, report.files.len()),
+        (40, rotated.len() + 1)
+    );
+    let seqs: Vec<u64> = read_trail(&path)
+        .expect("read")
+        .records
+        .iter()
+        .map(|r| r.seq)
+        .collect();
+    assert_eq!(seqs, (1..=40).collect::<Vec<_>>());
+
+    // Tampering inside a rotated file names that file.
+    let victim = &rotated[1];
+    let original = fs::read_to_string(victim).expect("read");
+    fs::write(victim, original.replacen("\"host\":\"", "\"host\":\"X", 1)).expect("write");
+    let report = verify(&path);
+    let bad = broken(&report);
+    assert_eq!((&bad.file, bad.line), (victim, 1));
+    fs::write(victim, &original).expect("restore");
+
+    // A whole rotated file removed from the middle.
+    fs::rename(victim, dir.path().join("elsewhere")).expect("move away");
+    let report = verify(&path);
+    let bad = broken(&report);
+    assert_eq!((&bad.file, bad.line), (&rotated[2], 1));
+    assert!(bad.problem.contains("was expected"), "{}", bad.problem);
+}
+
+#[test]
+fn a_fresh_live_file_continues_the_chain_of_the_rotated_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open").with_max_size(1);
+    let a = log.append(note("a")).expect("append");
+    let b = log.append(note("b")).expect("append rotates");
+    assert_eq!(
+        b.prev,
+        line_hash(
+            fs::read_to_string(rotated_name(&path, 1))
+                .expect("read")
+                .trim_end()
+                .as_bytes()
+        )
+    );
+    assert_eq!((a.seq, b.seq), (1, 2));
+    assert!(verify(&path).is_intact());
+}
+
+#[test]
+fn concurrent_writers_lose_nothing() {
+    for max_size in [DEFAULT_MAX_SIZE, 16 * 1024] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = log_in(dir.path());
+        AuditLog::open(&path).expect("open");
+        let writers: Vec<_> = (0..2)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    // Each thread has its own handle: flock is per open file, as between processes.
+                    let mut log = AuditLog::open(&path).expect("open").with_max_size(max_size);
+                    for i in 0..200 {
+                        log.append(note(&format!("writer {w} record {i}")))
+                            .expect("append");
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer thread");
+        }
+        let report = verify(&path);
+        assert!(report.is_intact(), "{report}");
+        assert_eq!(report.records, 400);
+        let trail = read_trail(&path).expect("read");
+        for w in 0..2 {
+            let mine: Vec<String> = trail
+                .records
+                .iter()
+                .filter_map(|r| r.note.as_ref()?.detail.clone())
+                .filter(|d| d.starts_with(&format!("writer {w} ")))
+                .collect();
+            let expected: Vec<String> =
+                (0..200).map(|i| format!("writer {w} record {i}")).collect();
+            assert_eq!(mine, expected, "writer {w}, max_size {max_size}");
+        }
+    }
+}
+
+// ---- queries over records built in memory ----
+
+const T0: u64 = 1_795_442_400; // 2026-11-23T14:00:00Z
+
+fn at(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(T0 + secs)
+}
+
+/// A small incident: two destroys on api (one destroyed, one already gone), a restart of
+/// api an hour later that failed, a signal to worker without an outcome, and a dry run.
+fn incident() -> Vec<AuditRecord> {
+    let mut seq = 0;
+    let mut out: Vec<AuditRecord> = Vec::new();
+    let mut push = |r: NewRecord, t: SystemTime, out: &mut Vec<AuditRecord>| {
+        seq += 1;
+        let rec = r.into_record(seq, t, "h".into(), GENESIS_PREV.into());
+        out.push(rec.clone());
+        rec
+    };
+    let outcome = |i: &AuditRecord, result: &str| {
+        NewRecord::outcome_of(
+            i,
+            actor(),
+            Outcome {
+                result: result.into(),
+                errno: None,
+                message: None,
+            },
+        )
+    };
+    push(note("start"), at(0), &mut out);
+    let i1 = push(destroy_intent(1), at(60), &mut out);
+    push(outcome(&i1, "destroyed"), at(61), &mut out);
+    let i2 = push(destroy_intent(2), at(120), &mut out);
+    push(outcome(&i2, "already-gone"), at(121), &mut out);
+    let mut restart = Action::new(ActionKind::Restart);
+    restart.unit = Some("api.service".into());
+    let i3 = push(
+        NewRecord::intent(actor(), Mode::Enforce, restart, "api keeps leaking")
+            .rule("api-escalate", "d")
+            .unit("api.service"),
+        at(3700),
+        &mut out,
+    );
+    push(outcome(&i3, "failed"), at(3705), &mut out);
+    let mut signal = Action::new(ActionKind::Signal);
+    signal.signal = Some("SIGHUP".into());
+    push(
+        NewRecord::intent(actor(), Mode::Enforce, signal, "worker leak")
+            .rule("worker-hup", "d")
+            .process(ProcessRecord {
+                pid: 77,
+                start_time: 5,
+                comm: "python3".into(),
+                cmdline: None,
+                unit: Some("worker.service".into()),
+            }),
+        at(3800),
+        &mut out,
+    );
+    push(
+        NewRecord::dry_run(
+            actor(),
+            Mode::Observe,
+            Action::new(ActionKind::Destroy),
+            "would destroy",
+        )
+        .rule("api-leak", "d")
+        .target(socket(9, "nginx", None)),
+        at(7300),
+        &mut out,
+    );
+    out
+}
+
+fn seqs(records: &[&AuditRecord]) -> Vec<u64> {
+    records.iter().map(|r| r.seq).collect()
+}
+
+#[test]
+fn parse_when_reads_durations_and_times() {
+    let now = at(7200);
+    assert_eq!(parse_when("2h", now), Ok(at(0)));
+    assert_eq!(parse_when("90m", now), Ok(at(1800)));
+    assert_eq!(parse_when("2026-11-23 14:00", now), Ok(at(0)));
+    assert_eq!(parse_when("2026-11-23T15:00:00Z", now), Ok(at(3600)));
+    assert_eq!(
+        parse_when("2026-11-23", now),
+        Ok(at(0) - Duration::from_secs(14 * 3600))
+    );
+    let err = parse_when("yesterday-ish", now).expect_err("bad");
+    assert!(
+        err.contains("2h") && err.contains("2026-11-23 14:00"),
+        "{err}"
+    );
+}
+
+#[test]
+fn filters_keep_what_they_say() {
+    let records = incident();
+    let all = Filter::default();
+    assert_eq!(all.apply(&records).len(), records.len());
+
+    let f = Filter {
+        since: Some(at(100)),
+        until: Some(at(3700)),
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f.apply(&records)), [4, 5, 6]);
+
+    let f = Filter {
+        actions: vec![ActionKind::Restart, ActionKind::Signal],
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f.apply(&records)), [6, 7, 8]);
+
+    // An outcome filter keeps the outcome and the intent it answers.
+    let f = Filter {
+        outcome: Some("already-gone".into()),
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f.apply(&records)), [4, 5]);
+
+    let f = Filter {
+        process: Some(Filter::glob("py*").expect("glob")),
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f.apply(&records)), [8]);
+    let f = Filter {
+        process: Some(Filter::glob("nginx").expect("glob")),
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f.apply(&records)), [9]);
+
+    let f = Filter {
+        unit: Some(Filter::glob("api*").expect("glob")),
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f.apply(&records)), [2, 3, 4, 5, 6, 7]);
+
+    let f = Filter {
+        rule: Some(Filter::glob("api-leak").expect("glob")),
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f.apply(&records)), [2, 3, 4, 5, 9]);
+
+    let f = Filter {
+        rule: Some(Filter::glob("api-*").expect("glob")),
+        actions: vec![ActionKind::Destroy],
+        outcome: Some("destroyed".into()),
+        ..Filter::default()
+    };
+    assert_eq!(seqs(&f.apply(&records)), [2, 3]);
+}
+
+#[test]
+fn summary_counts_by_rule_unit_outcome_and_hour() {
+    let records = incident();
+    let kept = Filter::default().apply(&records);
+    let s = summarize(&kept, &records);
+    assert_eq!(
+        (s.records, s.intents, s.outcomes, s.dry_runs, s.notes),
+        (9, 4, 3, 1, 1)
+    );
+    let rules: Vec<(&str, u64)> = s
+        .per_rule
+        .iter()
+        .map(|t| (t.key.as_str(), t.actions))
+        .collect();
+    assert_eq!(
+        rules,
+        [("api-leak", 2), ("api-escalate", 1), ("worker-hup", 1)]
+    );
+    let api = &s.per_rule[0];
+    assert_eq!(api.by_outcome.get("destroyed"), Some(&1));
+    assert_eq!(api.by_outcome.get("already-gone"), Some(&1));
+    let units: Vec<(&str, u64)> = s
+        .per_unit
+        .iter()
+        .map(|t| (t.key.as_str(), t.actions))
+        .collect();
+    assert_eq!(units, [("api.service", 3), ("worker.service", 1)]);
+    assert_eq!(
+        s.per_unit[1].by_outcome.get("no-outcome"),
+        Some(&1),
+        "an unanswered intent shows"
+    );
+    let outcomes: Vec<(&str, u64)> = s
+        .per_outcome
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [("already-gone", 1), ("destroyed", 1), ("failed", 1)]
+    );
+    assert_eq!(s.dry_runs_per_rule.get("api-leak"), Some(&1));
+    let timeline: Vec<(&str, u64, u64)> = s
+        .timeline
+        .iter()
+        .map(|h| (h.hour.as_str(), h.actions, h.dry_runs))
+        .collect();
+    assert_eq!(
+        timeline,
+        [
+            ("2026-11-23T14:00:00Z", 2, 0),
+            ("2026-11-23T15:00:00Z", 2, 0),
+            ("2026-11-23T16:00:00Z", 0, 1)
+        ]
+    );
+
+    // Filtered to the second hour, outcomes are still found through the whole trail.
+    let kept = Filter {
+        since: Some(at(3600)),
+        ..Filter::default()
+    }
+    .apply(&records);
+    let s = summarize(&kept, &records);
+    assert_eq!(s.intents, 2);
+    assert_eq!(
+        s.per_rule
+            .iter()
+            .find(|t| t.key == "api-escalate")
+            .and_then(|t| t.by_outcome.get("failed")),
+        Some(&1)
+    );
+}
+
+#[test]
+fn history_lists_interventions_with_their_outcomes() {
+    let records = incident();
+    let h = history_from(&records, at(100));
+    let rows: Vec<(u64, Option<&str>, ActionKind, Option<&str>)> = h
+        .iter()
+        .map(|p| (p.seq, p.rule.as_deref(), p.action, p.outcome.as_deref()))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (
+                4,
+                Some("api-leak"),
+                ActionKind::Destroy,
+                Some("already-gone")
+            ),
+            (6, Some("api-escalate"), ActionKind::Restart, Some("failed")),
+            (8, Some("worker-hup"), ActionKind::Signal, None),
+        ]
+    );
+    assert_eq!(
+        h[0].target,
+        TargetKey::Socket {
+            netns_inode: 4026531840,
+            cookie: 2
+        }
+    );
+    assert_eq!(
+        h[1].target,
+        TargetKey::Unit {
+            unit: "api.service".into()
+        }
+    );
+    assert_eq!(
+        h[2].target,
+        TargetKey::Process {
+            pid: 77,
+            start_time: 5
+        }
+    );
+    assert_eq!(h[0].units, ["api.service"]);
+}
+
+#[test]
+fn history_reads_the_trail_across_rotation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    assert!(history(&path, SystemTime::UNIX_EPOCH)
+        .expect("no trail yet")
+        .is_empty());
+    let mut log = AuditLog::open(&path).expect("open").with_max_size(3000);
+    let mut intents = Vec::new();
+    for i in 0..10 {
+        let intent = log.append(destroy_intent(i)).expect("append");
+        log.append(NewRecord::outcome_of(
+            &intent,
+            actor(),
+            Outcome {
+                result: "destroyed".into(),
+                errno: None,
+                message: None,
+            },
+        ))
+        .expect("append");
+        intents.push(intent.seq);
+    }
+    assert!(!rotated_files(&path).expect("list").is_empty());
+    let h = history(&path, SystemTime::now() - Duration::from_secs(3600)).expect("history");
+    assert_eq!(h.iter().map(|p| p.seq).collect::<Vec<_>>(), intents);
+    assert!(h.iter().all(|p| p.outcome.as_deref() == Some("destroyed")));
+    assert!(history(&path, SystemTime::now() + Duration::from_secs(60))
+        .expect("history")
+        .is_empty());
+}
