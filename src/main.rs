@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use sockwarden::cli::{exit, Cli, Command, LogFormat};
 use sockwarden::cmd;
-use sockwarden::sys::fake::FakeSystem as LinuxSystem; // TEMP until sys::netns lands
+use sockwarden::sys::linux::LinuxSystem;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -25,7 +25,7 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<i32> {
     match command {
-        Command::Scan(args) => cmd::scan::run(&args, &LinuxSystem::default()),
+        Command::Scan(args) => cmd::scan::run(&args, &LinuxSystem::new()),
         Command::Doctor(args) => cmd::doctor::run(&args),
     }
 }

@@ -82,7 +82,9 @@ pub enum TcpState {
     Established = 1,
     SynSent = 2,
     SynRecv = 3,
+    #[serde(rename = "fin-wait-1")]
     FinWait1 = 4,
+    #[serde(rename = "fin-wait-2")]
     FinWait2 = 5,
     TimeWait = 6,
     Close = 7,
@@ -150,6 +152,36 @@ impl TcpState {
 impl Serialize for StateSet {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.iter().map(TcpState::name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_names_are_the_cli_names() {
+        for state in TcpState::ALL {
+            let json = serde_json::to_string(&state).expect("serialize");
+            assert_eq!(json, format!("\"{}\"", state.name()));
+            assert_eq!(
+                serde_json::from_str::<TcpState>(&json).expect("deserialize"),
+                state
+            );
+            assert_eq!(state.name().parse::<TcpState>().expect("parse"), state);
+        }
+    }
+
+    #[test]
+    fn ss_spellings_are_accepted() {
+        for (text, state) in [
+            ("CLOSE-WAIT", TcpState::CloseWait),
+            ("fin_wait2", TcpState::FinWait2),
+            ("FIN-WAIT-1", TcpState::FinWait1),
+            ("syn-recv", TcpState::SynRecv),
+        ] {
+            assert_eq!(text.parse::<TcpState>().expect(text), state);
+        }
     }
 }
 

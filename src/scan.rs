@@ -175,8 +175,9 @@ fn unreadable_warning(unreadable: &[(crate::model::Pid, std::io::ErrorKind)]) ->
         .collect();
     format!(
         "could not read the open files of {} process(es) (pid {}{}): permission denied; \
-         sockets they hold are shown without owners. Run as root, or grant CAP_SYS_PTRACE \
-         and CAP_DAC_READ_SEARCH, to see every owner",
+         sockets they hold are shown without owners. Run as root with CAP_SYS_PTRACE and \
+         CAP_DAC_READ_SEARCH to see every owner (if already root, a security module or a \
+         hardened /proc hides these processes)",
         unreadable.len(),
         sample.join(", "),
         if unreadable.len() > 5 { ", …" } else { "" }

@@ -4,6 +4,7 @@
 
 pub mod caps;
 pub mod fake;
+pub mod linux;
 pub mod netlink;
 pub mod netns;
 pub mod probe;
