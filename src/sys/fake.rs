@@ -7,8 +7,11 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{DestroyOutcome, NamespaceList, NetnsDump, OwnerScan, SysError, System};
-use crate::model::{Cookie, Inode, KernelSocket, Netns, Owner, StateSet};
+use super::{
+    CommandOutcome, DestroyOutcome, NamespaceList, NetnsDump, OwnerScan, RestartOutcome, Signal,
+    SignalOutcome, SysError, System, SystemdError,
+};
+use crate::model::{Cookie, Inode, KernelSocket, Netns, Owner, ProcessId, StateSet};
 
 #[derive(Debug, Default)]
 pub struct FakeSystem {
@@ -22,6 +25,8 @@ pub struct FakeSystem {
     pub calls: RefCell<Vec<String>>,
     /// Cookies destroyed so far: later dumps and lookups no longer show them.
     pub destroyed: RefCell<HashSet<Cookie>>,
+    /// Processes that exist, with their unit: signals to others answer `Exited`.
+    pub processes: HashMap<ProcessId, Option<String>>,
 }
 
 impl FakeSystem {
@@ -115,5 +120,50 @@ impl System for FakeSystem {
             self.destroyed.borrow_mut().insert(socket.cookie);
         }
         Ok(outcome)
+    }
+
+    fn destroy_many(
+        &self,
+        netns: &Netns,
+        sockets: &[KernelSocket],
+    ) -> Result<Vec<DestroyOutcome>, SysError> {
+        sockets.iter().map(|s| self.destroy(netns, s)).collect()
+    }
+
+    fn signal(&self, target: ProcessId, signal: Signal) -> SignalOutcome {
+        self.record(format!("signal {} {signal}", target.pid));
+        if self.processes.contains_key(&target) {
+            SignalOutcome::Delivered
+        } else if self.processes.keys().any(|p| p.pid == target.pid) {
+            SignalOutcome::PidReused
+        } else {
+            SignalOutcome::Exited
+        }
+    }
+
+    fn unit_of(&self, target: ProcessId) -> Result<Option<String>, SysError> {
+        self.processes.get(&target).cloned().ok_or_else(|| {
+            SysError::new(
+                format!("read /proc/{}", target.pid),
+                io::ErrorKind::NotFound.into(),
+            )
+        })
+    }
+
+    fn restart_unit(&self, unit: &str, _timeout: Duration) -> Result<RestartOutcome, SystemdError> {
+        self.record(format!("restart {unit}"));
+        Ok(RestartOutcome::Restarted {
+            old_main_pid: Some(1),
+            new_main_pid: Some(2),
+            job_result: "done".into(),
+        })
+    }
+
+    fn run_command(&self, argv: &[String], _timeout: Duration) -> CommandOutcome {
+        self.record(format!("exec {}", argv.join(" ")));
+        CommandOutcome::Exited {
+            code: Some(0),
+            stderr: String::new(),
+        }
     }
 }

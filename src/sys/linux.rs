@@ -5,20 +5,31 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use std::io::{self, Read};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
 use super::netlink::DiagSocket;
-use super::{netns, procfs, DestroyOutcome, NamespaceList, NetnsDump, OwnerScan, SysError, System};
-use crate::model::{Inode, KernelSocket, Netns, NetnsId, StateSet};
+use super::systemd::Systemd;
+use super::{
+    netns, procfs, signal, CommandOutcome, DestroyOutcome, NamespaceList, NetnsDump, OwnerScan,
+    RestartOutcome, Signal, SignalOutcome, SysError, System, SystemdError,
+};
+use crate::model::{Inode, KernelSocket, Netns, NetnsId, ProcessId, StateSet};
 
 /// One netlink socket per namespace, opened inside it on first use and kept for the
 /// lifetime of this value (a daemon reuses them pass after pass).
 pub struct LinuxSystem {
     sockets: RefCell<HashMap<NetnsId, (DiagSocket, Duration)>>,
+    /// Connected on first restart: most runs never need systemd.
+    systemd: RefCell<Option<Systemd>>,
 }
 
 impl LinuxSystem {
     pub fn new() -> LinuxSystem {
         LinuxSystem {
             sockets: RefCell::new(HashMap::new()),
+            systemd: RefCell::new(None),
         }
     }
 
@@ -93,5 +104,88 @@ impl System for LinuxSystem {
 
     fn destroy(&self, ns: &Netns, socket: &KernelSocket) -> Result<DestroyOutcome, SysError> {
         self.with_socket(ns, |s, _| s.destroy(socket))
+    }
+
+    fn destroy_many(
+        &self,
+        ns: &Netns,
+        sockets: &[KernelSocket],
+    ) -> Result<Vec<DestroyOutcome>, SysError> {
+        self.with_socket(ns, |s, _| s.destroy_many(sockets))
+    }
+
+    fn signal(&self, target: ProcessId, sig: Signal) -> SignalOutcome {
+        signal::signal_process(target, sig)
+    }
+
+    fn unit_of(&self, target: ProcessId) -> Result<Option<String>, SysError> {
+        let call = format!("read /proc/{}", target.pid);
+        let process = procfs::read_process(target.pid).map_err(|e| SysError::new(&call, e))?;
+        if process.id != target {
+            let reused = io::Error::new(
+                io::ErrorKind::NotFound,
+                "the pid now belongs to another process",
+            );
+            return Err(SysError::new(call, reused));
+        }
+        Ok(process.unit)
+    }
+
+    fn restart_unit(&self, unit: &str, timeout: Duration) -> Result<RestartOutcome, SystemdError> {
+        let mut slot = self.systemd.borrow_mut();
+        let connection = match slot.take() {
+            Some(connection) => slot.insert(connection),
+            None => slot.insert(Systemd::connect()?),
+        };
+        connection.restart_unit(unit, timeout)
+    }
+
+    fn run_command(&self, argv: &[String], timeout: Duration) -> CommandOutcome {
+        run_command(argv, timeout)
+    }
+}
+
+/// Run argv directly (no shell), stdin from /dev/null, stdout discarded, stderr kept (the
+/// first 4 KiB) for the audit record; killed at the time limit.
+fn run_command(argv: &[String], timeout: Duration) -> CommandOutcome {
+    let Some((program, args)) = argv.split_first() else {
+        return CommandOutcome::NotStarted {
+            error: "empty command".into(),
+        };
+    };
+    let mut child = match Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) => {
+            return CommandOutcome::NotStarted {
+                error: format!("{program}: {e}"),
+            }
+        }
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                let mut stderr = String::new();
+                if let Some(pipe) = child.stderr.take() {
+                    let _ = pipe.take(4096).read_to_string(&mut stderr);
+                }
+                return CommandOutcome::Exited {
+                    code: status.code(),
+                    stderr,
+                };
+            }
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) | Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return CommandOutcome::TimedOut;
+            }
+        }
     }
 }

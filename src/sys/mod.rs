@@ -16,7 +16,9 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::time::Duration;
 
-use crate::model::{Inode, KernelSocket, Netns, Owner, Pid, StateSet};
+use crate::model::{Inode, KernelSocket, Netns, Owner, Pid, ProcessId, StateSet};
+pub use signal::{Signal, SignalOutcome};
+pub use systemd::{RestartOutcome, SystemdError};
 
 /// A failed system call or kernel request, naming what was asked and why it failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,4 +126,36 @@ pub trait System {
     /// SOCK_DESTROY one socket by its full id and cookie; never reports success without the
     /// kernel's ACK. `Err` only when the request could not be made at all.
     fn destroy(&self, netns: &Netns, socket: &KernelSocket) -> Result<DestroyOutcome, SysError>;
+
+    /// SOCK_DESTROY several sockets of one namespace, pipelined; outcomes in input order.
+    fn destroy_many(
+        &self,
+        netns: &Netns,
+        sockets: &[KernelSocket],
+    ) -> Result<Vec<DestroyOutcome>, SysError>;
+
+    /// Signal exactly `target` through a pidfd; a recycled pid is never signalled.
+    fn signal(&self, target: ProcessId, signal: Signal) -> SignalOutcome;
+
+    /// The systemd unit `target` runs in now, or `None` if it has none; `Err` when the
+    /// process is gone or is no longer that process (start time differs).
+    fn unit_of(&self, target: ProcessId) -> Result<Option<String>, SysError>;
+
+    /// Restart a unit through systemd's D-Bus API and wait (bounded) for the job.
+    fn restart_unit(&self, unit: &str, timeout: Duration) -> Result<RestartOutcome, SystemdError>;
+
+    /// Run a command (argv, never through a shell) with a time limit.
+    fn run_command(&self, argv: &[String], timeout: Duration) -> CommandOutcome;
+}
+
+/// How a command run by an `exec` action ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "result", rename_all = "kebab-case")]
+pub enum CommandOutcome {
+    /// It ran to completion: its exit code (`None` when killed by a signal).
+    Exited { code: Option<i32>, stderr: String },
+    /// It was still running at the time limit and was killed.
+    TimedOut,
+    /// It could not be started (not found, not executable).
+    NotStarted { error: String },
 }
