@@ -10,6 +10,7 @@
 //! ```
 //! `cmd/` holds one file per subcommand; `output` formats tables and JSON Lines.
 
+pub mod actions;
 pub mod age;
 pub mod audit;
 pub mod cli;

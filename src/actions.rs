@@ -1,0 +1,566 @@
+//! Actions: carry a plan out precisely — destroy by full id and cookie, signal through a
+//! pidfd, restart through systemd, exec without a shell — re-verifying each target right
+//! before acting, with an intent record (fsynced) before and an outcome record after.
+//! If an intent cannot be recorded, nothing more is done (fail closed).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::audit::{self, Actor, AuditError, AuditLog, NewRecord, Outcome, ProcessRecord};
+use crate::engine::{Decision, HeldReason, Plan, PlanItem, Target};
+use crate::model::{Cookie, KernelSocket, Netns, NetnsId, StateSet, StuckSocket};
+use crate::policy::{self, Action};
+use crate::record::SocketRecord;
+use crate::scan::Snapshot;
+use crate::sys::{CommandOutcome, DestroyOutcome, RestartOutcome, SignalOutcome, System};
+
+/// How long a restart may take before it is reported as timed out (left running).
+pub const RESTART_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long an `exec` command may run before it is killed.
+pub const EXEC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who acts, under which policy, and where it is recorded.
+pub struct ActContext<'a> {
+    pub sys: &'a dyn System,
+    pub audit: &'a mut AuditLog,
+    pub actor: Actor,
+    pub policy_digest: String,
+    /// Record the plan as dry-run records and touch nothing.
+    pub dry_run: bool,
+}
+
+/// What came of one plan item, for the command's report (the audit log has the same).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ActionReport {
+    pub rule: String,
+    pub action: String,
+    pub target: String,
+    /// destroyed, already-gone, tuple-reused, unsupported, not-permitted, not-confirmed,
+    /// delivered, exited, pid-reused, restarted, already-in-progress, exited-0, failed,
+    /// skipped, logged, dry-run, observed.
+    pub result: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The intent record's seq, when one was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intent_seq: Option<u64>,
+}
+
+impl ActionReport {
+    /// Whether the action did what it was meant to (or there was nothing left to do).
+    pub fn succeeded(&self) -> bool {
+        matches!(
+            self.result.as_str(),
+            "destroyed"
+                | "already-gone"
+                | "delivered"
+                | "exited"
+                | "restarted"
+                | "exited-0"
+                | "logged"
+                | "dry-run"
+                | "observed"
+        )
+    }
+}
+
+/// Carry out `plan` (made from `snap`). Items held by observe mode, and every item in a
+/// dry run, become `dry-run` records; items held by other guards are only reported by the
+/// caller. Returns one report per recorded item. An `Err` means an audit record could not
+/// be written: every action before it is recorded, none after it was attempted.
+pub fn carry_out(
+    plan: &Plan,
+    snap: &Snapshot,
+    ctx: &mut ActContext<'_>,
+) -> Result<Vec<ActionReport>, AuditError> {
+    let mut reports = Vec::new();
+    let mut destroys: Vec<&PlanItem> = Vec::new();
+    for item in &plan.items {
+        match (&item.decision, ctx.dry_run) {
+            (Decision::Held(HeldReason::Observe), _) => {
+                reports.push(record_plan_only(item, snap, ctx, "observed")?)
+            }
+            (Decision::Act, true) => reports.push(record_plan_only(item, snap, ctx, "dry-run")?),
+            (Decision::Held(_), _) => {}
+            (Decision::Act, false) if matches!(item.action, Action::Destroy) => destroys.push(item),
+            (Decision::Act, false) => reports.push(act_one(item, snap, ctx)?),
+        }
+    }
+    reports.extend(destroy_all(&destroys, snap, ctx)?);
+    Ok(reports)
+}
+
+fn record_plan_only(
+    item: &PlanItem,
+    snap: &Snapshot,
+    ctx: &mut ActContext<'_>,
+    result: &str,
+) -> Result<ActionReport, AuditError> {
+    let record = describe(
+        NewRecord::dry_run(
+            ctx.actor.clone(),
+            mode_of(ctx),
+            audit_action(item),
+            item.why.clone(),
+        ),
+        item,
+        snap,
+        ctx,
+    );
+    let written = ctx.audit.append(record)?;
+    Ok(report(item, result, None, None, Some(written.seq)))
+}
+
+/// Signal, restart, exec and log: one at a time, intent → re-verify → act → outcome.
+fn act_one(
+    item: &PlanItem,
+    snap: &Snapshot,
+    ctx: &mut ActContext<'_>,
+) -> Result<ActionReport, AuditError> {
+    let intent = ctx.audit.append(describe(
+        NewRecord::intent(
+            ctx.actor.clone(),
+            mode_of(ctx),
+            audit_action(item),
+            item.why.clone(),
+        ),
+        item,
+        snap,
+        ctx,
+    ))?;
+    let (result, errno, message) = match (&item.action, &item.target) {
+        (Action::Log, _) => ("logged".to_string(), None, None),
+        (Action::Signal { signal }, Target::Process { process, .. }) => {
+            signal_result(ctx.sys.signal(*process, signal.0))
+        }
+        (Action::Restart, Target::Unit { unit }) => restart(item, unit, snap, ctx),
+        (Action::Exec { .. }, Target::Socket { .. }) => exec(item, snap, ctx),
+        (action, target) => (
+            "skipped".into(),
+            None,
+            Some(format!("{action} cannot act on {target}")),
+        ),
+    };
+    let outcome = Outcome {
+        result: result.clone(),
+        errno,
+        message: message.clone(),
+    };
+    ctx.audit
+        .append(NewRecord::outcome_of(&intent, ctx.actor.clone(), outcome))?;
+    Ok(report(item, &result, errno, message, Some(intent.seq)))
+}
+
+/// Restart only if one of the processes that justified it is still that process and still
+/// in that unit (the unit was read from its cgroup at scan time).
+fn restart(
+    item: &PlanItem,
+    unit: &str,
+    snap: &Snapshot,
+    ctx: &ActContext<'_>,
+) -> (String, Option<i32>, Option<String>) {
+    let owners = item
+        .socket_indices
+        .iter()
+        .filter_map(|i| snap.sockets.get(*i))
+        .flat_map(|s| s.owners.iter().map(|o| o.process.id));
+    let still_there = owners
+        .clone()
+        .any(|p| matches!(ctx.sys.unit_of(p), Ok(Some(u)) if u == unit));
+    if !still_there {
+        return (
+            "skipped".into(),
+            None,
+            Some(format!(
+                "no process that held the sockets is still in {unit}"
+            )),
+        );
+    }
+    match ctx.sys.restart_unit(unit, RESTART_TIMEOUT) {
+        Ok(RestartOutcome::Restarted {
+            old_main_pid,
+            new_main_pid,
+            ..
+        }) => (
+            "restarted".into(),
+            None,
+            Some(format!(
+                "main pid {} -> {}",
+                pid_text(old_main_pid),
+                pid_text(new_main_pid)
+            )),
+        ),
+        Ok(RestartOutcome::AlreadyInProgress { state }) => (
+            "already-in-progress".into(),
+            None,
+            Some(format!(
+                "{unit} is {}/{}: not restarted again",
+                state.active_state, state.sub_state
+            )),
+        ),
+        Ok(RestartOutcome::Failed { result }) => (
+            "failed".into(),
+            None,
+            Some(format!("restart job ended `{result}`")),
+        ),
+        Ok(RestartOutcome::TimedOut) => (
+            "failed".into(),
+            None,
+            Some(format!(
+                "restart job still running after {}s",
+                RESTART_TIMEOUT.as_secs()
+            )),
+        ),
+        Err(e) => ("failed".into(), None, Some(e.to_string())),
+    }
+}
+
+fn pid_text(pid: Option<u32>) -> String {
+    pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn exec(
+    item: &PlanItem,
+    snap: &Snapshot,
+    ctx: &ActContext<'_>,
+) -> (String, Option<i32>, Option<String>) {
+    let Some(argv) = &item.argv else {
+        return (
+            "failed".into(),
+            None,
+            Some("the plan has no rendered command".into()),
+        );
+    };
+    // Re-verify: the socket the command is about must still be there.
+    if let Some(s) = item
+        .socket_indices
+        .first()
+        .and_then(|i| snap.sockets.get(*i))
+    {
+        if let Some(netns) = snap.netns(s.socket.netns) {
+            if let Ok(None) = ctx.sys.lookup(netns, &s.socket) {
+                return ("skipped".into(), None, Some("the socket is gone".into()));
+            }
+        }
+    }
+    match ctx.sys.run_command(argv, EXEC_TIMEOUT) {
+        CommandOutcome::Exited { code: Some(0), .. } => ("exited-0".into(), None, None),
+        CommandOutcome::Exited { code, stderr } => (
+            "failed".into(),
+            None,
+            Some(format!(
+                "exit status {}: {}",
+                code.map(|c| c.to_string())
+                    .unwrap_or_else(|| "killed by a signal".into()),
+                stderr.trim()
+            )),
+        ),
+        CommandOutcome::TimedOut => (
+            "failed".into(),
+            None,
+            Some(format!("killed after {}s", EXEC_TIMEOUT.as_secs())),
+        ),
+        CommandOutcome::NotStarted { error } => ("failed".into(), None, Some(error)),
+    }
+}
+
+fn signal_result(outcome: SignalOutcome) -> (String, Option<i32>, Option<String>) {
+    let (result, errno, message) = match outcome {
+        SignalOutcome::Delivered => ("delivered", None, None),
+        SignalOutcome::Exited => (
+            "exited",
+            Some(libc::ESRCH),
+            Some("the process had already exited"),
+        ),
+        SignalOutcome::PidReused => (
+            "pid-reused",
+            None,
+            Some("the pid now belongs to another process (start time differs): nothing was sent"),
+        ),
+        SignalOutcome::NotPermitted => (
+            "not-permitted",
+            Some(libc::EPERM),
+            Some("needs CAP_KILL or the same uid"),
+        ),
+        SignalOutcome::Unsupported => (
+            "unsupported",
+            Some(libc::ENOSYS),
+            Some("no pidfd support (Linux < 5.3): refusing to signal by bare pid"),
+        ),
+        SignalOutcome::Failed(errno) => ("failed", Some(errno), None),
+    };
+    (result.to_string(), errno, message.map(str::to_string))
+}
+
+/// Destroys, per namespace: every intent first, then one dump to re-verify that each
+/// socket is still there in the same state, then pipelined SOCK_DESTROYs, then one dump to
+/// confirm they are gone, then every outcome.
+fn destroy_all(
+    items: &[&PlanItem],
+    snap: &Snapshot,
+    ctx: &mut ActContext<'_>,
+) -> Result<Vec<ActionReport>, AuditError> {
+    let mut by_netns: HashMap<NetnsId, Vec<(&PlanItem, &StuckSocket)>> = HashMap::new();
+    for item in items {
+        if let Some(s) = item
+            .socket_indices
+            .first()
+            .and_then(|i| snap.sockets.get(*i))
+        {
+            by_netns.entry(s.socket.netns).or_default().push((item, s));
+        }
+    }
+    let mut reports = Vec::new();
+    for (netns_id, targets) in by_netns {
+        let Some(netns) = snap.netns(netns_id) else {
+            continue;
+        };
+        let mut intents = Vec::with_capacity(targets.len());
+        for (item, _) in &targets {
+            let record = describe(
+                NewRecord::intent(
+                    ctx.actor.clone(),
+                    mode_of(ctx),
+                    audit_action(item),
+                    item.why.clone(),
+                ),
+                item,
+                snap,
+                ctx,
+            );
+            intents.push(ctx.audit.append(record)?);
+        }
+        let sockets: Vec<&KernelSocket> = targets.iter().map(|(_, s)| &s.socket).collect();
+        let results = destroy_verified(ctx.sys, netns, &sockets);
+        for (((item, _), intent), (result, errno, message)) in
+            targets.iter().zip(&intents).zip(results)
+        {
+            let outcome = Outcome {
+                result: result.clone(),
+                errno,
+                message: message.clone(),
+            };
+            ctx.audit
+                .append(NewRecord::outcome_of(intent, ctx.actor.clone(), outcome))?;
+            reports.push(report(item, &result, errno, message, Some(intent.seq)));
+        }
+    }
+    Ok(reports)
+}
+
+/// Re-verify, destroy and confirm one namespace's sockets; one result per socket.
+fn destroy_verified(
+    sys: &dyn System,
+    netns: &Netns,
+    sockets: &[&KernelSocket],
+) -> Vec<(String, Option<i32>, Option<String>)> {
+    let states: StateSet = sockets.iter().map(|s| s.state).collect();
+    let live = |sys: &dyn System| -> Result<HashMap<Cookie, KernelSocket>, String> {
+        sys.dump(netns, states)
+            .map(|d| d.sockets.into_iter().map(|s| (s.cookie, s)).collect())
+            .map_err(|e| e.to_string())
+    };
+    let before = match live(sys) {
+        Ok(before) => before,
+        Err(e) => {
+            return sockets
+                .iter()
+                .map(|_| {
+                    (
+                        "failed".to_string(),
+                        None,
+                        Some(format!("re-verify dump: {e}")),
+                    )
+                })
+                .collect()
+        }
+    };
+    // Only sockets still there, in the same state, are destroyed.
+    let still: Vec<KernelSocket> = sockets
+        .iter()
+        .filter(|s| {
+            before
+                .get(&s.cookie)
+                .is_some_and(|now| now.state == s.state)
+        })
+        .map(|s| (*s).clone())
+        .collect();
+    let outcomes: HashMap<Cookie, Result<DestroyOutcome, String>> =
+        match sys.destroy_many(netns, &still) {
+            Ok(outcomes) => still
+                .iter()
+                .map(|s| s.cookie)
+                .zip(outcomes.into_iter().map(Ok))
+                .collect(),
+            Err(e) => still
+                .iter()
+                .map(|s| (s.cookie, Err(e.to_string())))
+                .collect(),
+        };
+    let after = live(sys).ok();
+    sockets
+        .iter()
+        .map(|s| match (before.get(&s.cookie), outcomes.get(&s.cookie)) {
+            (None, _) => (
+                "already-gone".into(),
+                Some(libc::ENOENT),
+                Some("gone before the destroy (re-verified)".into()),
+            ),
+            (Some(now), None) => (
+                "skipped".into(),
+                None,
+                Some(format!(
+                    "now in state {} (was {}): not destroyed",
+                    now.state, s.state
+                )),
+            ),
+            (Some(_), Some(Err(e))) => ("failed".into(), None, Some(e.clone())),
+            (Some(_), Some(Ok(outcome))) => {
+                destroy_result(*outcome, after.as_ref().map(|a| a.contains_key(&s.cookie)))
+            }
+        })
+        .collect()
+}
+
+fn destroy_result(
+    outcome: DestroyOutcome,
+    still_listed: Option<bool>,
+) -> (String, Option<i32>, Option<String>) {
+    match outcome {
+        DestroyOutcome::Destroyed if still_listed == Some(true) => (
+            "not-confirmed".into(),
+            None,
+            Some("the kernel ACKed the destroy but a re-dump still lists the socket".into()),
+        ),
+        DestroyOutcome::Destroyed => (
+            "destroyed".into(),
+            None,
+            Some("kernel ACK; gone from a re-dump".into()),
+        ),
+        DestroyOutcome::AlreadyGone => ("already-gone".into(), Some(libc::ENOENT), None),
+        DestroyOutcome::TupleReused => (
+            "tuple-reused".into(),
+            Some(libc::ESTALE),
+            Some("the address now belongs to another socket: nothing touched".into()),
+        ),
+        DestroyOutcome::Unsupported => (
+            "unsupported".into(),
+            Some(libc::EOPNOTSUPP),
+            Some("kernel without CONFIG_INET_DIAG_DESTROY, or a state it cannot abort".into()),
+        ),
+        DestroyOutcome::NotPermitted => (
+            "not-permitted".into(),
+            Some(libc::EPERM),
+            Some("needs CAP_NET_ADMIN in the socket's namespace".into()),
+        ),
+        DestroyOutcome::Failed(errno) => (
+            "failed".into(),
+            Some(errno),
+            Some(std::io::Error::from_raw_os_error(errno).to_string()),
+        ),
+    }
+}
+
+/// Fill in rule, digest and target of a record from a plan item.
+fn describe(
+    record: NewRecord,
+    item: &PlanItem,
+    snap: &Snapshot,
+    ctx: &ActContext<'_>,
+) -> NewRecord {
+    let mut record = record.rule(item.rule.clone(), ctx.policy_digest.clone());
+    if let Some(s) = item
+        .socket_indices
+        .first()
+        .and_then(|i| snap.sockets.get(*i))
+    {
+        let fallback;
+        let netns = match snap.netns(s.socket.netns) {
+            Some(n) => n,
+            None => {
+                fallback = Netns {
+                    id: s.socket.netns,
+                    name: s.socket.netns.to_string(),
+                    path: Default::default(),
+                };
+                &fallback
+            }
+        };
+        record = record.target(SocketRecord::new(s, netns));
+    }
+    match &item.target {
+        Target::Unit { unit } => record.unit(unit.clone()),
+        Target::Process { process, comm } => {
+            let owner = item
+                .socket_indices
+                .iter()
+                .filter_map(|i| snap.sockets.get(*i))
+                .flat_map(|s| &s.owners)
+                .find(|o| o.process.id == *process);
+            record.process(ProcessRecord {
+                pid: process.pid.0,
+                start_time: process.start_time,
+                comm: comm.clone(),
+                cmdline: owner.map(|o| o.process.cmdline.clone()),
+                unit: owner.and_then(|o| o.process.unit.clone()),
+            })
+        }
+        Target::Socket { .. } => record,
+    }
+}
+
+fn audit_action(item: &PlanItem) -> audit::Action {
+    let kind = match item.action.kind() {
+        policy::ActionKind::Log => audit::ActionKind::Log,
+        policy::ActionKind::Destroy => audit::ActionKind::Destroy,
+        policy::ActionKind::Signal => audit::ActionKind::Signal,
+        policy::ActionKind::Restart => audit::ActionKind::Restart,
+        policy::ActionKind::Exec => audit::ActionKind::Exec,
+    };
+    let mut action = audit::Action::new(kind);
+    match (&item.action, &item.target) {
+        (Action::Signal { signal }, _) => action.signal = Some(signal.to_string()),
+        (Action::Exec { .. }, _) => action.command = item.argv.clone(),
+        (Action::Restart, Target::Unit { unit }) => action.unit = Some(unit.clone()),
+        _ => {}
+    }
+    action
+}
+
+fn mode_of(ctx: &ActContext<'_>) -> audit::Mode {
+    if ctx.dry_run {
+        audit::Mode::Observe
+    } else {
+        audit::Mode::Enforce
+    }
+}
+
+fn report(
+    item: &PlanItem,
+    result: &str,
+    errno: Option<i32>,
+    message: Option<String>,
+    intent_seq: Option<u64>,
+) -> ActionReport {
+    ActionReport {
+        rule: item.rule.clone(),
+        action: item.action.to_string(),
+        target: item.target.to_string(),
+        result: result.to_string(),
+        errno,
+        message,
+        intent_seq,
+    }
+}
+
+/// Cookies a plan would destroy (for tests and summaries).
+pub fn destroy_targets(plan: &Plan) -> HashSet<Cookie> {
+    plan.to_act()
+        .filter(|i| matches!(i.action, Action::Destroy))
+        .flat_map(|i| i.sockets.iter().copied())
+        .collect()
+}
