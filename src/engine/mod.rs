@@ -1,0 +1,1036 @@
+//! The policy engine: a pure function from a snapshot, the policies, the action history and
+//! the clock to a plan. No I/O, no clock reads: everything it knows is in [`EngineInput`].
+
+mod history;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+pub use history::{History, OwnerKey, PastAction, PastOutcome, TargetKey};
+
+use crate::model::{Age, Cookie, NetnsId, Pid, Process, ProcessId, StuckSocket, TcpState};
+use crate::policy::{
+    format_secs, render_arg, Action, ActionKind, Guards, Mode, PolicySet, Rule, SSH_PORT,
+    SSH_PROCESSES, SSH_UNITS,
+};
+
+/// Everything a decision depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineInput<'a> {
+    pub sockets: &'a [StuckSocket],
+    /// Readable namespace names for the `netns` selector; a namespace missing here is
+    /// called `net:[INODE]`.
+    pub netns_names: &'a HashMap<NetnsId, String>,
+    pub policies: &'a PolicySet,
+    pub history: &'a History,
+    pub now: SystemTime,
+    pub options: RunOptions,
+}
+
+/// Per-run switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RunOptions {
+    /// Overrides the policies' `mode` (e.g. `clean` on the command line).
+    pub mode: Option<Mode>,
+    /// Lift the budgets (rates and per-owner fraction) for this run only. Protection and
+    /// cooldowns still apply.
+    pub lift_budgets: bool,
+    /// sockwarden's own pid: never a target.
+    pub self_pid: Pid,
+    /// Never touch PID 1 (true except in tests of a pid namespace).
+    pub protect_pid1: bool,
+}
+
+impl RunOptions {
+    pub fn new(self_pid: Pid) -> RunOptions {
+        RunOptions {
+            mode: None,
+            lift_budgets: false,
+            self_pid,
+            protect_pid1: true,
+        }
+    }
+}
+
+/// The engine's answer: what to do, and what was held back and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    /// The mode the plan was made in (the override, else the policies').
+    pub mode: Mode,
+    pub items: Vec<PlanItem>,
+}
+
+impl Plan {
+    /// Items to carry out.
+    pub fn to_act(&self) -> impl Iterator<Item = &PlanItem> {
+        self.items.iter().filter(|i| i.decision == Decision::Act)
+    }
+}
+
+/// One planned action on one target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanItem {
+    pub rule: String,
+    /// True when this is the rule's `[rule.escalate]` step.
+    pub escalated: bool,
+    pub action: Action,
+    pub target: Target,
+    /// The owner this is about (unit, else process), for the audit log and escalation.
+    pub owner: Option<OwnerKey>,
+    /// The sockets that justify the action (for a socket target, just that one).
+    pub sockets: Vec<Cookie>,
+    /// Their indices in [`EngineInput::sockets`].
+    pub socket_indices: Vec<usize>,
+    /// For `exec`: the command with its placeholders filled in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub argv: Option<Vec<String>>,
+    pub decision: Decision,
+    /// Human explanation, e.g. "close-wait for 12m (tcp-info) >= 10m, owner api(1234)
+    /// holds 57 matching sockets".
+    pub why: String,
+}
+
+/// What an action is aimed at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Target {
+    /// One socket (destroy, log, exec).
+    Socket { cookie: Cookie, index: usize },
+    /// One process (signal; or a restart held back because the process has no unit).
+    Process { process: ProcessId, comm: String },
+    /// One systemd unit (restart).
+    Unit { unit: String },
+}
+
+impl Target {
+    pub fn key(&self) -> TargetKey {
+        match self {
+            Target::Socket { cookie, .. } => TargetKey::Socket(*cookie),
+            Target::Process { process, .. } => TargetKey::Process(*process),
+            Target::Unit { unit } => TargetKey::Unit(unit.clone()),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Socket { cookie, .. } => write!(f, "socket {cookie}"),
+            Target::Process { process, comm } => write!(f, "{comm}({})", process.pid),
+            Target::Unit { unit } => f.write_str(unit),
+        }
+    }
+}
+
+/// Whether an item is carried out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", content = "reason", rename_all = "kebab-case")]
+pub enum Decision {
+    Act,
+    Held(HeldReason),
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Act => f.write_str("act"),
+            Decision::Held(r) => write!(f, "held: {r}"),
+        }
+    }
+}
+
+/// Why a guard held an item back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "guard", rename_all = "kebab-case")]
+pub enum HeldReason {
+    /// Mode is observe: planned and recorded only.
+    Observe,
+    /// LISTEN sockets are never targets.
+    Listening,
+    /// The target or one of its owners is on a never-touch list, or is sockwarden / PID 1.
+    Protected { what: String },
+    /// A signal or restart for a socket no process holds.
+    NoOwner,
+    /// A restart for a process that is not in a systemd unit.
+    NoUnit,
+    /// The same rule acted on the same target too recently.
+    Cooldown {
+        last_secs_ago: u64,
+        cooldown_secs: u64,
+    },
+    /// A rate budget is used up (`budget` names the guard key).
+    Budget {
+        budget: String,
+        limit: u32,
+        used: u32,
+    },
+    /// `max_fraction_per_owner`: enough of this owner's sockets were taken this pass.
+    OwnerFraction {
+        owner: ProcessId,
+        limit: u32,
+        matching: u32,
+    },
+    /// An earlier item of this pass already does this to this target.
+    AlreadyPlanned { rule: String },
+}
+
+impl fmt::Display for HeldReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HeldReason::Observe => f.write_str("observe mode (planned and recorded, not acted on)"),
+            HeldReason::Listening => f.write_str("LISTEN sockets are never touched"),
+            HeldReason::Protected { what } => write!(f, "protected: {what}"),
+            HeldReason::NoOwner => f.write_str("no process holds this socket"),
+            HeldReason::NoUnit => f.write_str("owner has no systemd unit"),
+            HeldReason::Cooldown { last_secs_ago, cooldown_secs } => write!(
+                f,
+                "cooldown: this rule acted on it {} ago (< {})",
+                format_secs(*last_secs_ago),
+                format_secs(*cooldown_secs)
+            ),
+            HeldReason::Budget { budget, limit, used } => {
+                write!(f, "budget {budget} = {limit} used up ({used} already)")
+            }
+            HeldReason::OwnerFraction { owner, limit, matching } => write!(
+                f,
+                "max_fraction_per_owner: {limit} of pid {}'s {matching} matching sockets already taken this pass",
+                owner.pid
+            ),
+            HeldReason::AlreadyPlanned { rule } => write!(f, "already planned by rule `{rule}` in this pass"),
+        }
+    }
+}
+
+/// Why a socket is or is not acted on: every rule whose selectors match it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SocketExplanation {
+    pub index: usize,
+    pub cookie: Cookie,
+    pub state: TcpState,
+    pub local: std::net::SocketAddr,
+    pub remote: std::net::SocketAddr,
+    pub age: Age,
+    /// `comm(pid)` of each owner.
+    pub owners: Vec<String>,
+    pub rules: Vec<RuleExplanation>,
+    /// One line: what happens to this socket, or "no rule matches".
+    pub summary: String,
+}
+
+/// One rule whose selectors match a socket.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RuleExplanation {
+    pub rule: String,
+    /// "12m (tcp-info) >= 10m" or "3m (tcp-info) < 10m".
+    pub threshold: String,
+    pub threshold_met: bool,
+    /// For rules with `min_sockets`: "api(1234) holds 3 matching sockets < 20".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_sockets: Option<String>,
+    /// Selectors, age and min_sockets all pass.
+    pub fires: bool,
+    /// What came of it: the plan item's action and decision, "not yet", or "shadowed".
+    pub outcome: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decision: Option<Decision>,
+}
+
+/// Decide what to do about `input.sockets`.
+pub fn plan(input: &EngineInput<'_>) -> Plan {
+    Evaluation::new(input).plan
+}
+
+/// For each socket, every rule whose selectors match it and what came of it.
+pub fn explain(input: &EngineInput<'_>) -> Vec<SocketExplanation> {
+    let eval = Evaluation::new(input);
+    eval.explain(input)
+}
+
+// ---- evaluation -----------------------------------------------------------------------
+
+/// A rule's view of one socket.
+#[derive(Debug, Clone, Copy, Default)]
+struct Match {
+    selectors: bool,
+    age_ok: bool,
+    /// Index into the socket's owners of the owner with the most matching sockets.
+    principal: Option<usize>,
+    /// How many sockets matching this rule (selectors and age) the principal owner holds.
+    owner_count: u32,
+    min_ok: bool,
+}
+
+impl Match {
+    fn fires(&self) -> bool {
+        self.selectors && self.age_ok && self.min_ok
+    }
+}
+
+struct Evaluation {
+    plan: Plan,
+    /// matches[socket][rule]
+    matches: Vec<Vec<Match>>,
+    /// The rule that fired first for each socket.
+    winner: Vec<Option<usize>>,
+    /// Plan item covering each socket, if any.
+    item_of: HashMap<usize, usize>,
+}
+
+impl Evaluation {
+    fn new(input: &EngineInput<'_>) -> Evaluation {
+        let rules = &input.policies.rules;
+        let socks = input.sockets;
+        let mut matches: Vec<Vec<Match>> = socks
+            .iter()
+            .map(|s| {
+                rules
+                    .iter()
+                    .map(|r| Match {
+                        selectors: selectors_match(r, s, input.netns_names),
+                        age_ok: s.age.secs >= r.older_than.as_secs(),
+                        ..Match::default()
+                    })
+                    .collect()
+            })
+            .collect();
+
+        // min_sockets: count, per rule and owner process, the sockets that match and are old
+        // enough. A socket held by several processes counts for each.
+        for (r, rule) in rules.iter().enumerate() {
+            let mut counts: HashMap<ProcessId, u32> = HashMap::new();
+            for (i, s) in socks.iter().enumerate() {
+                if matches[i][r].selectors
+                    && matches[i][r].age_ok
+                    && s.socket.state != TcpState::Listen
+                {
+                    for o in &s.owners {
+                        *counts.entry(o.process.id).or_default() += 1;
+                    }
+                }
+            }
+            for (i, s) in socks.iter().enumerate() {
+                let m = &mut matches[i][r];
+                let mut best: Option<(usize, u32)> = None;
+                for (k, o) in s.owners.iter().enumerate() {
+                    let c = counts.get(&o.process.id).copied().unwrap_or(0);
+                    if best.map_or(true, |(_, bc)| c > bc) {
+                        best = Some((k, c));
+                    }
+                }
+                m.principal = best.map(|(k, _)| k);
+                m.owner_count = best.map_or(0, |(_, c)| c);
+                m.min_ok = match rule.min_sockets {
+                    None => true,
+                    Some(min) => m.owner_count >= min,
+                };
+            }
+        }
+
+        let winner: Vec<Option<usize>> = matches
+            .iter()
+            .map(|row| row.iter().position(Match::fires))
+            .collect();
+        let mut planner = Planner::new(input, &matches);
+        for r in 0..rules.len() {
+            let mut won: Vec<usize> = (0..socks.len()).filter(|&i| winner[i] == Some(r)).collect();
+            // Oldest first, so that a budget spends itself on the worst cases.
+            won.sort_by_key(|&i| std::cmp::Reverse(socks[i].age.secs));
+            planner.plan_rule(r, &won);
+        }
+        let items = planner.finish();
+        let mut item_of = HashMap::new();
+        for (n, item) in items.iter().enumerate() {
+            for &i in &item.socket_indices {
+                item_of.insert(i, n);
+            }
+        }
+        let mode = input.options.mode.unwrap_or(input.policies.mode);
+        Evaluation {
+            plan: Plan { mode, items },
+            matches,
+            winner,
+            item_of,
+        }
+    }
+
+    fn explain(&self, input: &EngineInput<'_>) -> Vec<SocketExplanation> {
+        let rules = &input.policies.rules;
+        input
+            .sockets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut out = Vec::new();
+                for (r, rule) in rules.iter().enumerate() {
+                    let m = self.matches[i][r];
+                    if !m.selectors {
+                        continue;
+                    }
+                    let threshold = format!(
+                        "{} {} {}",
+                        age_text(&s.age),
+                        if m.age_ok { ">=" } else { "<" },
+                        rule.older_than
+                    );
+                    let min_sockets = rule.min_sockets.map(|min| match m.principal {
+                        Some(k) => format!(
+                            "{} holds {} matching socket{} {} {min}",
+                            proc_name(&s.owners[k].process),
+                            m.owner_count,
+                            plural(m.owner_count),
+                            if m.min_ok { ">=" } else { "<" }
+                        ),
+                        None => "no process holds it".to_string(),
+                    });
+                    let (outcome, decision) = if s.socket.state == TcpState::Listen {
+                        ("LISTEN sockets are never touched".to_string(), None)
+                    } else if !m.age_ok {
+                        (format!("not yet: {threshold}"), None)
+                    } else if !m.min_ok {
+                        (
+                            format!(
+                                "not a leak yet: {}",
+                                min_sockets.clone().unwrap_or_default()
+                            ),
+                            None,
+                        )
+                    } else if self.winner[i] != Some(r) {
+                        let w = self.winner[i]
+                            .map(|w| rules[w].name.as_str())
+                            .unwrap_or("?");
+                        (format!("shadowed: rule `{w}` comes first"), None)
+                    } else {
+                        match self.item_of.get(&i).map(|&n| &self.plan.items[n]) {
+                            Some(item) => (item_text(item), Some(item.decision.clone())),
+                            None => ("no action planned".to_string(), None),
+                        }
+                    };
+                    out.push(RuleExplanation {
+                        rule: rule.name.clone(),
+                        threshold,
+                        threshold_met: m.age_ok,
+                        min_sockets,
+                        fires: m.fires(),
+                        outcome,
+                        decision,
+                    });
+                }
+                let summary = match (self.winner[i], self.item_of.get(&i)) {
+                    (Some(r), Some(&n)) => format!(
+                        "rule `{}`: {}",
+                        rules[r].name,
+                        item_text(&self.plan.items[n])
+                    ),
+                    _ if s.socket.state == TcpState::Listen => {
+                        "LISTEN sockets are never touched".to_string()
+                    }
+                    _ if out.is_empty() => "no rule matches".to_string(),
+                    _ => format!(
+                        "no rule fires yet ({} matching rule{})",
+                        out.len(),
+                        plural(u32::try_from(out.len()).unwrap_or(u32::MAX))
+                    ),
+                };
+                SocketExplanation {
+                    index: i,
+                    cookie: s.socket.cookie,
+                    state: s.socket.state,
+                    local: s.socket.local,
+                    remote: s.socket.remote,
+                    age: s.age,
+                    owners: s.owners.iter().map(|o| proc_name(&o.process)).collect(),
+                    rules: out,
+                    summary,
+                }
+            })
+            .collect()
+    }
+}
+
+fn item_text(item: &PlanItem) -> String {
+    format!("{} {}: {}", item.action, item.target, item.decision)
+}
+
+fn selectors_match(rule: &Rule, s: &StuckSocket, names: &HashMap<NetnsId, String>) -> bool {
+    let k = &s.socket;
+    let sel = &rule.selectors;
+    let procs = || s.owners.iter().map(|o| o.process.as_ref());
+    let any_port =
+        |list: &[crate::policy::PortRange], port: u16| list.iter().any(|p| p.contains(port));
+    rule.matches_state(k.state)
+        && (sel.ports.is_empty()
+            || any_port(&sel.ports, k.local.port())
+            || any_port(&sel.ports, k.remote.port()))
+        && (sel.local_ports.is_empty() || any_port(&sel.local_ports, k.local.port()))
+        && (sel.remote_ports.is_empty() || any_port(&sel.remote_ports, k.remote.port()))
+        && (sel.local_cidrs.is_empty() || sel.local_cidrs.iter().any(|c| c.contains(k.local.ip())))
+        && (sel.remote_cidrs.is_empty()
+            || sel.remote_cidrs.iter().any(|c| c.contains(k.remote.ip())))
+        && (sel.process.is_empty()
+            || procs().any(|p| sel.process.iter().any(|g| g.matches(&p.comm))))
+        && (sel.exe.is_empty()
+            || procs().any(|p| {
+                p.exe
+                    .as_deref()
+                    .is_some_and(|e| sel.exe.iter().any(|g| g.matches(e)))
+            }))
+        && (sel.cmdline.is_empty()
+            || procs().any(|p| sel.cmdline.iter().any(|g| g.matches(&p.cmdline))))
+        && (sel.unit.is_empty()
+            || procs().any(|p| {
+                p.unit
+                    .as_deref()
+                    .is_some_and(|u| sel.unit.iter().any(|g| g.matches(u)))
+            }))
+        && (sel.uid.is_empty()
+            || sel.uid.contains(&k.uid)
+            || procs().any(|p| sel.uid.contains(&p.uid)))
+        && (sel.netns.is_empty() || {
+            let name = names
+                .get(&k.netns)
+                .cloned()
+                .unwrap_or_else(|| k.netns.to_string());
+            sel.netns.iter().any(|g| g.matches(&name))
+        })
+}
+
+/// Never-touch checks, with the words that say why.
+struct Protection<'a> {
+    guards: &'a Guards,
+    options: RunOptions,
+    /// Units that hold a protected process: restarting them would hit it.
+    units_with_protected: HashSet<String>,
+}
+
+impl<'a> Protection<'a> {
+    fn new(input: &EngineInput<'a>) -> Protection<'a> {
+        let mut p = Protection {
+            guards: &input.policies.guards,
+            options: input.options,
+            units_with_protected: HashSet::new(),
+        };
+        let mut units = HashSet::new();
+        for s in input.sockets {
+            for o in &s.owners {
+                if let (Some(unit), Some(_)) = (&o.process.unit, p.process(&o.process)) {
+                    units.insert(unit.clone());
+                }
+            }
+        }
+        p.units_with_protected = units;
+        p
+    }
+
+    fn process(&self, p: &Process) -> Option<String> {
+        let g = self.guards;
+        if p.id.pid == self.options.self_pid {
+            return Some(format!("{} is sockwarden itself", proc_name(p)));
+        }
+        if self.options.protect_pid1 && p.id.pid == Pid(1) {
+            return Some(format!("{} is PID 1", proc_name(p)));
+        }
+        if let Some(glob) = g.never_touch_processes.iter().find(|g| g.matches(&p.comm)) {
+            return Some(format!(
+                "{} matches never_touch_processes `{glob}`",
+                proc_name(p)
+            ));
+        }
+        if g.protect_ssh && SSH_PROCESSES.contains(&p.comm.as_str()) {
+            return Some(format!("{} is sshd (protect_ssh)", proc_name(p)));
+        }
+        if let Some(unit) = &p.unit {
+            if let Some(why) = self.unit_listed(unit) {
+                return Some(why);
+            }
+        }
+        if g.never_touch_uids.contains(&p.uid) {
+            return Some(format!(
+                "{} runs as uid {}, in never_touch_uids",
+                proc_name(p),
+                p.uid
+            ));
+        }
+        None
+    }
+
+    fn unit_listed(&self, unit: &str) -> Option<String> {
+        if let Some(glob) = self
+            .guards
+            .never_touch_units
+            .iter()
+            .find(|g| g.matches(unit))
+        {
+            return Some(format!("unit {unit} matches never_touch_units `{glob}`"));
+        }
+        if self.guards.protect_ssh && SSH_UNITS.contains(&unit) {
+            return Some(format!("unit {unit} is ssh (protect_ssh)"));
+        }
+        None
+    }
+
+    fn unit(&self, unit: &str) -> Option<String> {
+        self.unit_listed(unit).or_else(|| {
+            self.units_with_protected
+                .contains(unit)
+                .then(|| format!("unit {unit} holds a protected process"))
+        })
+    }
+
+    fn socket(&self, s: &StuckSocket) -> Option<String> {
+        let g = self.guards;
+        for port in [s.socket.local.port(), s.socket.remote.port()] {
+            if g.never_touch_ports.iter().any(|p| p.contains(port)) {
+                return Some(format!("port {port} is in never_touch_ports"));
+            }
+            if g.protect_ssh && port == SSH_PORT {
+                return Some(format!("port {port} is ssh (protect_ssh)"));
+            }
+        }
+        if g.never_touch_uids.contains(&s.socket.uid) {
+            return Some(format!(
+                "socket uid {} is in never_touch_uids",
+                s.socket.uid
+            ));
+        }
+        s.owners.iter().find_map(|o| self.process(&o.process))
+    }
+}
+
+/// Builds plan items rule by rule and applies the guards in order.
+struct Planner<'a> {
+    input: &'a EngineInput<'a>,
+    matches: &'a [Vec<Match>],
+    protection: Protection<'a>,
+    mode: Mode,
+    items: Vec<PlanItem>,
+    /// Items that passed every guard (acted on, or held only by observe mode), for the
+    /// in-pass part of budgets.
+    rate_used: HashMap<ActionKind, u32>,
+    restarts_used: HashMap<String, u32>,
+    fraction_used: HashMap<(usize, ProcessId), u32>,
+    planned: HashMap<(ActionKind, TargetKey), String>,
+}
+
+/// Sockets of one rule that become one item.
+struct Group {
+    action: Action,
+    escalated: Option<String>,
+    target: Target,
+    owner: Option<OwnerKey>,
+    sockets: Vec<usize>,
+    held: Option<HeldReason>,
+}
+
+impl<'a> Planner<'a> {
+    fn new(input: &'a EngineInput<'a>, matches: &'a [Vec<Match>]) -> Planner<'a> {
+        Planner {
+            input,
+            matches,
+            protection: Protection::new(input),
+            mode: input.options.mode.unwrap_or(input.policies.mode),
+            items: Vec::new(),
+            rate_used: HashMap::new(),
+            restarts_used: HashMap::new(),
+            fraction_used: HashMap::new(),
+            planned: HashMap::new(),
+        }
+    }
+
+    fn finish(self) -> Vec<PlanItem> {
+        self.items
+    }
+
+    fn principal(&self, r: usize, i: usize) -> Option<&'a Process> {
+        let s = &self.input.sockets[i];
+        self.matches[i][r]
+            .principal
+            .map(|k| s.owners[k].process.as_ref())
+    }
+
+    fn owner_key(&self, r: usize, i: usize) -> Option<OwnerKey> {
+        self.principal(r, i).map(|p| match &p.unit {
+            Some(u) => OwnerKey::Unit(u.clone()),
+            None => OwnerKey::Process(p.id),
+        })
+    }
+
+    /// Split the sockets a rule won into items, then guard each item.
+    fn plan_rule(&mut self, r: usize, won: &[usize]) {
+        let rule = &self.input.policies.rules[r];
+        let socks = self.input.sockets;
+        let mut groups: Vec<Group> = Vec::new();
+        let mut escalation_cache: HashMap<OwnerKey, Option<String>> = HashMap::new();
+        for &i in won {
+            let s = &socks[i];
+            let owner = self.owner_key(r, i);
+            let escalated = match &owner {
+                Some(o) => escalation_cache
+                    .entry(o.clone())
+                    .or_insert_with(|| escalation(rule, o, self.input))
+                    .clone(),
+                None => None,
+            };
+            let action = match (&escalated, &rule.escalate) {
+                (Some(_), Some(e)) => e.action.clone(),
+                _ => rule.action.clone(),
+            };
+            let socket_target = Target::Socket {
+                cookie: s.socket.cookie,
+                index: i,
+            };
+            if s.socket.state == TcpState::Listen {
+                groups.push(Group {
+                    action,
+                    escalated,
+                    target: socket_target,
+                    owner,
+                    sockets: vec![i],
+                    held: Some(HeldReason::Listening),
+                });
+                continue;
+            }
+            let protected = self.protection.socket(s);
+            let (target, held) = match action.kind() {
+                ActionKind::Log | ActionKind::Destroy | ActionKind::Exec => (socket_target, None),
+                ActionKind::Signal | ActionKind::Restart => match self.principal(r, i) {
+                    None => (socket_target, Some(HeldReason::NoOwner)),
+                    Some(p) => match (&p.unit, action.kind()) {
+                        (Some(u), ActionKind::Restart) => (Target::Unit { unit: u.clone() }, None),
+                        (None, ActionKind::Restart) => (
+                            Target::Process {
+                                process: p.id,
+                                comm: p.comm.clone(),
+                            },
+                            Some(HeldReason::NoUnit),
+                        ),
+                        _ => (
+                            Target::Process {
+                                process: p.id,
+                                comm: p.comm.clone(),
+                            },
+                            None,
+                        ),
+                    },
+                },
+            };
+            // A protected socket never joins a group that acts: it gets an item of its own
+            // (same target, held) so that the plan says why it was left out.
+            let held = held.or(protected.map(|what| HeldReason::Protected { what }));
+            let shared = matches!(target, Target::Process { .. } | Target::Unit { .. });
+            if shared {
+                if let Some(g) = groups.iter_mut().find(|g| {
+                    g.target == target
+                        && g.action == action
+                        && g.held == held
+                        && g.escalated.is_some() == escalated.is_some()
+                }) {
+                    g.sockets.push(i);
+                    continue;
+                }
+            }
+            groups.push(Group {
+                action,
+                escalated,
+                target,
+                owner,
+                sockets: vec![i],
+                held,
+            });
+        }
+        for g in groups {
+            self.guard(r, g);
+        }
+    }
+
+    fn guard(&mut self, r: usize, g: Group) {
+        let rule = &self.input.policies.rules[r];
+        let kind = g.action.kind();
+        let key = g.target.key();
+        let decision = match g.held.clone() {
+            Some(reason) => Decision::Held(reason),
+            None => match self.check(r, &g) {
+                Some(reason) => Decision::Held(reason),
+                None => {
+                    // Passed every guard: it uses up budget even in observe mode, so that
+                    // observe shows exactly what enforce would do.
+                    *self.rate_used.entry(kind).or_default() += 1;
+                    if let Target::Unit { unit } = &g.target {
+                        *self.restarts_used.entry(unit.clone()).or_default() += 1;
+                    }
+                    if let Some(p) = self.principal(r, g.sockets[0]) {
+                        *self.fraction_used.entry((r, p.id)).or_default() += 1;
+                    }
+                    self.planned.insert((kind, key), rule.name.clone());
+                    match self.mode {
+                        Mode::Observe => Decision::Held(HeldReason::Observe),
+                        Mode::Enforce => Decision::Act,
+                    }
+                }
+            },
+        };
+        let argv = match &g.action {
+            Action::Exec { command } => Some(self.argv(r, g.sockets[0], command)),
+            _ => None,
+        };
+        let why = self.why(r, &g);
+        self.items.push(PlanItem {
+            rule: rule.name.clone(),
+            escalated: g.escalated.is_some(),
+            action: g.action,
+            target: g.target,
+            owner: g.owner,
+            sockets: g
+                .sockets
+                .iter()
+                .map(|&i| self.input.sockets[i].socket.cookie)
+                .collect(),
+            socket_indices: g.sockets,
+            argv,
+            decision,
+            why,
+        });
+    }
+
+    /// The guards after protection, in order: duplicates, cooldown, budgets.
+    fn check(&self, r: usize, g: &Group) -> Option<HeldReason> {
+        let input = self.input;
+        let rule = &input.policies.rules[r];
+        let guards = &input.policies.guards;
+        let kind = g.action.kind();
+        let key = g.target.key();
+        if let Target::Unit { unit } = &g.target {
+            if let Some(what) = self.protection.unit(unit) {
+                return Some(HeldReason::Protected { what });
+            }
+        }
+        if let Some(rule) = self.planned.get(&(kind, key.clone())) {
+            return Some(HeldReason::AlreadyPlanned { rule: rule.clone() });
+        }
+        if let Some(cooldown) = rule.cooldown {
+            let last = input
+                .history
+                .counted()
+                .filter(|a| a.rule == rule.name && a.target == key)
+                .map(|a| secs_since(input.now, a.time))
+                .min();
+            if let Some(ago) = last.filter(|&ago| ago < cooldown.as_secs()) {
+                return Some(HeldReason::Cooldown {
+                    last_secs_ago: ago,
+                    cooldown_secs: cooldown.as_secs(),
+                });
+            }
+        }
+        if input.options.lift_budgets {
+            return None;
+        }
+        let recent = |kind: ActionKind, window: u64, target: Option<&TargetKey>| -> u32 {
+            let n = input
+                .history
+                .counted()
+                .filter(|a| a.action == kind && secs_since(input.now, a.time) < window)
+                .filter(|a| target.map_or(true, |t| &a.target == t))
+                .count();
+            u32::try_from(n).unwrap_or(u32::MAX)
+        };
+        let rate = |name: &str, limit: u32| {
+            let used = recent(kind, 60, None) + self.rate_used.get(&kind).copied().unwrap_or(0);
+            (used >= limit).then(|| HeldReason::Budget {
+                budget: name.to_string(),
+                limit,
+                used,
+            })
+        };
+        let over = match kind {
+            ActionKind::Log => None,
+            ActionKind::Destroy => rate("max_destroys_per_minute", guards.max_destroys_per_minute),
+            ActionKind::Signal => rate("max_signals_per_minute", guards.max_signals_per_minute),
+            ActionKind::Exec => rate("max_execs_per_minute", guards.max_execs_per_minute),
+            ActionKind::Restart => match &g.target {
+                Target::Unit { unit } => {
+                    let limit = guards.max_restarts_per_unit_per_hour;
+                    let used = recent(kind, 3600, Some(&key))
+                        + self.restarts_used.get(unit).copied().unwrap_or(0);
+                    (used >= limit).then(|| HeldReason::Budget {
+                        budget: "max_restarts_per_unit_per_hour".to_string(),
+                        limit,
+                        used,
+                    })
+                }
+                _ => None,
+            },
+        };
+        if over.is_some() {
+            return over;
+        }
+        if matches!(kind, ActionKind::Destroy | ActionKind::Exec)
+            && guards.max_fraction_per_owner < 1.0
+        {
+            if let Some(p) = self.principal(r, g.sockets[0]) {
+                // Denominator: the owner's sockets that match the rule's selectors, old or not.
+                let matching = input
+                    .sockets
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, s)| {
+                        self.matches[*i][r].selectors
+                            && s.owners.iter().any(|o| o.process.id == p.id)
+                    })
+                    .count();
+                let matching = u32::try_from(matching).unwrap_or(u32::MAX);
+                // Rounded down, but at least one, so that a small leak still drains.
+                let limit =
+                    ((f64::from(matching) * guards.max_fraction_per_owner).floor() as u32).max(1);
+                let used = self.fraction_used.get(&(r, p.id)).copied().unwrap_or(0);
+                if used >= limit {
+                    return Some(HeldReason::OwnerFraction {
+                        owner: p.id,
+                        limit,
+                        matching,
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    fn why(&self, r: usize, g: &Group) -> String {
+        let rule = &self.input.policies.rules[r];
+        let socks = self.input.sockets;
+        // Sockets are sorted oldest first within a rule, so the first is the oldest.
+        let first = g.sockets[0];
+        let s = &socks[first];
+        let m = self.matches[first][r];
+        let mut why = String::new();
+        if let Some(e) = &g.escalated {
+            why.push_str(e);
+            why.push_str("; ");
+        }
+        let age = format!(
+            "{} for {} >= {}",
+            s.socket.state,
+            age_text(&s.age),
+            rule.older_than
+        );
+        let owner = match m.principal {
+            Some(k) => {
+                let min = rule
+                    .min_sockets
+                    .map(|n| format!(" (min_sockets {n})"))
+                    .unwrap_or_default();
+                format!(
+                    "owner {} holds {} matching socket{}{min}",
+                    proc_name(&s.owners[k].process),
+                    m.owner_count,
+                    plural(m.owner_count)
+                )
+            }
+            None => "no owner process".to_string(),
+        };
+        if g.sockets.len() > 1 {
+            why.push_str(&format!(
+                "{} sockets, oldest {age}, {owner}",
+                g.sockets.len()
+            ));
+        } else {
+            why.push_str(&format!("{age}, {owner}"));
+        }
+        why
+    }
+
+    fn argv(&self, r: usize, i: usize, command: &[String]) -> Vec<String> {
+        let rule = &self.input.policies.rules[r];
+        let s = &self.input.sockets[i];
+        let k = &s.socket;
+        let owner = self.principal(r, i);
+        let field = |name: &str| -> Option<String> {
+            Some(match name {
+                "rule" => rule.name.clone(),
+                "cookie" => k.cookie.to_string(),
+                "state" => k.state.name().to_string(),
+                "local" => k.local.to_string(),
+                "remote" => k.remote.to_string(),
+                "local_port" => k.local.port().to_string(),
+                "remote_port" => k.remote.port().to_string(),
+                "netns" => self
+                    .input
+                    .netns_names
+                    .get(&k.netns)
+                    .cloned()
+                    .unwrap_or_else(|| k.netns.to_string()),
+                "age" => s.age.secs.to_string(),
+                "uid" => k.uid.to_string(),
+                "pid" => owner.map(|p| p.id.pid.to_string()).unwrap_or_default(),
+                "comm" => owner.map(|p| p.comm.clone()).unwrap_or_default(),
+                "unit" => owner.and_then(|p| p.unit.clone()).unwrap_or_default(),
+                _ => return None,
+            })
+        };
+        // Placeholders were validated at load time, so rendering cannot fail; keep the raw
+        // argument if it somehow does rather than invent one.
+        command
+            .iter()
+            .map(|a| render_arg(a, &field).unwrap_or_else(|_| a.clone()))
+            .collect()
+    }
+}
+
+/// When the rule's escalation applies to `owner`, the words that say why.
+fn escalation(rule: &Rule, owner: &OwnerKey, input: &EngineInput<'_>) -> Option<String> {
+    let e = rule.escalate.as_ref()?;
+    let mine = || {
+        input
+            .history
+            .counted()
+            .filter(|a| a.rule == rule.name && a.owner.as_ref() == Some(owner))
+    };
+    // Time since the last escalation step on this owner: earlier first steps are spent.
+    let last_escalation = mine()
+        .filter(|a| a.escalated)
+        .map(|a| secs_since(input.now, a.time))
+        .min();
+    let after = e.after.as_secs();
+    let oldest = mine()
+        .filter(|a| !a.escalated)
+        .map(|a| (secs_since(input.now, a.time), a.action))
+        .filter(|(ago, _)| last_escalation.map_or(true, |esc| *ago < esc))
+        .filter(|(ago, _)| *ago >= after && *ago <= after + e.within.as_secs())
+        .max_by_key(|(ago, _)| *ago)?;
+    Some(format!(
+        "escalated: this rule did {} on {owner} {} ago (>= {}) and it still matches",
+        oldest.1,
+        format_secs(oldest.0),
+        e.after
+    ))
+}
+
+fn secs_since(now: SystemTime, then: SystemTime) -> u64 {
+    // A record from the future (clock stepped back) counts as just now: conservative for
+    // cooldowns and budgets.
+    now.duration_since(then).map_or(0, |d| d.as_secs())
+}
+
+fn age_text(age: &Age) -> String {
+    format!(
+        "{}{} ({})",
+        if age.lower_bound { "at least " } else { "" },
+        format_secs(age.secs),
+        age.source.name()
+    )
+}
+
+fn proc_name(p: &Process) -> String {
+    format!("{}({})", p.comm, p.id.pid)
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
