@@ -887,7 +887,7 @@ impl<'a> FileCtx<'a> {
                         i.as_str()
                     ),
                     format!(
-                        "write the unit, e.g. `{key} = \"{}s\"`; {DURATION_HELP}",
+                        "write the unit: `{key} = \"{}s\"` (or e.g. \"10m\", \"2h\", \"1h30m\")",
                         i.as_str()
                     ),
                 );
