@@ -1626,3 +1626,61 @@ mod tests {
         }
     }
 }
+
+/// Manual benchmark: `cargo test --release --lib sys::netlink::bench -- --ignored --nocapture`
+/// run inside a namespace holding a large CLOSE_WAIT fixture (e.g. via
+/// `nsenter --net=/proc/PID/ns/net`). Set SOCKWARDEN_BENCH_DESTROY=1 to also destroy them all.
+#[cfg(test)]
+mod bench {
+    use std::time::Instant;
+
+    use super::*;
+
+    fn vm_hwm_kib() -> u64 {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    #[ignore = "needs a large fixture in the current netns; run by hand"]
+    fn dump_and_destroy_current_netns() {
+        let own = crate::sys::netns::own_netns_id().expect("own netns");
+        let mut diag = DiagSocket::open().expect("open");
+        let close_wait = StateSet::from_iter([TcpState::CloseWait]);
+        let hwm0 = vm_hwm_kib();
+        let mut best = f64::MAX;
+        let mut n = 0;
+        for _ in 0..5 {
+            let t = Instant::now();
+            let sockets = diag.dump(own, close_wait).expect("dump");
+            best = best.min(t.elapsed().as_secs_f64());
+            n = sockets.len();
+        }
+        println!(
+            "dump: {n} CLOSE_WAIT sockets, best of 5 {:.3} s; VmHWM {} -> {} KiB",
+            best,
+            hwm0,
+            vm_hwm_kib()
+        );
+        if std::env::var_os("SOCKWARDEN_BENCH_DESTROY").is_some() {
+            let sockets = diag.dump(own, close_wait).expect("dump");
+            let t = Instant::now();
+            let outcomes = diag.destroy_many(&sockets).expect("destroy_many");
+            let ok = outcomes
+                .iter()
+                .filter(|o| **o == DestroyOutcome::Destroyed)
+                .count();
+            println!(
+                "destroy_many: {ok}/{} destroyed in {:.3} s (batch {}); VmHWM {} KiB",
+                sockets.len(),
+                t.elapsed().as_secs_f64(),
+                diag.batch,
+                vm_hwm_kib()
+            );
+        }
+    }
+}
