@@ -669,18 +669,23 @@ impl DiagSocket {
 
     /// Receive datagrams until `handle` says the reply is complete. Messages whose sequence
     /// number is outside `seqs` (left over from an earlier request) are skipped.
+    ///
+    /// With `drain`, read only what is already queued and stop when nothing is left.
     fn receive(
         &mut self,
         seqs: std::ops::Range<u32>,
         call: &dyn Fn() -> String,
+        drain: bool,
         mut handle: impl FnMut(Message<'_>) -> Result<Step, SysError>,
     ) -> Result<(), SysError> {
+        let flags = libc::MSG_TRUNC | if drain { libc::MSG_DONTWAIT } else { 0 };
         loop {
             let n = {
                 let mut window: &mut [u8] = &mut self.buf[..];
-                match self.socket.recv(&mut window, libc::MSG_TRUNC) {
+                match self.socket.recv(&mut window, flags) {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if drain && e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         return Err(SysError::new(format!("{}: recv", call()), e).with_hint(
                             format!("no answer from the kernel within {RECV_TIMEOUT_SECS} s"),
@@ -731,11 +736,13 @@ impl DiagSocket {
         self.req.clear();
         dump_request(&mut self.req, seq, family, states);
         self.send_req(&call)?;
-        self.receive(seq..seq + 1, &call, |msg| dump_step(msg, netns, out, &call))
+        self.receive(seq..seq + 1, &call, false, |msg| {
+            dump_step(msg, netns, out, &call)
+        })
     }
 
-    /// Look one socket up again by its exact id and cookie. `None` when it is gone (ENOENT)
-    /// or its tuple now belongs to another socket (ESTALE).
+    /// Look one socket up again by its exact id and cookie. `None` when it is gone (TCP
+    /// answers ENOENT both when the tuple is free and when another socket holds it now).
     pub fn lookup(&mut self, socket: &KernelSocket) -> Result<Option<KernelSocket>, SysError> {
         let call = || format!("sock_diag lookup of {}", describe(socket));
         let seq = self.next_seq(1);
@@ -743,7 +750,7 @@ impl DiagSocket {
         lookup_request(&mut self.req, seq, socket);
         self.send_req(&call)?;
         let mut found = None;
-        self.receive(seq..seq + 1, &call, |msg| {
+        self.receive(seq..seq + 1, &call, false, |msg| {
             lookup_step(msg, socket.netns, &mut found, &call)
         })?;
         Ok(found)
@@ -756,7 +763,7 @@ impl DiagSocket {
         Ok(out.pop().unwrap_or(DestroyOutcome::Failed(libc::EIO)))
     }
 
-    /// SOCK_DESTROY many sockets, pipelined: requests go out in batches (one datagram each,
+    /// SOCK_DESTROY many sockets of this socket's namespace, pipelined: requests go out in batches (one datagram each,
     /// distinct sequence numbers) and the ACKs are matched back by sequence number. The
     /// outcomes are in the order of `sockets`.
     pub fn destroy_many(
@@ -846,15 +853,16 @@ impl DiagSocket {
         self.send_req(call)?;
         let mut answers = vec![Answer::default(); sockets.len()];
         let mut pending = sockets.len();
-        let res = self.receive(first..first + n, call, |msg| {
-            batch_step(msg, first, &mut answers, &mut pending, call)
-        });
-        match res {
+        let mut step = |msg: Message<'_>| batch_step(msg, first, &mut answers, &mut pending, call);
+        match self.receive(first..first + n, call, false, &mut step) {
             Ok(()) => {}
-            // The receive buffer overflowed and the kernel dropped answers: the requests
-            // were still carried out, but those answers are unknown.
+            // The receive buffer overflowed and the kernel dropped some answers. It handled
+            // the whole datagram inside send(), so every answer it kept is queued already:
+            // read those, and leave the lost ones unknown.
             Err(e) if e.errno() == Some(libc::ENOBUFS) => {
-                tracing::warn!("{e}: {pending} answers lost");
+                let drained = self.receive(first..first + n, call, true, &mut step);
+                let lost = answers.iter().filter(|a| a.errno.is_none()).count();
+                tracing::warn!("{e}: {lost} answers lost ({drained:?})");
             }
             Err(e) => return Err(e),
         }
@@ -1354,6 +1362,7 @@ mod tests {
         use super::super::*;
         use crate::sys::netns::testns::TestNetns;
         use crate::sys::netns::{open_diag_socket_in, own_netns_id};
+        use nix::sys::socket::{setsockopt, sockopt};
 
         struct Pair {
             _listener: TcpListener,
@@ -1607,6 +1616,38 @@ mod tests {
             // Everything is gone now; the default batch size answers each one.
             let got = diag.destroy_many(&list).expect("destroy");
             assert_eq!(got, vec![DestroyOutcome::AlreadyGone; 9]);
+        }
+
+        /// Answers dropped by an overflowing receive buffer are reported as unknown
+        /// (ENOBUFS), never as destroyed, and the socket stays usable.
+        #[test]
+        fn lost_acks_are_failures_not_successes() {
+            let ns = TestNetns::new();
+            let mut diag = open(&ns);
+            setsockopt(&diag.as_fd(), sockopt::RcvBuf, &1).expect("shrink SO_RCVBUF");
+            let (_p, live) = close_wait(&ns, &mut diag, "127.0.0.1:0");
+            let mut list: Vec<KernelSocket> = (1..=300u16)
+                .map(|port| {
+                    let mut s = live.clone();
+                    s.remote.set_port(port); // no such connection
+                    s
+                })
+                .collect();
+            list.push(live.clone());
+            let got = diag.destroy_batched(&list, list.len()).expect("destroy");
+            assert_eq!(got.len(), 301);
+            let lost = got
+                .iter()
+                .filter(|o| **o == DestroyOutcome::Failed(libc::ENOBUFS))
+                .count();
+            assert!(lost > 0, "the buffer did not overflow: {got:?}");
+            assert!(got[..300].iter().all(|o| *o != DestroyOutcome::Destroyed));
+            // The last request was carried out even if its answer was lost.
+            assert!(matches!(
+                got[300],
+                DestroyOutcome::Destroyed | DestroyOutcome::Failed(libc::ENOBUFS)
+            ));
+            assert_eq!(diag.lookup(&live).expect("lookup after overflow"), None);
         }
 
         #[test]
