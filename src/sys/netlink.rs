@@ -91,9 +91,7 @@ impl SockId {
             cookie: s.cookie.0,
         }
     }
-}
 
-impl SockId {
     fn same_tuple(&self, other: &SockId) -> bool {
         (self.sport, self.dport, self.src, self.dst)
             == (other.sport, other.dport, other.src, other.dst)
