@@ -29,6 +29,9 @@ Examples:
   sockwarden scan --summary                    counts per state and owner, oldest first
   sockwarden scan --state close-wait --older-than 10m --unit 'api*.service'
   sockwarden scan --json | jq 'select(.recv_q > 0)'
+  sockwarden clean --state close-wait --older-than 10m --process java --action destroy
+  sockwarden policy check /etc/sockwarden/policies
+  sockwarden audit show --since 2h
   sockwarden doctor                            what can sockwarden do on this machine?";
 
 /// Find TCP connections stuck in teardown, who owns them and how long they have been stuck.
@@ -63,6 +66,15 @@ pub enum Command {
     /// Check what works on this machine: sock_diag, SOCK_DESTROY, capabilities, pidfd,
     /// cgroups, systemd. Exit 0 when remediation can work here, 1 when some cannot.
     Doctor(DoctorArgs),
+    /// One-off cleanup: plan, confirm, act (destroy, signal, restart, exec, log) and record
+    /// every action in the audit log.
+    Clean(crate::cmd::clean::CleanArgs),
+    /// Validate policies, or explain what they would do to the stuck sockets now.
+    #[command(subcommand)]
+    Policy(crate::cmd::policy::PolicyCommand),
+    /// Verify, show and summarize the audit trail.
+    #[command(subcommand)]
+    Audit(crate::cmd::audit::AuditCommand),
 }
 
 const SCAN_HELP: &str = "\

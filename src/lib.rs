@@ -18,6 +18,7 @@ pub mod cmd;
 pub mod duration;
 pub mod engine;
 pub mod filter;
+pub mod history;
 pub mod model;
 pub mod output;
 pub mod policy;

@@ -27,6 +27,9 @@ fn dispatch(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Scan(args) => cmd::scan::run(&args, &LinuxSystem::new()),
         Command::Doctor(args) => cmd::doctor::run(&args),
+        Command::Clean(args) => cmd::clean::run(&args, &LinuxSystem::new()),
+        Command::Policy(command) => cmd::policy::run(&command, &LinuxSystem::new()),
+        Command::Audit(command) => cmd::audit::run(command),
     }
 }
 

@@ -1,5 +1,8 @@
 //! Integration tests: one binary, shared helpers in `support`. Tests that need root and the
 //! real kernel run in network namespaces they create, and must run (not skip) under CI.
 
+mod clean;
+mod isolated_systemd;
 mod scan;
 mod support;
+mod systemd;

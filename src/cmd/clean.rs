@@ -1,0 +1,273 @@
+//! `sockwarden clean`: a one-off cleanup. Scan, plan with the same engine and guards as the
+//! daemon, print the plan, and act only with `--yes` or after a confirmation on a terminal.
+
+use std::io::{self, BufRead, IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::actions::{self, ActContext, ActionReport};
+use crate::audit::{Actor, ActorKind, AuditLog};
+use crate::cli::{exit, SelectArgs};
+use crate::engine::{self, Decision, EngineInput, Plan, RunOptions};
+use crate::filter::SocketFilter;
+use crate::history;
+use crate::model::{Pid, StateSet};
+use crate::output;
+use crate::policy::{self, Mode, PolicySet};
+use crate::scan::{self, Observations, Snapshot};
+use crate::sys::System;
+
+const CLEAN_HELP: &str = "\
+Either --policy FILE (rules, guards and mode from the file) or selectors with --action
+(one ad-hoc rule, mode enforce, default guards). The plan is printed first; nothing is
+touched without --yes or a `y` at the prompt. Every action is recorded in the audit log:
+an intent (fsynced) before, an outcome after. If the intent cannot be written, nothing is
+done.
+
+Examples:
+  sockwarden clean --state close-wait --older-than 10m --process java --action destroy
+  sockwarden clean --unit api.service --action restart --dry-run
+  sockwarden clean --port 8080 --action signal --signal SIGUSR1 --yes
+  sockwarden clean --policy /etc/sockwarden/policies --yes
+
+Exit codes: 0 every action succeeded (or nothing to do), 1 some action did not succeed or
+was refused, 2 error (nothing or only part done: see the report and the audit log),
+78 invalid policy.";
+
+#[derive(Debug, Args)]
+#[command(after_help = CLEAN_HELP)]
+pub struct CleanArgs {
+    #[command(flatten)]
+    pub select: SelectArgs,
+
+    /// Policy files or directories to take rules, guards and mode from (instead of --action).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["action", "signal", "command"])]
+    pub policy: Vec<PathBuf>,
+
+    /// What to do with the selected sockets (ad-hoc rule).
+    #[arg(long, value_name = "ACTION", value_parser = parse_action, required_unless_present = "policy")]
+    pub action: Option<policy::ActionKind>,
+
+    /// The signal for --action signal, e.g. SIGHUP, TERM, 15.
+    #[arg(long, value_name = "NAME", required_if_eq("action", "signal"))]
+    pub signal: Option<String>,
+
+    /// The command for --action exec: an absolute path then its arguments (repeat the flag,
+    /// one argument each); {pid}, {comm}, {local}, {remote}, {cookie}, … are filled in.
+    #[arg(long, value_name = "ARG", required_if_eq("action", "exec"))]
+    pub command: Vec<String>,
+
+    /// Only when one process holds at least N matching sockets (a leak, not a one-off).
+    #[arg(long, value_name = "N")]
+    pub min_sockets: Option<u32>,
+
+    /// Act without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+
+    /// Record the plan as dry-run records in the audit log and touch nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Lift the rate budgets and per-owner fraction for this run (protection and cooldowns
+    /// still apply).
+    #[arg(long)]
+    pub lift_budgets: bool,
+
+    /// Override the mode: observe plans and records only; enforce acts.
+    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    pub mode: Option<Mode>,
+
+    #[command(flatten)]
+    pub audit: AuditLogArg,
+
+    /// JSON Lines: the plan items, then one report per action.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/sockwarden/audit.jsonl";
+
+fn parse_action(text: &str) -> Result<policy::ActionKind, String> {
+    policy::ActionKind::ALL
+        .into_iter()
+        .find(|a| a.name() == text)
+        .ok_or_else(|| format!("unknown action `{text}`; expected one of: log, destroy, signal, restart, exec"))
+}
+
+fn parse_mode(text: &str) -> Result<Mode, String> {
+    [Mode::Observe, Mode::Enforce]
+        .into_iter()
+        .find(|m| m.name() == text)
+        .ok_or_else(|| format!("unknown mode `{text}`; expected observe or enforce"))
+}
+
+/// `--audit-log PATH`, shared by every command that reads or writes the trail.
+#[derive(Debug, Clone, Args)]
+pub struct AuditLogArg {
+    /// The audit log (JSON Lines, hash-chained).
+    #[arg(long = "audit-log", value_name = "PATH", env = "SOCKWARDEN_AUDIT_LOG", default_value = DEFAULT_AUDIT_LOG)]
+    pub path: PathBuf,
+}
+
+pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
+    let policies = match load_policies(args) {
+        Ok(p) => p,
+        Err(diagnostics) => {
+            eprint!("{diagnostics}");
+            return Ok(exit::CONFIG);
+        }
+    };
+    let mut filter = args.select.filter();
+    if !args.policy.is_empty() && args.select.states.is_empty() {
+        // With a policy, look at every state some rule is about.
+        filter.states = rule_states(&policies);
+    }
+    let now = SystemTime::now();
+    let snap = scan::scan(sys, &filter, &Observations::new(), now)?;
+    for warning in &snap.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let history = history::load(&args.audit.path, now)
+        .with_context(|| format!("reading the audit log {} for cooldowns and budgets", args.audit.path.display()))?;
+    let options = RunOptions {
+        mode: args.mode.or(args.dry_run.then_some(Mode::Observe)),
+        lift_budgets: args.lift_budgets,
+        ..RunOptions::new(Pid(std::process::id() as i32))
+    };
+    let names = snap.namespaces.iter().map(|n| (n.id, n.name.clone())).collect();
+    let input = EngineInput { sockets: &snap.sockets, netns_names: &names, policies: &policies, history: &history, now, options };
+    let plan = engine::plan(&input);
+
+    let mut out = io::stdout().lock();
+    print_plan(&mut out, &plan, &snap, args.json)?;
+    let to_act = plan.to_act().count();
+    let observed = plan.items.iter().filter(|i| i.decision == Decision::Held(engine::HeldReason::Observe)).count();
+    if to_act == 0 && observed == 0 {
+        eprintln!("nothing to do: {} socket(s) matched, no action planned", snap.sockets.len());
+        return Ok(exit::OK);
+    }
+    if to_act > 0 && !args.dry_run && !args.yes && !confirm(to_act)? {
+        eprintln!("nothing done");
+        return Ok(exit::OK);
+    }
+
+    let mut audit = AuditLog::open(&args.audit.path)?;
+    let mut ctx = ActContext {
+        sys,
+        audit: &mut audit,
+        actor: Actor::current(ActorKind::Cli),
+        policy_digest: policies.digest().to_string(),
+        dry_run: args.dry_run,
+    };
+    let reports = actions::carry_out(&plan, &snap, &mut ctx)?;
+    print_reports(&mut out, &reports, args.json)?;
+    Ok(if reports.iter().all(ActionReport::succeeded) { exit::OK } else { exit::FOUND })
+}
+
+fn load_policies(args: &CleanArgs) -> Result<PolicySet, policy::Diagnostics> {
+    if !args.policy.is_empty() {
+        return policy::load_paths(&args.policy);
+    }
+    policy::load_str("command line", &ad_hoc_rule(args))
+}
+
+/// The ad-hoc rule as policy text, so it goes through the same validation (and its digest
+/// into the audit log) as a policy file.
+fn ad_hoc_rule(args: &CleanArgs) -> String {
+    let filter: SocketFilter = args.select.filter();
+    let mut rule = toml::Table::new();
+    rule.insert("name".into(), "clean".into());
+    let states: Vec<toml::Value> = filter.states.iter().filter(|s| *s != crate::model::TcpState::Listen).map(|s| s.name().into()).collect();
+    rule.insert("states".into(), states.into());
+    let older = filter.older_than.map(|d| format!("{}s", d.as_secs())).unwrap_or_else(|| "0s".into());
+    rule.insert("older_than".into(), older.into());
+    if let Some(action) = args.action {
+        rule.insert("action".into(), action.name().into());
+    }
+    if let Some(signal) = &args.signal {
+        rule.insert("signal".into(), signal.clone().into());
+    }
+    if !args.command.is_empty() {
+        rule.insert("command".into(), args.command.clone().into());
+    }
+    if let Some(n) = args.min_sockets {
+        rule.insert("min_sockets".into(), i64::from(n).into());
+    }
+    if let Some(p) = &filter.process {
+        rule.insert("process".into(), p.text.clone().into());
+    }
+    if let Some(u) = &filter.unit {
+        rule.insert("unit".into(), u.text.clone().into());
+    }
+    if let Some(port) = filter.port {
+        rule.insert("ports".into(), vec![i64::from(port)].into());
+    }
+    let mut doc = toml::Table::new();
+    doc.insert("mode".into(), "enforce".into());
+    doc.insert("rule".into(), vec![toml::Value::Table(rule)].into());
+    toml::to_string(&doc).unwrap_or_default()
+}
+
+fn rule_states(policies: &PolicySet) -> StateSet {
+    policies.rules.iter().flat_map(|r| r.states.iter()).collect()
+}
+
+fn confirm(n: usize) -> anyhow::Result<bool> {
+    if !io::stdin().is_terminal() {
+        anyhow::bail!("refusing to act on {n} target(s) without confirmation: stdin is not a terminal; pass --yes to act, or --dry-run to record the plan only");
+    }
+    eprint!("Carry out {n} action(s)? [y/N] ");
+    io::stderr().flush()?;
+    let mut answer = String::new();
+    io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+fn print_plan(out: &mut dyn Write, plan: &Plan, snap: &Snapshot, json: bool) -> io::Result<()> {
+    if json {
+        for item in &plan.items {
+            let mut value = serde_json::to_value(item).map_err(io::Error::other)?;
+            value["type"] = "plan".into();
+            serde_json::to_writer(&mut *out, &value)?;
+            out.write_all(b"\n")?;
+        }
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = plan
+        .items
+        .iter()
+        .map(|i| {
+            let owner = i.owner.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".into());
+            let socket = i.socket_indices.first().and_then(|x| snap.sockets.get(*x));
+            let target = match socket {
+                Some(s) if matches!(i.target, engine::Target::Socket { .. }) => format!("{} {}→{}", s.socket.state, s.socket.local, s.socket.remote),
+                _ => i.target.to_string(),
+            };
+            vec![i.rule.clone(), i.action.to_string(), target, owner, i.decision.to_string(), i.why.clone()]
+        })
+        .collect();
+    writeln!(out, "Plan ({} mode): {} item(s), {} to act on", plan.mode.name(), plan.items.len(), plan.to_act().count())?;
+    output::table(out, &["RULE", "ACTION", "TARGET", "OWNER", "DECISION", "WHY"], &rows, None)
+}
+
+fn print_reports(out: &mut dyn Write, reports: &[ActionReport], json: bool) -> io::Result<()> {
+    if json {
+        for r in reports {
+            let mut value = serde_json::to_value(r).map_err(io::Error::other)?;
+            value["type"] = "result".into();
+            serde_json::to_writer(&mut *out, &value)?;
+            out.write_all(b"\n")?;
+        }
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = reports
+        .iter()
+        .map(|r| vec![r.rule.clone(), r.action.clone(), r.target.clone(), r.result.clone(), r.message.clone().unwrap_or_default()])
+        .collect();
+    writeln!(out)?;
+    output::table(out, &["RULE", "ACTION", "TARGET", "RESULT", "DETAIL"], &rows, None)
+}

@@ -1,0 +1,350 @@
+//! `sockwarden clean` against the real kernel: exactly the matching sockets are destroyed,
+//! signals reach the right process, every action is in the audit log, and no action is
+//! taken that cannot be recorded.
+
+use std::io::Write;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{leak_close_wait, root_or_skip, run, scan_json, spawn_inheriting, TestNetns};
+
+fn audit_records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+        .collect()
+}
+
+/// CLOSE_WAIT sockets on `port` (the clients' orphaned FIN_WAIT_2 leftovers share the port).
+fn ports_in(ns: &TestNetns, port: u16) -> usize {
+    scan_json(&[
+        "--state",
+        "close-wait",
+        "--netns",
+        ns.path().to_str().expect("path"),
+        "--port",
+        &port.to_string(),
+    ])
+    .len()
+}
+
+#[test]
+fn clean_destroys_exactly_the_matching_close_wait_sockets_and_records_it() {
+    if !root_or_skip("clean destroy") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.jsonl");
+    let ns = TestNetns::new();
+    let mut target = leak_close_wait(&ns, "127.0.0.1:0", 3);
+    let mut bystander = leak_close_wait(&ns, "127.0.0.1:0", 2);
+    let port = target.addr().port().to_string();
+    let netns = ns.path();
+
+    let (code, out, err) = run(&[
+        "clean",
+        "--netns",
+        netns.to_str().expect("path"),
+        "--state",
+        "close-wait",
+        "--port",
+        &port,
+        "--action",
+        "destroy",
+        "--yes",
+        "--audit-log",
+        log.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "clean failed: {out}\n{err}");
+    assert!(out.contains("destroyed"), "{out}");
+
+    assert_eq!(
+        ports_in(&ns, target.addr().port()),
+        0,
+        "the matching sockets are gone"
+    );
+    assert_eq!(ports_in(&ns, bystander.addr().port()), 2, "the others stay");
+    for stream in &mut target.leaked {
+        let err = stream
+            .write_all(b"x")
+            .expect_err("the owner sees the abort");
+        assert_eq!(err.raw_os_error(), Some(libc::ECONNABORTED), "{err}");
+    }
+    for stream in &mut bystander.leaked {
+        assert!(
+            stream.take_error().expect("SO_ERROR").is_none(),
+            "bystander untouched"
+        );
+    }
+
+    let records = audit_records(&log);
+    let intents: Vec<&Value> = records.iter().filter(|r| r["kind"] == "intent").collect();
+    let outcomes: Vec<&Value> = records.iter().filter(|r| r["kind"] == "outcome").collect();
+    assert_eq!((intents.len(), outcomes.len()), (3, 3), "{records:?}");
+    for outcome in &outcomes {
+        assert_eq!(outcome["outcome"]["result"], "destroyed");
+        let intent = intents
+            .iter()
+            .find(|i| i["seq"] == outcome["intent_seq"])
+            .expect("its intent");
+        assert!(
+            intent["seq"].as_u64() < outcome["seq"].as_u64(),
+            "intent first"
+        );
+        assert_eq!(intent["target"]["cookie"], outcome["target"]["cookie"]);
+        assert_eq!(intent["target"]["state"], "close-wait");
+        assert_eq!(intent["actor"]["kind"], "cli");
+        assert_eq!(intent["action"]["kind"], "destroy");
+        assert_eq!(intent["target"]["age_source"], "tcp-info");
+    }
+    let (code, out, err) = run(&[
+        "audit",
+        "verify",
+        "--audit-log",
+        log.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "the chain verifies: {out}{err}");
+}
+
+#[test]
+fn dry_run_records_the_plan_and_touches_nothing() {
+    if !root_or_skip("clean dry-run") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.jsonl");
+    let ns = TestNetns::new();
+    let target = leak_close_wait(&ns, "127.0.0.1:0", 2);
+    let port = target.addr().port().to_string();
+    let (code, out, err) = run(&[
+        "clean",
+        "--netns",
+        ns.path().to_str().expect("path"),
+        "--port",
+        &port,
+        "--state",
+        "close-wait",
+        "--action",
+        "destroy",
+        "--dry-run",
+        "--audit-log",
+        log.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(ports_in(&ns, target.addr().port()), 2, "nothing destroyed");
+    let records = audit_records(&log);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        records.iter().all(|r| r["kind"] == "dry-run"),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn clean_refuses_to_act_without_yes_when_not_on_a_terminal() {
+    if !root_or_skip("clean confirmation") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.jsonl");
+    let ns = TestNetns::new();
+    let target = leak_close_wait(&ns, "127.0.0.1:0", 1);
+    let port = target.addr().port().to_string();
+    let (code, _, err) = run(&[
+        "clean",
+        "--netns",
+        ns.path().to_str().expect("path"),
+        "--port",
+        &port,
+        "--state",
+        "close-wait",
+        "--action",
+        "destroy",
+        "--audit-log",
+        log.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--yes"), "{err}");
+    assert_eq!(ports_in(&ns, target.addr().port()), 1);
+    assert!(audit_records(&log).is_empty());
+}
+
+#[test]
+fn signal_reaches_the_process_that_holds_the_socket() {
+    if !root_or_skip("clean signal") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.jsonl");
+    let ns = TestNetns::new();
+    let mut server = leak_close_wait(&ns, "127.0.0.1:0", 1);
+    let port = server.addr().port().to_string();
+    // Hand the socket to a child and close our copy: the child is its only owner.
+    let mut child = spawn_inheriting(server.fds()[0]);
+    server.leaked.clear();
+
+    let (code, out, err) = run(&[
+        "clean",
+        "--netns",
+        ns.path().to_str().expect("path"),
+        "--port",
+        &port,
+        "--state",
+        "close-wait",
+        "--action",
+        "signal",
+        "--signal",
+        "SIGTERM",
+        "--yes",
+        "--audit-log",
+        log.to_str().expect("path"),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let status = child.wait().expect("wait");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGTERM),
+        "the owner got SIGTERM"
+    );
+    let outcome = audit_records(&log)
+        .into_iter()
+        .find(|r| r["kind"] == "outcome")
+        .expect("outcome record");
+    assert_eq!(outcome["outcome"]["result"], "delivered");
+    assert_eq!(
+        outcome["process"]["pid"].as_u64(),
+        Some(u64::from(child.id()))
+    );
+}
+
+#[test]
+fn a_pid_reused_between_scan_and_act_is_not_signalled() {
+    use sockwarden::actions::{carry_out, ActContext};
+    use sockwarden::audit::{Actor, ActorKind, AuditLog};
+    use sockwarden::engine::{self, EngineInput, History, RunOptions};
+    use sockwarden::filter::SocketFilter;
+    use sockwarden::model::{Pid, Process};
+    use sockwarden::sys::linux::LinuxSystem;
+
+    if !root_or_skip("pid reuse") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = TestNetns::new();
+    let mut server = leak_close_wait(&ns, "127.0.0.1:0", 1);
+    let mut child = spawn_inheriting(server.fds()[0]);
+    server.leaked.clear();
+
+    let sys = LinuxSystem::new();
+    let filter = SocketFilter {
+        netns: sockwarden::filter::NetnsSelector::Path(ns.path()),
+        port: Some(server.addr().port()),
+        states: [sockwarden::model::TcpState::CloseWait].into_iter().collect(),
+        ..SocketFilter::default()
+    };
+    let now = std::time::SystemTime::now();
+    let mut snap = sockwarden::scan::scan(&sys, &filter, &Default::default(), now).expect("scan");
+    assert_eq!(snap.sockets.len(), 1);
+    // Between the scan and the action the process "exited and its pid was reused": the
+    // process now at that pid has another start time than the one scanned.
+    let owner = &mut snap.sockets[0].owners[0];
+    assert_eq!(owner.process.id.pid.0 as u32, child.id());
+    let mut scanned: Process = (*owner.process).clone();
+    scanned.id.start_time += 1;
+    owner.process = std::sync::Arc::new(scanned);
+
+    let policies = sockwarden::policy::load_str(
+        "test",
+        "mode = \"enforce\"\n[[rule]]\nname = \"sig\"\nstates = [\"close-wait\"]\nolder_than = \"0s\"\naction = \"signal\"\nsignal = \"SIGKILL\"\n",
+    )
+    .expect("policy");
+    let names = snap
+        .namespaces
+        .iter()
+        .map(|n| (n.id, n.name.clone()))
+        .collect();
+    let history = History::default();
+    let input = EngineInput {
+        sockets: &snap.sockets,
+        netns_names: &names,
+        policies: &policies,
+        history: &history,
+        now,
+        options: RunOptions::new(Pid(std::process::id() as i32)),
+    };
+    let plan = engine::plan(&input);
+    assert_eq!(plan.to_act().count(), 1, "{plan:?}");
+    let mut audit = AuditLog::open(&dir.path().join("audit.jsonl")).expect("audit");
+    let mut ctx = ActContext {
+        sys: &sys,
+        audit: &mut audit,
+        actor: Actor::current(ActorKind::Cli),
+        policy_digest: policies.digest().into(),
+        dry_run: false,
+    };
+    let reports = carry_out(&plan, &snap, &mut ctx).expect("carry out");
+    assert_eq!(reports[0].result, "pid-reused", "{reports:?}");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "the process at that pid was not signalled"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_full_disk_under_the_audit_log_means_no_action() {
+    if !root_or_skip("ENOSPC") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = TestNetns::new();
+    let target = leak_close_wait(&ns, "127.0.0.1:0", 2);
+    let mnt = dir.path().join("full");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let log = mnt.join("audit.jsonl");
+    // A 16 KiB tmpfs, filled, mounted in a private mount namespace of the child only.
+    let script = format!(
+        "mount -t tmpfs -o size=16k tmpfs {mnt} && touch {log} && (dd if=/dev/zero of={mnt}/fill bs=1k 2>/dev/null; true) && exec \"$0\" \"$@\"",
+        mnt = mnt.display(),
+        log = log.display()
+    );
+    let output = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &script,
+            env!("CARGO_BIN_EXE_sockwarden"),
+        ])
+        .args([
+            "clean",
+            "--netns",
+            ns.path().to_str().expect("path"),
+            "--port",
+            &target.addr().port().to_string(),
+            "--state",
+            "close-wait",
+        ])
+        .args([
+            "--action",
+            "destroy",
+            "--yes",
+            "--audit-log",
+            log.to_str().expect("path"),
+        ])
+        .output()
+        .expect("run clean in a private mount namespace");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+    assert!(stderr.contains("no action was taken"), "{stderr}");
+    assert_eq!(ports_in(&ns, target.addr().port()), 2, "nothing destroyed");
+}
