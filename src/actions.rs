@@ -514,14 +514,7 @@ fn describe(
 }
 
 fn audit_action(item: &PlanItem) -> audit::Action {
-    let kind = match item.action.kind() {
-        policy::ActionKind::Log => audit::ActionKind::Log,
-        policy::ActionKind::Destroy => audit::ActionKind::Destroy,
-        policy::ActionKind::Signal => audit::ActionKind::Signal,
-        policy::ActionKind::Restart => audit::ActionKind::Restart,
-        policy::ActionKind::Exec => audit::ActionKind::Exec,
-    };
-    let mut action = audit::Action::new(kind);
+    let mut action = audit::Action::new(item.action.kind());
     match (&item.action, &item.target) {
         (Action::Signal { signal }, _) => action.signal = Some(signal.to_string()),
         (Action::Exec { .. }, _) => action.command = item.argv.clone(),
@@ -531,11 +524,11 @@ fn audit_action(item: &PlanItem) -> audit::Action {
     action
 }
 
-fn mode_of(ctx: &ActContext<'_>) -> audit::Mode {
+fn mode_of(ctx: &ActContext<'_>) -> policy::Mode {
     if ctx.dry_run {
-        audit::Mode::Observe
+        policy::Mode::Observe
     } else {
-        audit::Mode::Enforce
+        policy::Mode::Enforce
     }
 }
 

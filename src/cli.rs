@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::filter::{NetnsSelector, Pattern, SocketFilter};
 use crate::model::{StateSet, TcpState};
+use crate::policy::{ActionKind, Mode};
 
 /// Exit codes, the same for every subcommand.
 pub mod exit {
@@ -186,4 +188,28 @@ pub struct DoctorArgs {
     /// JSON Lines: one check per line.
     #[arg(long)]
     pub json: bool,
+}
+
+// The policy's own enums as flag values, so `--help` lists them and the names are the
+// ones policy files and audit records use.
+impl ValueEnum for ActionKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &ActionKind::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()))
+    }
+}
+
+impl ValueEnum for Mode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Mode::ALL
+    }
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        let help = match self {
+            Mode::Observe => "plan and record only, touch nothing",
+            Mode::Enforce => "act on what the plan allows",
+        };
+        Some(PossibleValue::new(self.name()).help(help))
+    }
 }

@@ -9,6 +9,10 @@ use sha2::{Digest, Sha256};
 
 use crate::record::SocketRecord;
 
+/// The global mode the actor ran in (`observe`, `enforce`) and the kind of an action
+/// (`log`, `destroy`, …): the policy's own types, with the same JSON names.
+pub use crate::policy::{ActionKind, Mode};
+
 /// `prev` of the very first record of a trail.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -79,64 +83,6 @@ impl Actor {
             pid: std::process::id() as i32,
             sudo_user: std::env::var("SUDO_USER").ok().filter(|s| !s.is_empty()),
         }
-    }
-}
-
-/// The global mode the actor ran in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Mode {
-    Observe,
-    Enforce,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ActionKind {
-    Log,
-    Destroy,
-    Signal,
-    Restart,
-    Exec,
-}
-
-impl ActionKind {
-    pub const ALL: [ActionKind; 5] = [
-        ActionKind::Log,
-        ActionKind::Destroy,
-        ActionKind::Signal,
-        ActionKind::Restart,
-        ActionKind::Exec,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            ActionKind::Log => "log",
-            ActionKind::Destroy => "destroy",
-            ActionKind::Signal => "signal",
-            ActionKind::Restart => "restart",
-            ActionKind::Exec => "exec",
-        }
-    }
-}
-
-impl fmt::Display for ActionKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for ActionKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ActionKind::ALL
-            .into_iter()
-            .find(|a| a.name() == s.trim().to_ascii_lowercase())
-            .ok_or_else(|| {
-                format!(
-                    "unknown action `{s}`; expected one of: log, destroy, signal, restart, exec"
-                )
-            })
     }
 }
 
@@ -575,6 +521,10 @@ mod tests {
         assert!(text.starts_with(
             r#"{"seq":1,"time":"1970-01-01T00:00:00.000Z","host":"h1","kind":"intent","#
         ));
+        assert!(
+            text.contains(r#""mode":"enforce","rule":"api-leak","policy_digest":"sha256:abc","action":{"kind":"destroy"}"#),
+            "mode and action keep their JSON names: {text}"
+        );
         assert!(
             !text.contains("\"target\""),
             "absent fields are omitted: {text}"

@@ -92,8 +92,8 @@ pub struct FilterArgs {
     /// Only records at or before this time: a duration ago (30m) or a UTC time.
     #[arg(long, value_name = "WHEN")]
     pub until: Option<String>,
-    /// Only these actions (repeatable): log, destroy, signal, restart, exec.
-    #[arg(long = "action", value_name = "ACTION", value_parser = parse_action)]
+    /// Only these actions (repeatable).
+    #[arg(long = "action", value_name = "ACTION", value_enum)]
     pub actions: Vec<ActionKind>,
     /// Only outcomes with this result (destroyed, already-gone, failed, …) and their intents.
     #[arg(long, value_name = "RESULT")]
@@ -129,10 +129,6 @@ pub struct SummaryArgs {
     /// Print the summary as one JSON object.
     #[arg(long)]
     pub json: bool,
-}
-
-fn parse_action(s: &str) -> Result<ActionKind, String> {
-    s.parse()
 }
 
 impl FilterArgs {
@@ -546,7 +542,8 @@ mod tests {
         let err =
             Cli::try_parse_from(["audit", "show", "--action", "nuke"]).expect_err("bad action");
         assert!(
-            err.to_string().contains("expected one of: log, destroy"),
+            err.to_string()
+                .contains("[possible values: log, destroy, signal, restart, exec]"),
             "{err}"
         );
         let cli =

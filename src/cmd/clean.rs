@@ -48,7 +48,12 @@ pub struct CleanArgs {
     pub policy: Vec<PathBuf>,
 
     /// What to do with the selected sockets (ad-hoc rule).
-    #[arg(long, value_name = "ACTION", value_parser = parse_action, required_unless_present = "policy")]
+    #[arg(
+        long,
+        value_name = "ACTION",
+        value_enum,
+        required_unless_present = "policy"
+    )]
     pub action: Option<policy::ActionKind>,
 
     /// The signal for --action signal, e.g. SIGHUP, TERM, 15.
@@ -78,7 +83,7 @@ pub struct CleanArgs {
     pub lift_budgets: bool,
 
     /// Override the mode: observe plans and records only; enforce acts.
-    #[arg(long, value_name = "MODE", value_parser = parse_mode)]
+    #[arg(long, value_name = "MODE", value_enum)]
     pub mode: Option<Mode>,
 
     #[command(flatten)]
@@ -90,20 +95,6 @@ pub struct CleanArgs {
 }
 
 pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/sockwarden/audit.jsonl";
-
-fn parse_action(text: &str) -> Result<policy::ActionKind, String> {
-    policy::ActionKind::ALL
-        .into_iter()
-        .find(|a| a.name() == text)
-        .ok_or_else(|| format!("unknown action `{text}`; expected one of: log, destroy, signal, restart, exec"))
-}
-
-fn parse_mode(text: &str) -> Result<Mode, String> {
-    [Mode::Observe, Mode::Enforce]
-        .into_iter()
-        .find(|m| m.name() == text)
-        .ok_or_else(|| format!("unknown mode `{text}`; expected observe or enforce"))
-}
 
 /// `--audit-log PATH`, shared by every command that reads or writes the trail.
 #[derive(Debug, Clone, Args)]
@@ -131,23 +122,45 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
     for warning in &snap.warnings {
         eprintln!("warning: {warning}");
     }
-    let history = history::load(&args.audit.path, now)
-        .with_context(|| format!("reading the audit log {} for cooldowns and budgets", args.audit.path.display()))?;
+    let history = history::load(&args.audit.path, now).with_context(|| {
+        format!(
+            "reading the audit log {} for cooldowns and budgets",
+            args.audit.path.display()
+        )
+    })?;
     let options = RunOptions {
         mode: args.mode.or(args.dry_run.then_some(Mode::Observe)),
         lift_budgets: args.lift_budgets,
         ..RunOptions::new(Pid(std::process::id() as i32))
     };
-    let names = snap.namespaces.iter().map(|n| (n.id, n.name.clone())).collect();
-    let input = EngineInput { sockets: &snap.sockets, netns_names: &names, policies: &policies, history: &history, now, options };
+    let names = snap
+        .namespaces
+        .iter()
+        .map(|n| (n.id, n.name.clone()))
+        .collect();
+    let input = EngineInput {
+        sockets: &snap.sockets,
+        netns_names: &names,
+        policies: &policies,
+        history: &history,
+        now,
+        options,
+    };
     let plan = engine::plan(&input);
 
     let mut out = io::stdout().lock();
     print_plan(&mut out, &plan, &snap, args.json)?;
     let to_act = plan.to_act().count();
-    let observed = plan.items.iter().filter(|i| i.decision == Decision::Held(engine::HeldReason::Observe)).count();
+    let observed = plan
+        .items
+        .iter()
+        .filter(|i| i.decision == Decision::Held(engine::HeldReason::Observe))
+        .count();
     if to_act == 0 && observed == 0 {
-        eprintln!("nothing to do: {} socket(s) matched, no action planned", snap.sockets.len());
+        eprintln!(
+            "nothing to do: {} socket(s) matched, no action planned",
+            snap.sockets.len()
+        );
         return Ok(exit::OK);
     }
     if to_act > 0 && !args.dry_run && !args.yes && !confirm(to_act)? {
@@ -165,7 +178,11 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
     };
     let reports = actions::carry_out(&plan, &snap, &mut ctx)?;
     print_reports(&mut out, &reports, args.json)?;
-    Ok(if reports.iter().all(ActionReport::succeeded) { exit::OK } else { exit::FOUND })
+    Ok(if reports.iter().all(ActionReport::succeeded) {
+        exit::OK
+    } else {
+        exit::FOUND
+    })
 }
 
 fn load_policies(args: &CleanArgs) -> Result<PolicySet, policy::Diagnostics> {
@@ -181,9 +198,17 @@ fn ad_hoc_rule(args: &CleanArgs) -> String {
     let filter: SocketFilter = args.select.filter();
     let mut rule = toml::Table::new();
     rule.insert("name".into(), "clean".into());
-    let states: Vec<toml::Value> = filter.states.iter().filter(|s| *s != crate::model::TcpState::Listen).map(|s| s.name().into()).collect();
+    let states: Vec<toml::Value> = filter
+        .states
+        .iter()
+        .filter(|s| *s != crate::model::TcpState::Listen)
+        .map(|s| s.name().into())
+        .collect();
     rule.insert("states".into(), states.into());
-    let older = filter.older_than.map(|d| format!("{}s", d.as_secs())).unwrap_or_else(|| "0s".into());
+    let older = filter
+        .older_than
+        .map(|d| format!("{}s", d.as_secs()))
+        .unwrap_or_else(|| "0s".into());
     rule.insert("older_than".into(), older.into());
     if let Some(action) = args.action {
         rule.insert("action".into(), action.name().into());
@@ -213,7 +238,11 @@ fn ad_hoc_rule(args: &CleanArgs) -> String {
 }
 
 fn rule_states(policies: &PolicySet) -> StateSet {
-    policies.rules.iter().flat_map(|r| r.states.iter()).collect()
+    policies
+        .rules
+        .iter()
+        .flat_map(|r| r.states.iter())
+        .collect()
 }
 
 fn confirm(n: usize) -> anyhow::Result<bool> {
@@ -241,17 +270,41 @@ fn print_plan(out: &mut dyn Write, plan: &Plan, snap: &Snapshot, json: bool) -> 
         .items
         .iter()
         .map(|i| {
-            let owner = i.owner.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".into());
+            let owner = i
+                .owner
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_else(|| "-".into());
             let socket = i.socket_indices.first().and_then(|x| snap.sockets.get(*x));
             let target = match socket {
-                Some(s) if matches!(i.target, engine::Target::Socket { .. }) => format!("{} {}→{}", s.socket.state, s.socket.local, s.socket.remote),
+                Some(s) if matches!(i.target, engine::Target::Socket { .. }) => {
+                    format!("{} {}→{}", s.socket.state, s.socket.local, s.socket.remote)
+                }
                 _ => i.target.to_string(),
             };
-            vec![i.rule.clone(), i.action.to_string(), target, owner, i.decision.to_string(), i.why.clone()]
+            vec![
+                i.rule.clone(),
+                i.action.to_string(),
+                target,
+                owner,
+                i.decision.to_string(),
+                i.why.clone(),
+            ]
         })
         .collect();
-    writeln!(out, "Plan ({} mode): {} item(s), {} to act on", plan.mode.name(), plan.items.len(), plan.to_act().count())?;
-    output::table(out, &["RULE", "ACTION", "TARGET", "OWNER", "DECISION", "WHY"], &rows, None)
+    writeln!(
+        out,
+        "Plan ({} mode): {} item(s), {} to act on",
+        plan.mode.name(),
+        plan.items.len(),
+        plan.to_act().count()
+    )?;
+    output::table(
+        out,
+        &["RULE", "ACTION", "TARGET", "OWNER", "DECISION", "WHY"],
+        &rows,
+        None,
+    )
 }
 
 fn print_reports(out: &mut dyn Write, reports: &[ActionReport], json: bool) -> io::Result<()> {
@@ -266,8 +319,21 @@ fn print_reports(out: &mut dyn Write, reports: &[ActionReport], json: bool) -> i
     }
     let rows: Vec<Vec<String>> = reports
         .iter()
-        .map(|r| vec![r.rule.clone(), r.action.clone(), r.target.clone(), r.result.clone(), r.message.clone().unwrap_or_default()])
+        .map(|r| {
+            vec![
+                r.rule.clone(),
+                r.action.clone(),
+                r.target.clone(),
+                r.result.clone(),
+                r.message.clone().unwrap_or_default(),
+            ]
+        })
         .collect();
     writeln!(out)?;
-    output::table(out, &["RULE", "ACTION", "TARGET", "RESULT", "DETAIL"], &rows, None)
+    output::table(
+        out,
+        &["RULE", "ACTION", "TARGET", "RESULT", "DETAIL"],
+        &rows,
+        None,
+    )
 }

@@ -93,7 +93,11 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
         eprintln!("warning: no history for cooldowns and budgets: {e}");
         engine::History::default()
     });
-    let names = snap.namespaces.iter().map(|n| (n.id, n.name.clone())).collect();
+    let names = snap
+        .namespaces
+        .iter()
+        .map(|n| (n.id, n.name.clone()))
+        .collect();
     let input = EngineInput {
         sockets: &snap.sockets,
         netns_names: &names,
@@ -120,7 +124,12 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
                 ]
             })
             .collect();
-        output::table(&mut out, &["STATE", "LOCAL", "REMOTE", "AGE", "OWNERS", "VERDICT"], &rows, None)?;
+        output::table(
+            &mut out,
+            &["STATE", "LOCAL", "REMOTE", "AGE", "OWNERS", "VERDICT"],
+            &rows,
+            None,
+        )?;
     }
     out.flush()?;
     Ok(exit::OK)

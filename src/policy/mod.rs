@@ -25,11 +25,55 @@ pub enum Mode {
 }
 
 impl Mode {
+    pub const ALL: [Mode; 2] = [Mode::Observe, Mode::Enforce];
+
     pub fn name(self) -> &'static str {
         match self {
             Mode::Observe => "observe",
             Mode::Enforce => "enforce",
         }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        UnknownName::find("mode", s, &Mode::ALL, |m| m.name())
+    }
+}
+
+/// A mode or action name that is not one of the known ones (from the command line).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{text}`; expected one of: {expected}")]
+pub struct UnknownName {
+    pub what: &'static str,
+    pub text: String,
+    pub expected: String,
+}
+
+impl UnknownName {
+    /// The entry of `all` named `text` (case and surrounding space ignored).
+    fn find<T: Copy>(
+        what: &'static str,
+        text: &str,
+        all: &[T],
+        name: fn(T) -> &'static str,
+    ) -> Result<T, UnknownName> {
+        let wanted = text.trim();
+        all.iter()
+            .copied()
+            .find(|v| name(*v).eq_ignore_ascii_case(wanted))
+            .ok_or_else(|| UnknownName {
+                what,
+                text: text.to_string(),
+                expected: all.iter().map(|v| name(*v)).collect::<Vec<_>>().join(", "),
+            })
     }
 }
 
@@ -150,6 +194,13 @@ impl ActionKind {
 impl std::fmt::Display for ActionKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ActionKind {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        UnknownName::find("action", s, &ActionKind::ALL, |a| a.name())
     }
 }
 

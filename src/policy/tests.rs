@@ -282,3 +282,26 @@ fn exec_arguments_render_placeholders_and_braces() {
     assert!(render_arg("{pid", &field).is_err());
     assert!(render_arg("}", &field).is_err());
 }
+
+#[test]
+fn action_and_mode_names_parse_back() {
+    for a in ActionKind::ALL {
+        assert_eq!(a.name().parse::<ActionKind>(), Ok(a));
+        assert_eq!(serde_json::to_value(a).expect("json"), a.name());
+    }
+    for m in Mode::ALL {
+        assert_eq!(m.name().parse::<Mode>(), Ok(m));
+        assert_eq!(serde_json::to_value(m).expect("json"), m.name());
+    }
+    assert_eq!(" Destroy ".parse::<ActionKind>(), Ok(ActionKind::Destroy));
+    let err = "nuke".parse::<ActionKind>().expect_err("unknown");
+    assert_eq!(
+        err.to_string(),
+        "unknown action `nuke`; expected one of: log, destroy, signal, restart, exec"
+    );
+    let err = "act".parse::<Mode>().expect_err("unknown");
+    assert_eq!(
+        err.to_string(),
+        "unknown mode `act`; expected one of: observe, enforce"
+    );
+}
