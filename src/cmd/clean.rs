@@ -157,11 +157,20 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
         .filter(|i| i.decision == Decision::Held(engine::HeldReason::Observe))
         .count();
     if to_act == 0 && observed == 0 {
+        if plan.items.is_empty() {
+            eprintln!(
+                "nothing to do: {} socket(s) matched, no action planned",
+                snap.sockets.len()
+            );
+            return Ok(exit::OK);
+        }
+        // Every planned action was held back by a guard: the operator asked for something
+        // that was not done, which a script must be able to tell (the plan says why).
         eprintln!(
-            "nothing to do: {} socket(s) matched, no action planned",
-            snap.sockets.len()
+            "nothing done: {} planned action(s) held back by guards (see DECISION)",
+            plan.items.len()
         );
-        return Ok(exit::OK);
+        return Ok(exit::FOUND);
     }
     if to_act > 0 && !args.dry_run && !args.yes && !confirm(to_act)? {
         eprintln!("nothing done");

@@ -356,7 +356,11 @@ fn parse_effective_uid(status: &str) -> Option<u32> {
 
 /// The cgroup path systemd manages: the `name=systemd` line on hybrid hierarchies, else the
 /// unified (`0::`) line.
-fn systemd_cgroup_path(text: &str) -> Option<&str> {
+/// The cgroup paths systemd may have written the unit into, best first: the `name=systemd`
+/// hierarchy (hybrid and v1 hosts), then the unified one. On a hybrid host whose unified
+/// tree is managed by another systemd (a container's), only the unified path names the unit.
+fn systemd_cgroup_paths(text: &str) -> impl Iterator<Item = &str> {
+    let mut named = None;
     let mut unified = None;
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
@@ -365,25 +369,23 @@ fn systemd_cgroup_path(text: &str) -> Option<&str> {
             continue;
         };
         if controllers.split(',').any(|c| c == "name=systemd") {
-            return Some(path);
-        }
-        if controllers.is_empty() && line.starts_with("0:") {
+            named = Some(path);
+        } else if controllers.is_empty() && line.starts_with("0:") {
             unified = Some(path);
         }
     }
-    unified
+    named.into_iter().chain(unified)
 }
 
 /// The systemd unit owning a process, from the text of `/proc/<pid>/cgroup`: the deepest
 /// path component ending in `.service` or `.scope`, as systemd wrote it (escapes kept).
 pub fn unit_from_cgroup(text: &str) -> Option<String> {
-    systemd_cgroup_path(text)?
-        .split('/')
-        .rev()
-        .find(|c| {
-            (c.ends_with(".service") && c.len() > ".service".len())
-                || (c.ends_with(".scope") && c.len() > ".scope".len())
-        })
+    let is_unit = |c: &&str| {
+        (c.ends_with(".service") && c.len() > ".service".len())
+            || (c.ends_with(".scope") && c.len() > ".scope".len())
+    };
+    systemd_cgroup_paths(text)
+        .find_map(|path| path.split('/').rev().find(is_unit))
         .map(str::to_string)
 }
 
@@ -441,6 +443,8 @@ mod tests {
             ),
             ("0::/system.slice/system-getty.slice/getty@tty1.service\n", Some("getty@tty1.service")),
             ("0::/system.slice/foo\\x2dbar.service\n", Some("foo\\x2dbar.service")),
+            // Hybrid host, unit in a container systemd's unified tree: the named line is "/".
+            ("9:name=systemd:/\n0::/sockwarden-it-1/system.slice/sw-leaky.service\n", Some("sw-leaky.service")),
             // Hybrid: the name=systemd line wins over the unified one.
             (
                 "12:cpu,cpuacct:/system.slice/x.service\n1:name=systemd:/system.slice/sshd.service\n0::/system.slice/other.service\n",

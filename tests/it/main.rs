@@ -3,6 +3,7 @@
 
 mod clean;
 mod isolated_systemd;
+mod restart;
 mod scan;
 mod support;
 mod systemd;
