@@ -472,7 +472,9 @@ fn describe(
     snap: &Snapshot,
     ctx: &ActContext<'_>,
 ) -> NewRecord {
-    let mut record = record.rule(item.rule.clone(), ctx.policy_digest.clone());
+    let mut record = record
+        .rule(item.rule.clone(), ctx.policy_digest.clone())
+        .escalated(item.escalated);
     if let Some(s) = item
         .socket_indices
         .first()

@@ -19,6 +19,7 @@
 //! | `rule`? | string | the policy rule that fired |
 //! | `policy_digest`? | string | digest of the policy set in force |
 //! | `action`? | object | `kind` (`log`\|`destroy`\|`signal`\|`restart`\|`exec`), `signal`?, `unit`?, `command`? |
+//! | `escalated`? | bool | `true` when the action is its rule's `[rule.escalate]` step; omitted when false |
 //! | `target`? | object | the socket, as one line of `scan --json` (owners, `age_secs`, `age_source`) |
 //! | `unit`? | string | a unit target (restart) |
 //! | `process`? | object | a process target: `pid`, `start_time`, `comm`, `cmdline`?, `unit`? |

@@ -189,6 +189,9 @@ pub struct AuditRecord {
     pub policy_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub action: Option<Action>,
+    /// True when the action is its rule's `[rule.escalate]` step; omitted when false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub escalated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<SocketRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -263,6 +266,7 @@ pub struct NewRecord {
     pub rule: Option<String>,
     pub policy_digest: Option<String>,
     pub action: Option<Action>,
+    pub escalated: bool,
     pub target: Option<SocketRecord>,
     pub unit: Option<String>,
     pub process: Option<ProcessRecord>,
@@ -281,6 +285,7 @@ impl NewRecord {
             rule: None,
             policy_digest: None,
             action: None,
+            escalated: false,
             target: None,
             unit: None,
             process: None,
@@ -316,6 +321,7 @@ impl NewRecord {
             rule: intent.rule.clone(),
             policy_digest: intent.policy_digest.clone(),
             action: intent.action.clone(),
+            escalated: intent.escalated,
             target: intent.target.clone(),
             unit: intent.unit.clone(),
             process: intent.process.clone(),
@@ -346,6 +352,12 @@ impl NewRecord {
     pub fn rule(mut self, rule: impl Into<String>, policy_digest: impl Into<String>) -> NewRecord {
         self.rule = Some(rule.into());
         self.policy_digest = Some(policy_digest.into());
+        self
+    }
+
+    /// Mark the action as its rule's `[rule.escalate]` step.
+    pub fn escalated(mut self, escalated: bool) -> NewRecord {
+        self.escalated = escalated;
         self
     }
 
@@ -382,6 +394,7 @@ impl NewRecord {
             rule: self.rule,
             policy_digest: self.policy_digest,
             action: self.action,
+            escalated: self.escalated,
             target: self.target,
             unit: self.unit,
             process: self.process,
@@ -393,6 +406,10 @@ impl NewRecord {
             hash: String::new(),
         }
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// sha256 of `bytes` as lowercase hex.
@@ -529,6 +546,40 @@ mod tests {
             !text.contains("\"target\""),
             "absent fields are omitted: {text}"
         );
+    }
+
+    #[test]
+    fn escalated_is_written_only_when_true_and_read_as_false_when_absent() {
+        let mut plain = sample();
+        let line = String::from_utf8(seal(&mut plain).expect("serialize")).expect("utf8");
+        assert!(!line.contains("escalated"), "{line}");
+        assert!(!open_line(line.as_bytes()).expect("opens").escalated);
+
+        let mut r = NewRecord::intent(
+            sample().actor,
+            Mode::Enforce,
+            Action::new(ActionKind::Restart),
+            "still leaking 10m after the destroys",
+        )
+        .escalated(true)
+        .into_record(2, SystemTime::UNIX_EPOCH, "h1".into(), GENESIS_PREV.into());
+        let line = String::from_utf8(seal(&mut r).expect("serialize")).expect("utf8");
+        assert!(
+            line.contains(r#""action":{"kind":"restart"},"escalated":true,"#),
+            "{line}"
+        );
+        let back = open_line(line.as_bytes()).expect("opens");
+        assert!(back.escalated);
+        let outcome = NewRecord::outcome_of(
+            &back,
+            back.actor.clone(),
+            Outcome {
+                result: "restarted".into(),
+                errno: None,
+                message: None,
+            },
+        );
+        assert!(outcome.escalated, "an outcome carries its intent's flag");
     }
 
     #[test]
