@@ -10,7 +10,8 @@ use crate::model::{NetnsId, StateSet};
 use crate::output;
 use crate::sys::caps::{self, Cap, Capabilities, CgroupLayout};
 use crate::sys::netlink::DiagSocket;
-use crate::sys::{probe, signal, DestroyOutcome};
+use crate::sys::systemd::Systemd;
+use crate::sys::{netns, probe, signal, DestroyOutcome};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -93,10 +94,12 @@ pub fn gather() -> Vec<Check> {
     let version = caps::kernel_version();
     vec![
         sock_diag(),
+        namespaces(),
         destroy(),
         capabilities(caps),
         pidfd(),
         cgroups(),
+        systemd(),
         kernel_limits(version),
     ]
 }
@@ -203,5 +206,45 @@ fn kernel_limits(version: Option<(u32, u32)>) -> Check {
         Some(v) if v >= (6, 0) => check("kernel", Status::Warn, format!("{release}: orphaned sockets may survive an abort before 6.11 unless the fix was backported"), None),
         Some(_) => check("kernel", Status::Warn, format!("{release}: TIME_WAIT and timewait FIN_WAIT2 minisockets cannot be destroyed before 6.0"), Some("those sockets expire on their own; other states can be destroyed")),
         None => check("kernel", Status::Warn, format!("could not parse kernel release `{release}`"), None),
+    }
+}
+
+fn namespaces() -> Check {
+    let list = netns::list_namespaces();
+    let n = list.namespaces.len();
+    if list.warnings.is_empty() {
+        check(
+            "namespaces",
+            Status::Ok,
+            format!("{n} network namespace(s) visible"),
+            None,
+        )
+    } else {
+        check(
+            "namespaces",
+            Status::Warn,
+            format!("{n} network namespace(s) visible; {}", list.warnings.join("; ")),
+            Some("run as root (CAP_SYS_PTRACE to see other processes' namespaces, CAP_SYS_ADMIN to enter them)"),
+        )
+    }
+}
+
+fn systemd() -> Check {
+    match Systemd::connect() {
+        Ok(sd) => check(
+            "systemd",
+            Status::Ok,
+            format!(
+                "systemd's D-Bus API answers at {}: restart actions can work",
+                sd.address()
+            ),
+            None,
+        ),
+        Err(e) => check(
+            "systemd",
+            Status::Warn,
+            e.to_string(),
+            Some("restart actions need systemd as PID 1 with dbus; destroy and signal still work"),
+        ),
     }
 }

@@ -7,3 +7,4 @@ mod restart;
 mod scan;
 mod support;
 mod systemd;
+mod unprivileged;
