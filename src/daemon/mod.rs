@@ -1,0 +1,1 @@
+//! The daemon: `sockwarden run` — scan every interval, observe ages, plan, act, audit.

@@ -1,0 +1,1 @@
+//! Prometheus metrics: stuck sockets, ages, actions, guard refusals, scan duration, capabilities.
