@@ -50,6 +50,7 @@
 //! writer refuses to extend a chain that does not verify (no action is taken).
 
 mod error;
+mod history;
 mod query;
 mod read;
 mod record;
@@ -57,9 +58,9 @@ mod verify;
 mod writer;
 
 pub use error::AuditError;
+pub use history::{history, history_from, past_outcome, HISTORY_LOOKBACK};
 pub use query::{
-    history, history_from, outcome_results, parse_when, result_of, summarize, Filter, HourCount,
-    PastAction, Summary, Tally, TargetKey,
+    outcome_results, parse_when, result_of, summarize, Filter, HourCount, Summary, Tally,
 };
 pub use read::{read_trail, rotated_files, rotated_name, trail_files, SkippedLine, Trail};
 pub use record::{

@@ -1,15 +1,12 @@
-//! Questions asked of a trail: filtered records for `show`, the incident summary for
-//! `summary`, and the compact action history the policy engine needs for cooldowns and budgets.
+//! Questions asked of a trail: filtered records for `show` and the incident summary for
+//! `summary`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use globset::{Glob, GlobMatcher};
 use serde::Serialize;
 
-use super::error::AuditError;
-use super::read::{read_files, trail_files};
 use super::record::{ActionKind, AuditRecord, RecordKind};
 
 /// Parse a `--since`/`--until` value: a duration meaning that long before `now` (`2h`,
@@ -272,106 +269,4 @@ fn hour_entry(hours: &mut BTreeMap<u64, HourCount>, h: u64) -> &mut HourCount {
         dry_runs: 0,
         by_outcome: BTreeMap::new(),
     })
-}
-
-/// What an action was aimed at, as cooldowns key it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
-pub enum TargetKey {
-    /// A socket: its namespace inode and cookie.
-    Socket {
-        netns_inode: u64,
-        cookie: u64,
-    },
-    /// A process: pid and start time.
-    Process {
-        pid: i32,
-        start_time: u64,
-    },
-    Unit {
-        unit: String,
-    },
-    None,
-}
-
-/// One past intervention, as the engine's cooldowns and budgets need it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PastAction {
-    pub seq: u64,
-    pub time: SystemTime,
-    pub rule: Option<String>,
-    pub action: ActionKind,
-    pub target: TargetKey,
-    /// The units the action was about (for per-unit restart budgets).
-    pub units: Vec<String>,
-    /// The outcome's result; `None` when no outcome was recorded (treat as attempted).
-    pub outcome: Option<String>,
-}
-
-/// Past interventions (intent records, dry runs excluded) at or after `since`, oldest
-/// first, with their outcomes.
-pub fn history_from(records: &[AuditRecord], since: SystemTime) -> Vec<PastAction> {
-    let results = outcome_results(records);
-    records
-        .iter()
-        .filter(|r| r.kind == RecordKind::Intent)
-        .filter_map(|r| {
-            let time = r.timestamp()?;
-            if time < since {
-                return None;
-            }
-            let action = r.action.as_ref()?;
-            let target = if let Some(t) = &r.target {
-                TargetKey::Socket {
-                    netns_inode: t.netns_inode,
-                    cookie: t.cookie,
-                }
-            } else if let Some(p) = &r.process {
-                TargetKey::Process {
-                    pid: p.pid,
-                    start_time: p.start_time,
-                }
-            } else if let Some(u) = action.unit.as_ref().or(r.unit.as_ref()) {
-                TargetKey::Unit { unit: u.clone() }
-            } else {
-                TargetKey::None
-            };
-            Some(PastAction {
-                seq: r.seq,
-                time,
-                rule: r.rule.clone(),
-                action: action.kind,
-                target,
-                units: r.units().into_iter().map(str::to_string).collect(),
-                outcome: results.get(&r.seq).map(|s| s.to_string()),
-            })
-        })
-        .collect()
-}
-
-/// [`history_from`] over the trail at `path`, reading only the files that can hold records
-/// at or after `since` (newest first, stopping at a file that starts before `since`). A
-/// missing trail is an empty history.
-pub fn history(path: &Path, since: SystemTime) -> Result<Vec<PastAction>, AuditError> {
-    let files = match trail_files(path) {
-        Ok(f) => f,
-        Err(AuditError::NotFound { .. }) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    // Newest file first; an outcome may sit in the file after its intent, so the kept
-    // files are joined before pairing.
-    let mut kept: Vec<Vec<AuditRecord>> = Vec::new();
-    for file in files.into_iter().rev() {
-        let records = read_files(vec![file])?.records;
-        let starts_before = records
-            .first()
-            .and_then(|r| r.timestamp())
-            .is_some_and(|t| t < since);
-        kept.push(records);
-        if starts_before {
-            break;
-        }
-    }
-    let records: Vec<AuditRecord> = kept.into_iter().rev().flatten().collect();
-    Ok(history_from(&records, since))
 }

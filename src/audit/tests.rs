@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::model::{AgeSource, Family, TcpState};
+use crate::engine::{History, OwnerKey, PastAction, PastOutcome, TargetKey};
+use crate::model::{AgeSource, Cookie, Family, Pid, ProcessId, TcpState};
 use crate::record::{OwnerRecord, SocketRecord};
 
 fn actor() -> Actor {
@@ -727,59 +728,206 @@ fn summary_counts_by_rule_unit_outcome_and_hour() {
     );
 }
 
+/// One intent (or dry run) answered by an outcome with `result`, as history sees it.
+fn past_of(record: NewRecord, result: Option<&str>) -> Vec<PastAction> {
+    let intent = record.into_record(1, at(60), "h".into(), GENESIS_PREV.into());
+    let mut records = vec![intent.clone()];
+    if let Some(result) = result {
+        let outcome = NewRecord::outcome_of(
+            &intent,
+            actor(),
+            Outcome {
+                result: result.into(),
+                errno: None,
+                message: None,
+            },
+        );
+        records.push(outcome.into_record(2, at(61), "h".into(), GENESIS_PREV.into()));
+    }
+    history_from(&records, at(0)).actions
+}
+
 #[test]
-fn history_lists_interventions_with_their_outcomes() {
+fn history_weighs_each_outcome_result() {
+    use PastOutcome::*;
+    let table: &[(Option<&str>, PastOutcome)] = &[
+        (None, Unknown),
+        (Some("destroyed"), Done),
+        (Some("delivered"), Done),
+        (Some("restarted"), Done),
+        (Some("exited-0"), Done),
+        (Some("logged"), Done),
+        (Some("skipped"), Held),
+        (Some("already-gone"), Held),
+        (Some("tuple-reused"), Held),
+        (Some("pid-reused"), Held),
+        (Some("exited"), Held),
+        (Some("already-in-progress"), Held),
+        (Some("failed"), Failed),
+        (Some("not-permitted"), Failed),
+        (Some("unsupported"), Failed),
+        (Some("not-confirmed"), Failed),
+    ];
+    for (result, want) in table {
+        let got: Vec<PastOutcome> = past_of(destroy_intent(1), *result)
+            .iter()
+            .map(|a| a.outcome)
+            .collect();
+        assert_eq!(got, [*want], "outcome {result:?}");
+    }
+    let dry = NewRecord::dry_run(
+        actor(),
+        Mode::Observe,
+        Action::new(ActionKind::Destroy),
+        "would destroy",
+    )
+    .rule("api-leak", "d")
+    .target(socket(9, "nginx", None));
+    assert_eq!(past_of(dry.clone(), None)[0].outcome, DryRun);
+    assert_eq!(past_of(dry, Some("destroyed"))[0].outcome, DryRun);
+}
+
+#[test]
+fn history_derives_target_owner_and_escalation() {
+    let proc_rec = |unit: Option<&str>| ProcessRecord {
+        pid: 77,
+        start_time: 5,
+        comm: "python3".into(),
+        cmdline: None,
+        unit: unit.map(str::to_string),
+    };
+    let pid77 = ProcessId {
+        pid: Pid(77),
+        start_time: 5,
+    };
+    let owner300 = ProcessId {
+        pid: Pid(300),
+        start_time: 12345,
+    };
+    let intent = |kind: ActionKind| {
+        NewRecord::intent(actor(), Mode::Enforce, Action::new(kind), "why").rule("r", "d")
+    };
+    let restart_of = |unit: &str| {
+        let mut a = Action::new(ActionKind::Restart);
+        a.unit = Some(unit.into());
+        NewRecord::intent(actor(), Mode::Enforce, a, "why").rule("r", "d")
+    };
+    let unit = |u: &str| Some(TargetKey::Unit(u.into()));
+    let owner_unit = |u: &str| Some(OwnerKey::Unit(u.into()));
+    #[allow(clippy::type_complexity)]
+    let table: Vec<(&str, NewRecord, Option<TargetKey>, Option<OwnerKey>)> = vec![
+        (
+            "restart: the action's unit",
+            restart_of("api.service").target(socket(1, "java", Some("api.service"))),
+            unit("api.service"),
+            owner_unit("api.service"),
+        ),
+        (
+            "unit target without an action unit",
+            intent(ActionKind::Restart).unit("db.service"),
+            unit("db.service"),
+            owner_unit("db.service"),
+        ),
+        (
+            "signal: the process, owned by its unit",
+            intent(ActionKind::Signal).process(proc_rec(Some("worker.service"))),
+            Some(TargetKey::Process(pid77)),
+            owner_unit("worker.service"),
+        ),
+        (
+            "signal: the process, owned by itself outside a unit",
+            intent(ActionKind::Signal).process(proc_rec(None)),
+            Some(TargetKey::Process(pid77)),
+            Some(OwnerKey::Process(pid77)),
+        ),
+        (
+            "destroy: the socket, owned by its owner's unit",
+            destroy_intent(7),
+            Some(TargetKey::Socket(Cookie(7))),
+            owner_unit("api.service"),
+        ),
+        (
+            "destroy: the socket, owned by its first owner outside a unit",
+            intent(ActionKind::Destroy).target(socket(8, "nc", None)),
+            Some(TargetKey::Socket(Cookie(8))),
+            Some(OwnerKey::Process(owner300)),
+        ),
+        (
+            "destroy: an ownerless socket",
+            intent(ActionKind::Destroy).target(SocketRecord {
+                owners: Vec::new(),
+                ..socket(9, "x", None)
+            }),
+            Some(TargetKey::Socket(Cookie(9))),
+            None,
+        ),
+        (
+            "no target at all: not history",
+            intent(ActionKind::Log),
+            None,
+            None,
+        ),
+    ];
+    for (case, record, target, owner) in table {
+        let got = past_of(record, Some("destroyed"));
+        assert_eq!(
+            got.first().map(|a| a.target.clone()),
+            target,
+            "target: {case}"
+        );
+        assert_eq!(
+            got.first().and_then(|a| a.owner.clone()),
+            owner,
+            "owner: {case}"
+        );
+    }
+
+    // Only intents and dry runs of a rule, at or after `since`, with the escalation flag.
+    let escalated = past_of(restart_of("api.service").escalated(true), Some("restarted"));
+    assert_eq!(
+        escalated
+            .iter()
+            .map(|a| (a.rule.as_str(), a.action, a.escalated))
+            .collect::<Vec<_>>(),
+        [("r", ActionKind::Restart, true)]
+    );
+    assert!(!past_of(destroy_intent(1), None)[0].escalated);
+    let no_rule = NewRecord::intent(
+        actor(),
+        Mode::Enforce,
+        Action::new(ActionKind::Destroy),
+        "ad hoc",
+    )
+    .target(socket(1, "java", None));
+    assert!(past_of(no_rule, None).is_empty());
+    assert!(past_of(note("start"), None).is_empty());
     let records = incident();
     let h = history_from(&records, at(100));
-    let rows: Vec<(u64, Option<&str>, ActionKind, Option<&str>)> = h
-        .iter()
-        .map(|p| (p.seq, p.rule.as_deref(), p.action, p.outcome.as_deref()))
-        .collect();
     assert_eq!(
-        rows,
+        h.actions
+            .iter()
+            .map(|a| (a.rule.as_str(), a.action, a.outcome))
+            .collect::<Vec<_>>(),
         [
-            (
-                4,
-                Some("api-leak"),
-                ActionKind::Destroy,
-                Some("already-gone")
-            ),
-            (6, Some("api-escalate"), ActionKind::Restart, Some("failed")),
-            (8, Some("worker-hup"), ActionKind::Signal, None),
-        ]
+            ("api-leak", ActionKind::Destroy, PastOutcome::Held),
+            ("api-escalate", ActionKind::Restart, PastOutcome::Failed),
+            ("worker-hup", ActionKind::Signal, PastOutcome::Unknown),
+            ("api-leak", ActionKind::Destroy, PastOutcome::DryRun),
+        ],
+        "the first destroy (at 60 s) is before `since`"
     );
-    assert_eq!(
-        h[0].target,
-        TargetKey::Socket {
-            netns_inode: 4026531840,
-            cookie: 2
-        }
-    );
-    assert_eq!(
-        h[1].target,
-        TargetKey::Unit {
-            unit: "api.service".into()
-        }
-    );
-    assert_eq!(
-        h[2].target,
-        TargetKey::Process {
-            pid: 77,
-            start_time: 5
-        }
-    );
-    assert_eq!(h[0].units, ["api.service"]);
 }
 
 #[test]
 fn history_reads_the_trail_across_rotation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = log_in(dir.path());
-    assert!(history(&path, SystemTime::UNIX_EPOCH)
-        .expect("no trail yet")
-        .is_empty());
+    assert_eq!(
+        history(&path, SystemTime::UNIX_EPOCH).expect("no trail yet"),
+        History::default()
+    );
     let mut log = AuditLog::open(&path).expect("open").with_max_size(3000);
-    let mut intents = Vec::new();
+    let mut cookies = Vec::new();
     for i in 0..10 {
         let intent = log.append(destroy_intent(i)).expect("append");
         log.append(NewRecord::outcome_of(
@@ -792,13 +940,20 @@ fn history_reads_the_trail_across_rotation() {
             },
         ))
         .expect("append");
-        intents.push(intent.seq);
+        cookies.push(TargetKey::Socket(Cookie(i)));
     }
     assert!(!rotated_files(&path).expect("list").is_empty());
     let h = history(&path, SystemTime::now() - Duration::from_secs(3600)).expect("history");
-    assert_eq!(h.iter().map(|p| p.seq).collect::<Vec<_>>(), intents);
-    assert!(h.iter().all(|p| p.outcome.as_deref() == Some("destroyed")));
+    assert_eq!(
+        h.actions
+            .iter()
+            .map(|p| p.target.clone())
+            .collect::<Vec<_>>(),
+        cookies
+    );
+    assert!(h.actions.iter().all(|p| p.outcome == PastOutcome::Done));
     assert!(history(&path, SystemTime::now() + Duration::from_secs(60))
         .expect("history")
+        .actions
         .is_empty());
 }

@@ -9,11 +9,10 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::actions::{self, ActContext, ActionReport};
-use crate::audit::{Actor, ActorKind, AuditLog};
+use crate::audit::{self, Actor, ActorKind, AuditLog};
 use crate::cli::{exit, SelectArgs};
 use crate::engine::{self, Decision, EngineInput, Plan, RunOptions};
 use crate::filter::SocketFilter;
-use crate::history;
 use crate::model::{Pid, StateSet};
 use crate::output;
 use crate::policy::{self, Mode, PolicySet};
@@ -122,12 +121,13 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
     for warning in &snap.warnings {
         eprintln!("warning: {warning}");
     }
-    let history = history::load(&args.audit.path, now).with_context(|| {
-        format!(
-            "reading the audit log {} for cooldowns and budgets",
-            args.audit.path.display()
-        )
-    })?;
+    let history =
+        audit::history(&args.audit.path, now - audit::HISTORY_LOOKBACK).with_context(|| {
+            format!(
+                "reading the audit log {} for cooldowns and budgets",
+                args.audit.path.display()
+            )
+        })?;
     let options = RunOptions {
         mode: args.mode.or(args.dry_run.then_some(Mode::Observe)),
         lift_budgets: args.lift_budgets,

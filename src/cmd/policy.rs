@@ -7,10 +7,10 @@ use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
 
+use crate::audit;
 use crate::cli::{exit, SelectArgs};
 use crate::cmd::clean::AuditLogArg;
 use crate::engine::{self, EngineInput, RunOptions};
-use crate::history;
 use crate::model::Pid;
 use crate::output;
 use crate::policy;
@@ -89,10 +89,11 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
     };
     let now = SystemTime::now();
     let snap = scan::scan(sys, &args.select.filter(), &Observations::new(), now)?;
-    let history = history::load(&args.audit.path, now).unwrap_or_else(|e| {
-        eprintln!("warning: no history for cooldowns and budgets: {e}");
-        engine::History::default()
-    });
+    let history =
+        audit::history(&args.audit.path, now - audit::HISTORY_LOOKBACK).unwrap_or_else(|e| {
+            eprintln!("warning: no history for cooldowns and budgets: {e}");
+            engine::History::default()
+        });
     let names = snap
         .namespaces
         .iter()
