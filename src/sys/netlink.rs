@@ -1469,7 +1469,17 @@ mod tests {
             assert_eq!((&p.server).read(&mut [0u8; 4]).expect("eof"), 0);
             let after = diag.lookup(&s).expect("lookup").expect("still there");
             assert_eq!(after.recv_q, 0);
-            let all = diag.dump(ns.id, StateSet::all()).expect("dump");
+            // The peer's ACK of the client's FIN can be delayed (~1 ms on loopback): wait
+            // until the orphaned client has left FIN_WAIT1 (flaked once without this).
+            let mut all = diag.dump(ns.id, StateSet::all()).expect("dump");
+            for _ in 0..200 {
+                let orphan = all.iter().find(|s| s.local == client_local);
+                if orphan.is_some_and(|o| o.state != TcpState::FinWait1) {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                all = diag.dump(ns.id, StateSet::all()).expect("dump");
+            }
             let count = |st| all.iter().filter(|s| s.state == st).count();
             assert_eq!(count(TcpState::Listen), 2);
             assert_eq!(count(TcpState::Established), 2);
