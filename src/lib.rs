@@ -19,6 +19,7 @@ pub mod daemon;
 pub mod duration;
 pub mod engine;
 pub mod filter;
+pub mod metrics;
 pub mod model;
 pub mod output;
 pub mod policy;
