@@ -109,13 +109,17 @@ pub fn scan(
             ..
         } = sys.owners(&wanted);
         unreadable_processes = unreadable.len();
-        if !unreadable.is_empty() {
-            warnings.push(unreadable_warning(&unreadable));
-        }
         for s in &mut sockets {
             if let Some(found) = owners.remove(&s.socket.inode) {
                 s.owners = found;
             }
+        }
+        // Only worth saying when some socket that a process holds was left without owners.
+        let unattributed = sockets
+            .iter()
+            .any(|s| s.owners.is_empty() && s.socket.inode.0 != 0);
+        if unattributed && !unreadable.is_empty() {
+            warnings.push(unreadable_warning(&unreadable));
         }
     }
     if filter.needs_owners() {
