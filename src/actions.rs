@@ -16,6 +16,9 @@ use crate::record::SocketRecord;
 use crate::scan::Snapshot;
 use crate::sys::{CommandOutcome, DestroyOutcome, RestartOutcome, SignalOutcome, System};
 
+/// Destroy intents and outcomes are written in batches of this many records, one fsync
+/// each (100,000 sockets: 50 fsyncs instead of 200,000).
+pub const AUDIT_BATCH: usize = 4096;
 /// How long a restart may take before it is reported as timed out (left running).
 pub const RESTART_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long an `exec` command may run before it is killed.
@@ -296,9 +299,10 @@ fn signal_result(outcome: SignalOutcome) -> (String, Option<i32>, Option<String>
     (result.to_string(), errno, message.map(str::to_string))
 }
 
-/// Destroys, per namespace: every intent first, then one dump to re-verify that each
-/// socket is still there in the same state, then pipelined SOCK_DESTROYs, then one dump to
-/// confirm they are gone, then every outcome.
+/// Destroys, per namespace: every intent first (in fsynced batches of [`AUDIT_BATCH`]),
+/// then one dump to re-verify that each socket is still there in the same state, then
+/// pipelined SOCK_DESTROYs, then one dump to confirm they are gone, then every outcome (in
+/// batches too).
 fn destroy_all(
     items: &[&PlanItem],
     snap: &Snapshot,
@@ -319,34 +323,52 @@ fn destroy_all(
         let Some(netns) = snap.netns(netns_id) else {
             continue;
         };
+        // Group commit: one fsync per batch of intents, not one per socket.
         let mut intents = Vec::with_capacity(targets.len());
-        for (item, _) in &targets {
-            let record = describe(
-                NewRecord::intent(
-                    ctx.actor.clone(),
-                    mode_of(ctx),
-                    audit_action(item),
-                    item.why.clone(),
-                ),
-                item,
-                snap,
-                ctx,
-            );
-            intents.push(ctx.audit.append(record)?);
+        for batch in targets.chunks(AUDIT_BATCH) {
+            let records = batch
+                .iter()
+                .map(|(item, _)| {
+                    describe(
+                        NewRecord::intent(
+                            ctx.actor.clone(),
+                            mode_of(ctx),
+                            audit_action(item),
+                            item.why.clone(),
+                        ),
+                        item,
+                        snap,
+                        ctx,
+                    )
+                })
+                .collect();
+            intents.extend(ctx.audit.append_batch(records)?);
         }
         let sockets: Vec<&KernelSocket> = targets.iter().map(|(_, s)| &s.socket).collect();
         let results = destroy_verified(ctx.sys, netns, &sockets);
-        for (((item, _), intent), (result, errno, message)) in
-            targets.iter().zip(&intents).zip(results)
-        {
-            let outcome = Outcome {
-                result: result.clone(),
-                errno,
-                message: message.clone(),
-            };
-            ctx.audit
-                .append(NewRecord::outcome_of(intent, ctx.actor.clone(), outcome))?;
-            reports.push(report(item, &result, errno, message, Some(intent.seq)));
+        let done: Vec<_> = targets.iter().zip(&intents).zip(results).collect();
+        for batch in done.chunks(AUDIT_BATCH) {
+            let records = batch
+                .iter()
+                .map(|((_, intent), (result, errno, message))| {
+                    let outcome = Outcome {
+                        result: result.clone(),
+                        errno: *errno,
+                        message: message.clone(),
+                    };
+                    NewRecord::outcome_of(intent, ctx.actor.clone(), outcome)
+                })
+                .collect();
+            ctx.audit.append_batch(records)?;
+            for (((item, _), intent), (result, errno, message)) in batch {
+                reports.push(report(
+                    item,
+                    result,
+                    *errno,
+                    message.clone(),
+                    Some(intent.seq),
+                ));
+            }
         }
     }
     Ok(reports)
@@ -558,4 +580,123 @@ pub fn destroy_targets(plan: &Plan) -> HashSet<Cookie> {
         .filter(|i| matches!(i.action, Action::Destroy))
         .flat_map(|i| i.sockets.iter().copied())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::audit::{read_trail, verify, ActorKind, RecordKind};
+    use crate::filter::SocketFilter;
+    use crate::model::{Family, Inode, TcpState};
+    use crate::policy::Mode;
+    use crate::sys::fake::FakeSystem;
+
+    const NS: NetnsId = NetnsId {
+        dev: 4,
+        inode: 4026531840,
+    };
+
+    fn socket(cookie: u64) -> KernelSocket {
+        KernelSocket {
+            netns: NS,
+            family: Family::Ipv4,
+            state: TcpState::CloseWait,
+            local: "127.0.0.1:8080".parse().expect("addr"),
+            remote: format!("127.0.0.1:{}", 10_000 + cookie)
+                .parse()
+                .expect("addr"),
+            interface: 0,
+            cookie: Cookie(cookie),
+            inode: Inode(0),
+            uid: 0,
+            recv_q: 0,
+            send_q: 0,
+            timer: None,
+            tcp: None,
+        }
+    }
+
+    fn item(snap: &Snapshot, index: usize, action: Action, escalated: bool) -> PlanItem {
+        let cookie = snap.sockets[index].socket.cookie;
+        PlanItem {
+            rule: "leak".into(),
+            escalated,
+            action,
+            target: Target::Socket { cookie, index },
+            owner: None,
+            sockets: vec![cookie],
+            socket_indices: vec![index],
+            argv: None,
+            decision: Decision::Act,
+            why: "close-wait for 10m".into(),
+        }
+    }
+
+    /// More destroys than one audit batch, plus an escalated step: every intent is written
+    /// before any destroy, every outcome after, the chain verifies, and the escalation
+    /// flag reaches the record.
+    #[test]
+    fn destroys_are_recorded_in_batches_and_escalation_is_marked() {
+        let n = AUDIT_BATCH + 10;
+        let netns = Netns {
+            id: NS,
+            name: "host".into(),
+            path: "/proc/self/ns/net".into(),
+        };
+        let sys = FakeSystem {
+            namespaces: vec![netns],
+            sockets: (0..=n as u64).map(socket).collect(),
+            ..FakeSystem::default()
+        };
+        let snap = crate::scan::scan(
+            &sys,
+            &SocketFilter::default(),
+            &crate::scan::Observations::new(),
+            SystemTime::now(),
+        )
+        .expect("scan");
+        assert_eq!(snap.sockets.len(), n + 1);
+        let mut items: Vec<PlanItem> = (0..n)
+            .map(|i| item(&snap, i, Action::Destroy, false))
+            .collect();
+        items.push(item(&snap, n, Action::Log, true));
+        let plan = Plan {
+            mode: Mode::Enforce,
+            items,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let mut log = AuditLog::open(&path).expect("open");
+        let mut ctx = ActContext {
+            sys: &sys,
+            audit: &mut log,
+            actor: Actor::current(ActorKind::Cli),
+            policy_digest: "d".into(),
+            dry_run: false,
+        };
+        let reports = carry_out(&plan, &snap, &mut ctx).expect("carried out");
+        assert_eq!(reports.len(), n + 1);
+        assert_eq!(
+            reports.iter().filter(|r| r.result == "destroyed").count(),
+            n
+        );
+        assert_eq!(sys.destroyed.borrow().len(), n);
+
+        let report = verify(&path);
+        assert!(report.is_intact(), "{report}");
+        let records = read_trail(&path).expect("read").records;
+        // log: intent + outcome; destroys: n intents then n outcomes.
+        let kinds: Vec<RecordKind> = records.iter().map(|r| r.kind).collect();
+        let mut want = vec![RecordKind::Intent, RecordKind::Outcome];
+        want.extend(std::iter::repeat(RecordKind::Intent).take(n));
+        want.extend(std::iter::repeat(RecordKind::Outcome).take(n));
+        assert!(kinds == want, "intents first, then outcomes");
+        assert!(records[0].escalated && records[1].escalated);
+        assert!(records[2..].iter().all(|r| !r.escalated));
+        let last = records.last().expect("records");
+        assert_eq!(last.intent_seq, Some(records[n + 1].seq));
+        assert_eq!(last.target.as_ref().map(|t| t.cookie), Some(n as u64 - 1));
+    }
 }

@@ -235,12 +235,27 @@ fn enospc_child() {
     assert!(report.is_intact() && report.torn_tail.is_none(), "{report}");
     assert_eq!(report.records, written);
 
-    // Space back: the chain continues.
+    // A batch bigger than the space left: its first part reaches the file, the rest does
+    // not; the part is cut away and none of the batch counts.
+    let before = fs::metadata(&path).expect("meta").len();
+    let err = log
+        .append_batch((0..100).map(|i| intent(&format!("batch {i}"))).collect())
+        .expect_err("a 100-record batch does not fit in 8 KiB");
+    assert_eq!(err.errno(), Some(libc::ENOSPC), "{err}");
+    assert!(err.to_string().contains("no action was taken"), "{err}");
+    assert_eq!(fs::metadata(&path).expect("meta").len(), before);
+    let report = verify(&path);
+    assert!(report.is_intact() && report.torn_tail.is_none(), "{report}");
+    assert_eq!(report.records, written);
+
+    // Space back: the chain continues, singly and in batches.
     fs::remove_file(&filler).expect("rm filler");
     log.append(intent("after space was freed")).expect("append");
+    log.append_batch((0..10).map(|i| intent(&format!("batch {i}"))).collect())
+        .expect("batch");
     let report = verify(&path);
     assert!(report.is_intact(), "{report}");
-    assert_eq!(report.records, written + 1);
+    assert_eq!(report.records, written + 11);
     nix::mount::umount(&dir).expect("umount");
 }
 

@@ -37,7 +37,9 @@
 //! prints somewhere else (a ticket, the journal) to anchor it.
 //!
 //! Writers take an exclusive `flock` on the live file for each append, read its tail, and
-//! write each record with one `write(2)` followed by `fdatasync`. When the live file passes
+//! write each record with one `write(2)` followed by `fdatasync`; a batch
+//! ([`AuditLog::append_batch`], used for mass destroys) is written the same way as a whole,
+//! with one `fdatasync`, and on failure is truncated away entirely. When the live file passes
 //! the rotation size (64 MiB by default) it is renamed to `audit.jsonl.<first seq, 20
 //! digits>` and the chain continues in a new live file.
 //!

@@ -130,6 +130,63 @@ fn records_chain_and_verify() {
 }
 
 #[test]
+fn a_batch_of_1000_chains_with_single_appends_and_rotates_only_between_batches() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open").with_max_size(100_000);
+    assert_eq!(log.append_batch(Vec::new()).expect("empty"), []);
+    assert!(!path.exists() || fs::metadata(&path).expect("meta").len() == 0);
+
+    let start = log.append(note("before")).expect("append");
+    let intents = log
+        .append_batch((0..1000).map(destroy_intent).collect())
+        .expect("batch");
+    assert_eq!(
+        intents.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (2..=1001).collect::<Vec<_>>()
+    );
+    let outcomes: Vec<NewRecord> = intents
+        .iter()
+        .map(|i| {
+            NewRecord::outcome_of(
+                i,
+                actor(),
+                Outcome {
+                    result: "destroyed".into(),
+                    errno: None,
+                    message: None,
+                },
+            )
+        })
+        .collect();
+    let outcomes = log.append_batch(outcomes).expect("batch");
+    assert_eq!(outcomes[999].intent_seq, Some(1001));
+    let end = log.append(note("after")).expect("append");
+    assert_eq!(end.seq, 2002);
+
+    let report = verify(&path);
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.records, 2002);
+    let trail = read_trail(&path).expect("read");
+    assert_eq!(trail.records.len(), 2002);
+    assert_eq!(trail.records[1], intents[0]);
+    assert_eq!(trail.records[2000], outcomes[999]);
+
+    // Both batches carried the live file past 100 kB; rotation waited for the next append,
+    // so each rotated file starts at a batch boundary.
+    let rotated = rotated_files(&path).expect("list");
+    assert_eq!(
+        rotated,
+        [rotated_name(&path, 1), rotated_name(&path, 1002)],
+        "rotated at the batch boundaries"
+    );
+    let first = fs::read_to_string(&rotated[0]).expect("read");
+    let first_line = first.lines().next().expect("a line");
+    assert_eq!(start.seq, 1);
+    assert_eq!(intents[0].prev, line_hash(first_line.as_bytes()));
+}
+
+#[test]
 fn every_flipped_byte_is_named() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = log_in(dir.path());

@@ -1,5 +1,5 @@
-//! The appender: one locked, fsynced write per record, torn-tail repair and rotation, safe
-//! with several writers (the daemon and a one-off `clean`) on the same file.
+//! The appender: one locked, fsynced write per record (or per batch), torn-tail repair and
+//! rotation, safe with several writers (the daemon and a one-off `clean`) on the same file.
 
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
@@ -105,6 +105,40 @@ impl AuditLog {
         );
         self.write_record(&file, &mut rec, kind)?;
         Ok(rec)
+    }
+
+    /// Append `records` as one group commit: one lock, the records chained in order and
+    /// written with one `write(2)` (more only if the kernel writes short), then ONE fsync.
+    /// All or nothing: on `Err` whatever part of the batch reached the file is truncated
+    /// away and none of it counts as written (for intents: act on none of them). Rotation
+    /// happens only between batches, so a batch may carry the live file past the rotation
+    /// size. An empty batch writes nothing.
+    pub fn append_batch(
+        &mut self,
+        records: Vec<NewRecord>,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        let Some(first) = records.first() else {
+            return Ok(Vec::new());
+        };
+        // Errors are worded for the first record's kind (a batch is intents or outcomes).
+        let kind = first.kind;
+        let (file, head) = self.lock_live(kind, &first.actor, first.mode)?;
+        let time = SystemTime::now();
+        let mut bytes = Vec::with_capacity(records.len() * 1024);
+        let mut written = Vec::with_capacity(records.len());
+        let (mut seq, mut prev) = (head.seq, head.hash);
+        for record in records {
+            seq += 1;
+            let mut rec = record.into_record(seq, time, self.host.clone(), prev);
+            let line =
+                seal(&mut rec).map_err(|e| self.werr("serialize", kind)(io::Error::other(e)))?;
+            prev = line_hash(&line);
+            bytes.extend_from_slice(&line);
+            bytes.push(b'\n');
+            written.push(rec);
+        }
+        self.write_synced(&file, &bytes, kind)?;
+        Ok(written)
     }
 
     fn werr(&self, call: &'static str, kind: RecordKind) -> impl Fn(io::Error) -> AuditError + '_ {
@@ -297,10 +331,22 @@ impl AuditLog {
         let mut line = seal(rec).map_err(|e| self.werr("serialize", kind)(io::Error::other(e)))?;
         let hash = line_hash(&line);
         line.push(b'\n');
-        let len = file.metadata().map_err(self.werr("fstat", kind))?.len();
-        write_once(file, len, &line).map_err(self.werr("write", kind))?;
-        file.sync_data().map_err(self.werr("fsync", kind))?;
+        self.write_synced(file, &line, kind)?;
         Ok(hash)
+    }
+
+    /// Write whole lines at the end of `file` and fsync them. On failure the file is cut
+    /// back to where it was, so that nothing the caller is told failed stays in the chain.
+    fn write_synced(&self, file: &File, bytes: &[u8], kind: RecordKind) -> Result<(), AuditError> {
+        let len = file.metadata().map_err(self.werr("fstat", kind))?.len();
+        write_once(file, len, bytes).map_err(self.werr("write", kind))?;
+        if let Err(e) = file.sync_data() {
+            // Best effort: the caller treats these records as unwritten either way.
+            let _ = file.set_len(len);
+            let _ = file.sync_data();
+            return Err(self.werr("fsync", kind)(e));
+        }
+        Ok(())
     }
 
     /// Rename the full live file to `<log>.<first seq, 20 digits>` so the names sort in order.
@@ -360,8 +406,9 @@ fn sync_dir(path: &Path) -> io::Result<()> {
     open_dir(path)?.sync_all()
 }
 
-/// One `write(2)` of `bytes` at the end of `file` (opened O_APPEND, at length `len`). A
-/// short write (disk full) is undone by truncating back to `len`: no partial line is left.
+/// One `write(2)` of `bytes` at the end of `file` (opened O_APPEND, at length `len`), more
+/// only if the kernel writes short. A failure part way (disk full) is undone by truncating
+/// back to `len`: no partial line is left.
 fn write_once(file: &File, len: u64, bytes: &[u8]) -> io::Result<()> {
     let mut f = file;
     let written = loop {
