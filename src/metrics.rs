@@ -1,1 +1,0 @@
-//! Prometheus metrics: stuck sockets, ages, actions, guard refusals, scan duration, capabilities.

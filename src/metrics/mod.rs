@@ -1,0 +1,485 @@
+//! Prometheus metrics of the daemon: stuck sockets, their ages, actions, guard refusals, scan
+//! duration and capabilities, updated once per pass and exposed over HTTP (`GET /metrics`)
+//! or written to a node_exporter textfile-collector file.
+//!
+//! Series (text format 0.0.4; label values escaped; no label per socket or pid):
+//! - `sockwarden_stuck_sockets{state,netns,unit}` gauge, replaced each pass (`unit` is the
+//!   first owner's systemd unit, `""` when none);
+//! - `sockwarden_stuck_socket_age_seconds{state}` histogram of the *current* snapshot
+//!   (recomputed each pass, so it may go down; use it without `rate()`);
+//! - `sockwarden_actions_total{action,rule,outcome}` counter, one per action report;
+//! - `sockwarden_guard_refusals_total{guard,rule}` counter, one per held plan item
+//!   (`guard` = observe, listening, protected, no-owner, no-unit, cooldown,
+//!   `budget:<guard key>`, owner-fraction, already-planned);
+//! - `sockwarden_scan_duration_seconds` histogram over all passes;
+//! - `sockwarden_passes_total`, `sockwarden_failed_passes_total` counters,
+//!   `sockwarden_last_pass_timestamp_seconds` gauge (absent before the first pass);
+//! - `sockwarden_mode{mode}` gauge 1 for the mode of the last plan;
+//! - `sockwarden_capability{capability}` gauge 1/0; `sockwarden_build_info{version}` 1.
+
+mod http;
+#[cfg(test)]
+mod tests;
+mod text;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write as _};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::actions::ActionReport;
+use crate::engine::{Decision, HeldReason, Plan};
+use crate::model::TcpState;
+use crate::policy::{ActionKind, Mode};
+use crate::scan::Snapshot;
+
+pub use text::CONTENT_TYPE;
+use text::{Kind, Value};
+
+/// Upper bounds of the age histogram's buckets, in seconds: 10 s … 1 day.
+pub const AGE_BUCKETS: [f64; 8] = [10.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0, 86400.0];
+/// Upper bounds of the scan-duration histogram's buckets, in seconds: 1 ms … 10 s.
+pub const SCAN_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Everything the exposition shows, behind one lock. Create with [`Metrics::new`], feed with
+/// [`Metrics::observe_pass`] once per pass, read with [`Metrics::render`].
+#[derive(Debug)]
+pub struct Metrics {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    passes: u64,
+    failed_passes: u64,
+    last_pass: Option<SystemTime>,
+    mode: Option<Mode>,
+    /// (state, netns name, unit) -> sockets; replaced every pass.
+    stuck: BTreeMap<(TcpState, String, String), u64>,
+    /// Ages of the current snapshot by state; replaced every pass.
+    ages: BTreeMap<TcpState, Histogram>,
+    scan: Histogram,
+    /// (action, rule, outcome) -> count.
+    actions: BTreeMap<(String, String, String), u64>,
+    /// (guard, rule) -> count.
+    refusals: BTreeMap<(String, String), u64>,
+    capabilities: BTreeMap<String, bool>,
+}
+
+/// A fixed-bucket histogram; `counts[i]` is the number of observations in bucket `i` alone
+/// (not cumulative), the last entry being the `+Inf` overflow.
+#[derive(Debug, Clone)]
+struct Histogram {
+    bounds: &'static [f64],
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+            count: 0,
+        }
+    }
+
+    fn observe(&mut self, v: f64) {
+        let i = self
+            .bounds
+            .iter()
+            .position(|&b| v <= b)
+            .unwrap_or(self.bounds.len());
+        if let Some(c) = self.counts.get_mut(i) {
+            *c += 1;
+        }
+        self.sum += v;
+        self.count += 1;
+    }
+
+    /// `_bucket` lines (cumulative, ending with `le="+Inf"` == count), `_sum`, `_count`.
+    fn render(&self, out: &mut String, name: &str, labels: &[(&str, &str)]) {
+        let bucket = format!("{name}_bucket");
+        let mut cumulative = 0;
+        let les = self
+            .bounds
+            .iter()
+            .map(|&b| text::float(b))
+            .chain(std::iter::once("+Inf".to_string()));
+        for (le, n) in les.zip(&self.counts) {
+            cumulative += n;
+            let mut with_le = labels.to_vec();
+            with_le.push(("le", &le));
+            text::sample(out, &bucket, &with_le, Value::Int(cumulative));
+        }
+        text::sample(out, &format!("{name}_sum"), labels, Value::Float(self.sum));
+        text::sample(
+            out,
+            &format!("{name}_count"),
+            labels,
+            Value::Int(self.count),
+        );
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        Arc::new(Metrics {
+            state: Mutex::new(State {
+                passes: 0,
+                failed_passes: 0,
+                last_pass: None,
+                mode: None,
+                stuck: BTreeMap::new(),
+                ages: BTreeMap::new(),
+                scan: Histogram::new(&SCAN_BUCKETS),
+                actions: BTreeMap::new(),
+                refusals: BTreeMap::new(),
+                capabilities: BTreeMap::new(),
+            }),
+        })
+    }
+
+    /// After each pass: replace the gauges and the age histogram from `snap`, and add to the
+    /// counters from `plan` (held items) and `reports` (what was done).
+    pub fn observe_pass(
+        &self,
+        snap: &Snapshot,
+        plan: &Plan,
+        reports: &[ActionReport],
+        scan_duration: Duration,
+    ) {
+        let mut stuck = BTreeMap::new();
+        let mut ages: BTreeMap<TcpState, Histogram> = BTreeMap::new();
+        for s in &snap.sockets {
+            let unit = s
+                .owners
+                .iter()
+                .find_map(|o| o.process.unit.as_deref())
+                .unwrap_or("");
+            let key = (
+                s.socket.state,
+                snap.netns_name(s.socket.netns),
+                unit.to_string(),
+            );
+            *stuck.entry(key).or_insert(0) += 1;
+            ages.entry(s.socket.state)
+                .or_insert_with(|| Histogram::new(&AGE_BUCKETS))
+                // u64 seconds to f64 is exact below 2^53 s.
+                .observe(s.age.secs as f64);
+        }
+
+        let mut st = self.lock();
+        st.stuck = stuck;
+        st.ages = ages;
+        st.scan.observe(scan_duration.as_secs_f64());
+        st.passes += 1;
+        st.last_pass = Some(snap.taken_at);
+        st.mode = Some(plan.mode);
+        for item in &plan.items {
+            if let Decision::Held(reason) = &item.decision {
+                *st.refusals
+                    .entry((guard_name(reason), item.rule.clone()))
+                    .or_insert(0) += 1;
+            }
+        }
+        for r in reports {
+            let key = (action_name(&r.action), r.rule.clone(), r.result.clone());
+            *st.actions.entry(key).or_insert(0) += 1;
+        }
+    }
+
+    /// A pass that failed before it could be observed (the scan or the audit log failed):
+    /// counts it, keeps the last good pass's gauges.
+    pub fn observe_failed_pass(&self) {
+        self.lock().failed_passes += 1;
+    }
+
+    /// Record whether a capability the actions need is there (e.g. `sock_destroy`, `pidfd`,
+    /// `systemd`, `cap_net_admin`).
+    pub fn set_capability(&self, name: &str, available: bool) {
+        self.lock().capabilities.insert(name.to_string(), available);
+    }
+
+    /// The whole exposition in the Prometheus text format 0.0.4.
+    pub fn render(&self) -> String {
+        let st = self.lock();
+        let mut out = String::with_capacity(4096);
+
+        let name = "sockwarden_stuck_sockets";
+        text::header(
+            &mut out,
+            name,
+            "Sockets in a watched state in the last pass, by state, network namespace and systemd unit of the first owner (\"\" when none).",
+            Kind::Gauge,
+        );
+        for ((state, netns, unit), n) in &st.stuck {
+            text::sample(
+                &mut out,
+                name,
+                &[("state", state.name()), ("netns", netns), ("unit", unit)],
+                Value::Int(*n),
+            );
+        }
+
+        let name = "sockwarden_stuck_socket_age_seconds";
+        text::header(
+            &mut out,
+            name,
+            "Age in its state of each socket of the last pass, by state (the current snapshot, recomputed every pass: do not rate() it).",
+            Kind::Histogram,
+        );
+        for (state, h) in &st.ages {
+            h.render(&mut out, name, &[("state", state.name())]);
+        }
+
+        let name = "sockwarden_actions_total";
+        text::header(
+            &mut out,
+            name,
+            "Actions carried out or recorded, by action, rule and outcome (destroyed, delivered, restarted, observed, dry-run, failed, ...).",
+            Kind::Counter,
+        );
+        for ((action, rule, outcome), n) in &st.actions {
+            text::sample(
+                &mut out,
+                name,
+                &[("action", action), ("rule", rule), ("outcome", outcome)],
+                Value::Int(*n),
+            );
+        }
+
+        let name = "sockwarden_guard_refusals_total";
+        text::header(
+            &mut out,
+            name,
+            "Planned actions held back, by guard (observe, listening, protected, no-owner, no-unit, cooldown, budget:<key>, owner-fraction, already-planned) and rule.",
+            Kind::Counter,
+        );
+        for ((guard, rule), n) in &st.refusals {
+            text::sample(
+                &mut out,
+                name,
+                &[("guard", guard), ("rule", rule)],
+                Value::Int(*n),
+            );
+        }
+
+        let name = "sockwarden_scan_duration_seconds";
+        text::header(
+            &mut out,
+            name,
+            "Time a pass took to scan: namespace dumps, owner lookup and aging.",
+            Kind::Histogram,
+        );
+        st.scan.render(&mut out, name, &[]);
+
+        let name = "sockwarden_passes_total";
+        text::header(&mut out, name, "Passes observed.", Kind::Counter);
+        text::sample(&mut out, name, &[], Value::Int(st.passes));
+
+        let name = "sockwarden_failed_passes_total";
+        text::header(
+            &mut out,
+            name,
+            "Passes that failed (scan or audit error); the gauges keep the last good pass.",
+            Kind::Counter,
+        );
+        text::sample(&mut out, name, &[], Value::Int(st.failed_passes));
+
+        let name = "sockwarden_last_pass_timestamp_seconds";
+        text::header(
+            &mut out,
+            name,
+            "When the last observed pass took its snapshot, in seconds since the Unix epoch.",
+            Kind::Gauge,
+        );
+        if let Some(t) = st.last_pass {
+            let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+            text::sample(&mut out, name, &[], Value::Float(secs.as_secs_f64()));
+        }
+
+        let name = "sockwarden_mode";
+        text::header(
+            &mut out,
+            name,
+            "The mode the last pass planned in (1 for the current mode).",
+            Kind::Gauge,
+        );
+        if let Some(mode) = st.mode {
+            text::sample(&mut out, name, &[("mode", mode.name())], Value::Int(1));
+        }
+
+        let name = "sockwarden_capability";
+        text::header(
+            &mut out,
+            name,
+            "Whether a capability the actions need is available (1) or not (0).",
+            Kind::Gauge,
+        );
+        for (cap, ok) in &st.capabilities {
+            text::sample(
+                &mut out,
+                name,
+                &[("capability", cap)],
+                Value::Int(u64::from(*ok)),
+            );
+        }
+
+        let name = "sockwarden_build_info";
+        text::header(
+            &mut out,
+            name,
+            "Always 1; the version label says which sockwarden is running.",
+            Kind::Gauge,
+        );
+        text::sample(
+            &mut out,
+            name,
+            &[("version", env!("CARGO_PKG_VERSION"))],
+            Value::Int(1),
+        );
+        out
+    }
+
+    /// Serve `GET /metrics` on `addr` from a background thread (one request per connection,
+    /// bounded time per request, a few connections at once). Returns the bound address
+    /// (useful with port 0) and the thread, which runs for the life of the process.
+    pub fn serve(
+        self: &Arc<Self>,
+        addr: SocketAddr,
+    ) -> Result<(SocketAddr, JoinHandle<()>), MetricsError> {
+        let listener =
+            TcpListener::bind(addr).map_err(|source| MetricsError::Bind { addr, source })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|source| MetricsError::Bind { addr, source })?;
+        let metrics = Arc::clone(self);
+        let handle = std::thread::Builder::new()
+            .name("metrics-http".to_string())
+            .spawn(move || http::accept_loop(&listener, &metrics))
+            .map_err(|source| MetricsError::Spawn { source })?;
+        Ok((bound, handle))
+    }
+
+    /// Write the exposition to `path` for node_exporter's textfile collector: to a temporary
+    /// file in the same directory (not ending in `.prom`, so the collector never reads it half
+    /// written), fsynced, then renamed over `path`.
+    pub fn write_textfile(&self, path: &Path) -> Result<(), MetricsError> {
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let file_name = path
+            .file_name()
+            .ok_or_else(|| MetricsError::Textfile {
+                step: "name",
+                path: path.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
+            })?
+            .to_string_lossy();
+        let tmp = dir.join(format!(
+            ".{file_name}.{}.{}.tmp",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        let body = self.render();
+        let written = write_and_sync(&tmp, body.as_bytes())
+            .map_err(|(step, source)| MetricsError::Textfile {
+                step,
+                path: tmp.clone(),
+                source,
+            })
+            .and_then(|()| {
+                fs::rename(&tmp, path).map_err(|source| MetricsError::Textfile {
+                    step: "rename",
+                    path: path.to_path_buf(),
+                    source,
+                })
+            });
+        if written.is_err() {
+            // Leave no temporary file behind; the old textfile stays as it was.
+            let _ = fs::remove_file(&tmp);
+        }
+        written
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the counters half updated in a way
+        // worth losing the endpoint over: keep serving.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn write_and_sync(tmp: &Path, body: &[u8]) -> Result<(), (&'static str, io::Error)> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(tmp)
+        .map_err(|e| ("create", e))?;
+    f.write_all(body).map_err(|e| ("write", e))?;
+    f.sync_all().map_err(|e| ("fsync", e))
+}
+
+/// The `guard` label of a held item.
+fn guard_name(reason: &HeldReason) -> String {
+    match reason {
+        HeldReason::Observe => "observe".into(),
+        HeldReason::Listening => "listening".into(),
+        HeldReason::Protected { .. } => "protected".into(),
+        HeldReason::NoOwner => "no-owner".into(),
+        HeldReason::NoUnit => "no-unit".into(),
+        HeldReason::Cooldown { .. } => "cooldown".into(),
+        HeldReason::Budget { budget, .. } => format!("budget:{budget}"),
+        HeldReason::OwnerFraction { .. } => "owner-fraction".into(),
+        HeldReason::AlreadyPlanned { .. } => "already-planned".into(),
+    }
+}
+
+/// The `action` label of a report: the action kind only. The report's text also carries the
+/// signal name or the exec command line, which must not become a label value.
+fn action_name(action: &str) -> String {
+    let first = action.split_whitespace().next().unwrap_or("");
+    match first.parse::<ActionKind>() {
+        Ok(kind) => kind.name().to_string(),
+        Err(_) => "other".to_string(),
+    }
+}
+
+/// Why the metrics endpoint or textfile could not be set up or written.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("metrics: bind {addr}: {source} (is another process listening there? pick another --metrics-listen address, e.g. 127.0.0.1:9891)")]
+    Bind { addr: SocketAddr, source: io::Error },
+    #[error("metrics: start the HTTP thread: {source}")]
+    Spawn { source: io::Error },
+    #[error("metrics textfile: {step} {path}: {source} (the directory must exist and be writable, e.g. node_exporter's --collector.textfile.directory)", path = .path.display())]
+    Textfile {
+        step: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+impl From<MetricsError> for io::Error {
+    fn from(e: MetricsError) -> io::Error {
+        let kind = match &e {
+            MetricsError::Bind { source, .. }
+            | MetricsError::Spawn { source }
+            | MetricsError::Textfile { source, .. } => source.kind(),
+        };
+        io::Error::new(kind, e)
+    }
+}
