@@ -1,13 +1,15 @@
 //! The command line: clap definitions shared by every subcommand, and the exit codes.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::builder::PossibleValue;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::filter::{NetnsSelector, Pattern, SocketFilter};
+use crate::audit::DEFAULT_AUDIT_LOG;
+use crate::filter::{NetnsSelector, SocketFilter};
 use crate::model::{StateSet, TcpState};
-use crate::policy::{ActionKind, Mode};
+use crate::policy::{ActionKind, Mode, Pattern};
 
 /// Exit codes, the same for every subcommand.
 pub mod exit {
@@ -160,6 +162,20 @@ impl SelectArgs {
     }
 }
 
+/// `--audit-log PATH`, flattened into every command that reads or writes the trail.
+#[derive(Debug, Clone, Args)]
+pub struct AuditLogArg {
+    /// The audit log (JSON Lines, hash-chained); rotated files next to it (PATH.<seq>) are
+    /// read too.
+    #[arg(
+        long = "audit-log",
+        value_name = "PATH",
+        env = "SOCKWARDEN_AUDIT_LOG",
+        default_value = DEFAULT_AUDIT_LOG
+    )]
+    pub path: PathBuf,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StateArg {
     All,
@@ -179,7 +195,8 @@ fn parse_duration_arg(text: &str) -> Result<Duration, String> {
     crate::duration::parse(text).map_err(|e| e.to_string())
 }
 
-fn parse_glob_arg(text: &str) -> Result<Pattern, String> {
+/// A glob flag value (`--process`, `--unit`, `audit show --rule`, …).
+pub fn parse_glob_arg(text: &str) -> Result<Pattern, String> {
     Pattern::new(text).map_err(|e| format!("invalid glob `{text}`: {e}"))
 }
 

@@ -4,9 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use globset::{Glob, GlobMatcher};
-
 use crate::model::{StateSet, StuckSocket};
+/// Globs are the policy's, so a selector on the command line matches as in a policy file.
+pub use crate::policy::Pattern;
 
 /// Which namespaces to look at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,25 +29,6 @@ impl NetnsSelector {
             t if t.contains('/') => NetnsSelector::Path(PathBuf::from(t)),
             t => NetnsSelector::Named(t.to_string()),
         }
-    }
-}
-
-/// A glob, kept with its source text for messages.
-#[derive(Debug, Clone)]
-pub struct Pattern {
-    pub text: String,
-    matcher: GlobMatcher,
-}
-
-impl Pattern {
-    pub fn new(text: &str) -> Result<Pattern, globset::Error> {
-        Ok(Pattern {
-            text: text.to_string(),
-            matcher: Glob::new(text)?.compile_matcher(),
-        })
-    }
-    pub fn matches(&self, s: &str) -> bool {
-        self.matcher.is_match(s)
     }
 }
 

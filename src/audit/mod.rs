@@ -59,6 +59,9 @@ mod record;
 mod verify;
 mod writer;
 
+/// Where the trail lives unless `--audit-log` (or `SOCKWARDEN_AUDIT_LOG`) says otherwise.
+pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/sockwarden/audit.jsonl";
+
 pub use error::AuditError;
 pub use history::{history, history_from, past_outcome, HISTORY_LOOKBACK};
 pub use query::{

@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, SystemTime};
 
-use globset::{Glob, GlobMatcher};
 use serde::Serialize;
 
 use super::record::{ActionKind, AuditRecord, RecordKind};
+use crate::policy::Pattern;
 
 /// Parse a `--since`/`--until` value: a duration meaning that long before `now` (`2h`,
 /// `90m`, `1day`), or a UTC time (`2026-11-23T14:00:00Z`, `2026-11-23 14:00`, `2026-11-23`).
@@ -41,21 +41,14 @@ pub struct Filter {
     /// Keep outcomes with this result, and the intents those outcomes answer.
     pub outcome: Option<String>,
     /// Glob on the `comm` of the target's owners or the process target.
-    pub process: Option<GlobMatcher>,
+    pub process: Option<Pattern>,
     /// Glob on any unit the record is about.
-    pub unit: Option<GlobMatcher>,
+    pub unit: Option<Pattern>,
     /// Glob on the rule name.
-    pub rule: Option<GlobMatcher>,
+    pub rule: Option<Pattern>,
 }
 
 impl Filter {
-    /// Compile a glob for [`Filter::process`], [`Filter::unit`] or [`Filter::rule`].
-    pub fn glob(pattern: &str) -> Result<GlobMatcher, String> {
-        Glob::new(pattern)
-            .map(|g| g.compile_matcher())
-            .map_err(|e| format!("bad glob `{pattern}`: {e}"))
-    }
-
     /// The records of `records` this filter keeps, in order.
     pub fn apply<'a>(&self, records: &'a [AuditRecord]) -> Vec<&'a AuditRecord> {
         let results = outcome_results(records);
@@ -83,17 +76,17 @@ impl Filter {
             }
         }
         if let Some(g) = &self.process {
-            if !r.comms().iter().any(|c| g.is_match(c)) {
+            if !r.comms().iter().any(|c| g.matches(c)) {
                 return false;
             }
         }
         if let Some(g) = &self.unit {
-            if !r.units().iter().any(|u| g.is_match(u)) {
+            if !r.units().iter().any(|u| g.matches(u)) {
                 return false;
             }
         }
         if let Some(g) = &self.rule {
-            if !r.rule.as_deref().is_some_and(|name| g.is_match(name)) {
+            if !r.rule.as_deref().is_some_and(|name| g.matches(name)) {
                 return false;
             }
         }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::engine::{History, OwnerKey, PastAction, PastOutcome, TargetKey};
 use crate::model::{AgeSource, Cookie, Family, Pid, ProcessId, TcpState};
+use crate::policy::Pattern;
 use crate::record::{OwnerRecord, SocketRecord};
 
 fn actor() -> Actor {
@@ -681,30 +682,30 @@ fn filters_keep_what_they_say() {
     assert_eq!(seqs(&f.apply(&records)), [4, 5]);
 
     let f = Filter {
-        process: Some(Filter::glob("py*").expect("glob")),
+        process: Some(Pattern::new("py*").expect("glob")),
         ..Filter::default()
     };
     assert_eq!(seqs(&f.apply(&records)), [8]);
     let f = Filter {
-        process: Some(Filter::glob("nginx").expect("glob")),
+        process: Some(Pattern::new("nginx").expect("glob")),
         ..Filter::default()
     };
     assert_eq!(seqs(&f.apply(&records)), [9]);
 
     let f = Filter {
-        unit: Some(Filter::glob("api*").expect("glob")),
+        unit: Some(Pattern::new("api*").expect("glob")),
         ..Filter::default()
     };
     assert_eq!(seqs(&f.apply(&records)), [2, 3, 4, 5, 6, 7]);
 
     let f = Filter {
-        rule: Some(Filter::glob("api-leak").expect("glob")),
+        rule: Some(Pattern::new("api-leak").expect("glob")),
         ..Filter::default()
     };
     assert_eq!(seqs(&f.apply(&records)), [2, 3, 4, 5, 9]);
 
     let f = Filter {
-        rule: Some(Filter::glob("api-*").expect("glob")),
+        rule: Some(Pattern::new("api-*").expect("glob")),
         actions: vec![ActionKind::Destroy],
         outcome: Some("destroyed".into()),
         ..Filter::default()

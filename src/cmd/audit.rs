@@ -3,7 +3,7 @@
 //! --json` one [`Summary`] object; `verify --json` one [`VerifyReport`] object.
 
 use std::io::{self, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::SystemTime;
 
 use anyhow::Context;
@@ -13,11 +13,10 @@ use crate::audit::{
     read_trail, result_of, summarize, verify, ActionKind, AuditRecord, Filter, RecordKind, Summary,
     Tally, Trail, VerifyReport,
 };
+use crate::cli::{parse_glob_arg, AuditLogArg};
 use crate::duration;
 use crate::output;
-
-/// Where the audit trail lives unless told otherwise.
-pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/sockwarden/audit.jsonl";
+use crate::policy::Pattern;
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
@@ -66,14 +65,6 @@ Examples:
   sockwarden audit summary --since 6h
   sockwarden audit summary --unit api.service --json";
 
-/// `--audit-log`, shared by every audit subcommand.
-#[derive(Debug, Clone, Args)]
-pub struct AuditLogArg {
-    /// The live audit log; rotated files next to it (PATH.<seq>) are read too.
-    #[arg(long, value_name = "PATH", env = "SOCKWARDEN_AUDIT_LOG", default_value = DEFAULT_AUDIT_LOG)]
-    pub audit_log: PathBuf,
-}
-
 #[derive(Debug, Clone, Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
@@ -99,14 +90,14 @@ pub struct FilterArgs {
     #[arg(long, value_name = "RESULT")]
     pub outcome: Option<String>,
     /// Only records about a process whose command name (comm) matches this glob.
-    #[arg(long, value_name = "GLOB")]
-    pub process: Option<String>,
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob_arg)]
+    pub process: Option<Pattern>,
     /// Only records about a systemd unit matching this glob.
-    #[arg(long, value_name = "GLOB")]
-    pub unit: Option<String>,
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob_arg)]
+    pub unit: Option<Pattern>,
     /// Only records of rules whose name matches this glob.
-    #[arg(long, value_name = "GLOB")]
-    pub rule: Option<String>,
+    #[arg(long, value_name = "GLOB", value_parser = parse_glob_arg)]
+    pub rule: Option<Pattern>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -141,20 +132,14 @@ impl FilterArgs {
                 })
                 .transpose()
         };
-        let glob =
-            |flag: &str, v: &Option<String>| -> anyhow::Result<Option<globset::GlobMatcher>> {
-                v.as_deref()
-                    .map(|s| Filter::glob(s).map_err(|e| anyhow::anyhow!("--{flag}: {e}")))
-                    .transpose()
-            };
         Ok(Filter {
             since: when("since", &self.since)?,
             until: when("until", &self.until)?,
             actions: self.actions.clone(),
             outcome: self.outcome.clone(),
-            process: glob("process", &self.process)?,
-            unit: glob("unit", &self.unit)?,
-            rule: glob("rule", &self.rule)?,
+            process: self.process.clone(),
+            unit: self.unit.clone(),
+            rule: self.rule.clone(),
         })
     }
 }
@@ -175,13 +160,13 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
 pub fn run_to(cmd: AuditCommand, out: &mut dyn Write, width: Option<usize>) -> anyhow::Result<i32> {
     match cmd {
         AuditCommand::Verify(args) => {
-            let report = verify(&args.log.audit_log);
+            let report = verify(&args.log.path);
             print_verify(out, &report, args.json)?;
             Ok(report.exit_code())
         }
         AuditCommand::Show(args) => {
             let filter = args.filter.to_filter(SystemTime::now())?;
-            let trail = read(&args.log.audit_log)?;
+            let trail = read(&args.log.path)?;
             let kept = filter.apply(&trail.records);
             if args.json {
                 // Re-serialized: the same fields in the same order as stored, `hash` included.
@@ -190,19 +175,19 @@ pub fn run_to(cmd: AuditCommand, out: &mut dyn Write, width: Option<usize>) -> a
                 show_table(out, &trail, &kept, width)?;
             }
             if kept.is_empty() {
-                eprintln!("no audit records match in {}", args.log.audit_log.display());
+                eprintln!("no audit records match in {}", args.log.path.display());
             }
             Ok(0)
         }
         AuditCommand::Summary(args) => {
             let filter = args.filter.to_filter(SystemTime::now())?;
-            let trail = read(&args.log.audit_log)?;
+            let trail = read(&args.log.path)?;
             let kept = filter.apply(&trail.records);
             let summary = summarize(&kept, &trail.records);
             if args.json {
                 output::json_lines(out, [&summary])?;
             } else {
-                summary_text(out, &args.log.audit_log, &summary, width)?;
+                summary_text(out, &args.log.path, &summary, width)?;
             }
             Ok(0)
         }
@@ -498,7 +483,10 @@ fn summary_text(
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
+    use crate::audit::DEFAULT_AUDIT_LOG;
     use clap::Parser;
 
     #[derive(Debug, Parser)]
@@ -528,7 +516,7 @@ mod tests {
         let AuditCommand::Show(args) = cli.cmd else {
             panic!("show")
         };
-        assert_eq!(args.log.audit_log, PathBuf::from("/tmp/x.jsonl"));
+        assert_eq!(args.log.path, PathBuf::from("/tmp/x.jsonl"));
         assert!(args.json);
         let now = SystemTime::now();
         let f = args.filter.to_filter(now).expect("filter");
@@ -537,13 +525,19 @@ mod tests {
             now.checked_sub(std::time::Duration::from_secs(7200))
         );
         assert_eq!(f.actions, [ActionKind::Destroy, ActionKind::Restart]);
-        assert!(f.unit.is_some_and(|g| g.is_match("api.service")));
+        assert!(f.unit.is_some_and(|g| g.matches("api.service")));
 
         let err =
             Cli::try_parse_from(["audit", "show", "--action", "nuke"]).expect_err("bad action");
         assert!(
             err.to_string()
                 .contains("[possible values: log, destroy, signal, restart, exec]"),
+            "{err}"
+        );
+        let err =
+            Cli::try_parse_from(["audit", "show", "--unit", "api[.service"]).expect_err("bad glob");
+        assert!(
+            err.to_string().contains("invalid glob `api[.service`"),
             "{err}"
         );
         let cli =
@@ -569,7 +563,7 @@ mod tests {
             panic!("verify")
         };
         if std::env::var_os("SOCKWARDEN_AUDIT_LOG").is_none() {
-            assert_eq!(args.log.audit_log, PathBuf::from(DEFAULT_AUDIT_LOG));
+            assert_eq!(args.log.path, PathBuf::from(DEFAULT_AUDIT_LOG));
         }
     }
 }

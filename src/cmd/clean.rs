@@ -10,7 +10,7 @@ use clap::Args;
 
 use crate::actions::{self, ActContext, ActionReport};
 use crate::audit::{self, Actor, ActorKind, AuditLog};
-use crate::cli::{exit, SelectArgs};
+use crate::cli::{exit, AuditLogArg, SelectArgs};
 use crate::engine::{self, Decision, EngineInput, Plan, RunOptions};
 use crate::filter::SocketFilter;
 use crate::model::{Pid, StateSet};
@@ -91,16 +91,6 @@ pub struct CleanArgs {
     /// JSON Lines: the plan items, then one report per action.
     #[arg(long)]
     pub json: bool,
-}
-
-pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/sockwarden/audit.jsonl";
-
-/// `--audit-log PATH`, shared by every command that reads or writes the trail.
-#[derive(Debug, Clone, Args)]
-pub struct AuditLogArg {
-    /// The audit log (JSON Lines, hash-chained).
-    #[arg(long = "audit-log", value_name = "PATH", env = "SOCKWARDEN_AUDIT_LOG", default_value = DEFAULT_AUDIT_LOG)]
-    pub path: PathBuf,
 }
 
 pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
@@ -232,10 +222,10 @@ fn ad_hoc_rule(args: &CleanArgs) -> String {
         rule.insert("min_sockets".into(), i64::from(n).into());
     }
     if let Some(p) = &filter.process {
-        rule.insert("process".into(), p.text.clone().into());
+        rule.insert("process".into(), p.as_str().into());
     }
     if let Some(u) = &filter.unit {
-        rule.insert("unit".into(), u.text.clone().into());
+        rule.insert("unit".into(), u.as_str().into());
     }
     if let Some(port) = filter.port {
         rule.insert("ports".into(), vec![i64::from(port)].into());

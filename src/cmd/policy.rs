@@ -8,8 +8,7 @@ use std::time::SystemTime;
 use clap::{Args, Subcommand};
 
 use crate::audit;
-use crate::cli::{exit, SelectArgs};
-use crate::cmd::clean::AuditLogArg;
+use crate::cli::{exit, AuditLogArg, SelectArgs};
 use crate::engine::{self, EngineInput, RunOptions};
 use crate::model::Pid;
 use crate::output;
