@@ -67,23 +67,22 @@ impl SocketFilter {
 
     /// Selectors that need only the kernel's view (cheap: applied before the /proc walk).
     pub fn matches_kernel_view(&self, s: &StuckSocket) -> bool {
-        let port_ok = self
-            .port
-            .is_none_or(|p| s.socket.local.port() == p || s.socket.remote.port() == p);
+        let port_ok = self.port.map_or(true, |p| {
+            s.socket.local.port() == p || s.socket.remote.port() == p
+        });
         let age_ok = self
             .older_than
-            .is_none_or(|min| s.age.secs >= min.as_secs());
+            .map_or(true, |min| s.age.secs >= min.as_secs());
         port_ok && age_ok && self.states.contains(s.socket.state)
     }
 
     /// Selectors on owners: a socket matches when any owner does; ownerless sockets never
     /// match an owner selector.
     pub fn matches_owners(&self, s: &StuckSocket) -> bool {
-        let process_ok = self
-            .process
-            .as_ref()
-            .is_none_or(|p| s.owners.iter().any(|o| p.matches(&o.process.comm)));
-        let unit_ok = self.unit.as_ref().is_none_or(|u| {
+        let process_ok = self.process.as_ref().map_or(true, |p| {
+            s.owners.iter().any(|o| p.matches(&o.process.comm))
+        });
+        let unit_ok = self.unit.as_ref().map_or(true, |u| {
             s.owners
                 .iter()
                 .any(|o| o.process.unit.as_deref().is_some_and(|n| u.matches(n)))

@@ -23,7 +23,7 @@ pub enum PolicyCommand {
     Check(CheckArgs),
     /// For each stuck socket: which rules match, whether the age threshold is met, and what
     /// would be done or why not (guard, cooldown, budget, protection). Read-only.
-    Explain(ExplainArgs),
+    Explain(Box<ExplainArgs>),
 }
 
 #[derive(Debug, Args)]
