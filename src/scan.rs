@@ -23,6 +23,9 @@ pub struct Snapshot {
     pub owners_scanned: bool,
     /// Processes whose fds could not be read (their sockets' owners may be missing).
     pub unreadable_processes: usize,
+    /// (namespace, cookie, state) of every socket the dumps returned, before the age and
+    /// port selectors: what a watcher observes to age sockets by first sight.
+    pub seen: Vec<(NetnsId, Cookie, TcpState)>,
 }
 
 impl Snapshot {
@@ -57,18 +60,45 @@ pub fn scan(
     observations: &Observations,
     now: SystemTime,
 ) -> Result<Snapshot, ScanError> {
+    let (namespaces, mut warnings) = list_namespaces(sys, &filter.netns)?;
+    let mut snap = scan_in(sys, &namespaces, filter, observations, now)?;
+    warnings.append(&mut snap.warnings);
+    snap.warnings = warnings;
+    Ok(snap)
+}
+
+/// The namespaces `selector` picks (this walks `/proc/*/ns/net`), with the warnings of
+/// listing them. A watcher lists them now and then and scans them with [`scan_in`].
+pub fn list_namespaces(
+    sys: &dyn System,
+    selector: &NetnsSelector,
+) -> Result<(Vec<Netns>, Vec<String>), ScanError> {
     let list = sys.namespaces()?;
-    let mut warnings = list.warnings;
-    let namespaces = select_namespaces(sys, list.namespaces, &filter.netns)?;
+    let namespaces = select_namespaces(sys, list.namespaces, selector)?;
+    Ok((namespaces, list.warnings))
+}
+
+/// [`scan`] over namespaces already listed: no `/proc` walk unless some socket needs an
+/// owner. `filter.netns` is not looked at.
+pub fn scan_in(
+    sys: &dyn System,
+    namespaces: &[Netns],
+    filter: &SocketFilter,
+    observations: &Observations,
+    now: SystemTime,
+) -> Result<Snapshot, ScanError> {
+    let mut warnings = Vec::new();
     let only_one = namespaces.len() == 1;
     let uptime = sys.uptime();
 
     let mut sockets = Vec::new();
+    let mut seen = Vec::new();
     let mut dumped = Vec::with_capacity(namespaces.len());
     for netns in namespaces {
-        match sys.dump(&netns, filter.states) {
+        match sys.dump(netns, filter.states) {
             Ok(dump) => {
                 for socket in dump.sockets {
+                    seen.push((socket.netns, socket.cookie, socket.state));
                     let ctx = AgeContext {
                         tcp_fin_timeout: dump.tcp_fin_timeout,
                         uptime,
@@ -86,7 +116,7 @@ pub fn scan(
                         sockets.push(stuck);
                     }
                 }
-                dumped.push(netns);
+                dumped.push(netns.clone());
             }
             // The one namespace asked for failing is an error; one of many failing (it
             // vanished, or we may not enter it) is a warning and the scan goes on.
@@ -139,6 +169,7 @@ pub fn scan(
         warnings,
         owners_scanned,
         unreadable_processes,
+        seen,
     })
 }
 
