@@ -79,6 +79,9 @@ pub enum Command {
     /// Verify, show and summarize the audit trail.
     #[command(subcommand)]
     Audit(crate::cmd::audit::AuditCommand),
+    /// The daemon: scan every interval, age sockets by observation, act under the policies
+    /// and record everything (SIGHUP reloads, SIGTERM stops; systemd Type=notify).
+    Run(crate::cmd::run::RunArgs),
 }
 
 const SCAN_HELP: &str = "\

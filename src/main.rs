@@ -30,6 +30,7 @@ fn dispatch(command: Command) -> anyhow::Result<i32> {
         Command::Clean(args) => cmd::clean::run(&args, &LinuxSystem::new()),
         Command::Policy(command) => cmd::policy::run(&command, &LinuxSystem::new()),
         Command::Audit(command) => cmd::audit::run(command),
+        Command::Run(args) => cmd::run::run(&args, &LinuxSystem::new()),
     }
 }
 

@@ -4,4 +4,5 @@ pub mod audit;
 pub mod clean;
 pub mod doctor;
 pub mod policy;
+pub mod run;
 pub mod scan;

@@ -1,1 +1,790 @@
-//! The daemon: `sockwarden run` — scan every interval, observe ages, plan, act, audit.
+//! The daemon: `sockwarden run` — every interval scan, observe ages, plan, act, audit.
+//! [`Daemon::pass`] is one pass over [`System`] (tested with the fake); [`Daemon::serve`] is
+//! the loop with signals, reloads and systemd notification.
+
+pub mod config;
+pub mod notify;
+pub mod observations;
+pub mod signals;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use tracing::{debug, error, info, warn};
+
+use crate::actions::{self, ActContext, ActionReport};
+use crate::audit::{self, Actor, ActorKind, AuditLog, NewRecord, NoteEvent};
+use crate::engine::{self, Decision, EngineInput, HeldReason, History, PastOutcome, RunOptions};
+use crate::filter::{NetnsSelector, SocketFilter};
+use crate::model::{Netns, Pid, StateSet};
+use crate::policy::{self, ActionKind, Mode, PolicySet};
+use crate::scan;
+use crate::sys::{probe, signal, DestroyOutcome, System};
+
+pub use config::{Config, ConfigError, Settings};
+use notify::Notifier;
+use observations::ObservationStore;
+use signals::Signals;
+
+/// Why the daemon cannot start (or reload): both mean exit 78 at start-up.
+#[derive(Debug)]
+pub enum LoadError {
+    Config(ConfigError),
+    Policy {
+        path: PathBuf,
+        diagnostics: policy::Diagnostics,
+    },
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Config(e) => write!(f, "{e}"),
+            LoadError::Policy { path, diagnostics } => write!(
+                f,
+                "{diagnostics}\n(policy loaded from {}; check it with `sockwarden policy check {}`)",
+                path.display(),
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Where the settings come from: an optional config file, overridden by flags.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// The config file and whether it was named explicitly (a missing default is fine).
+    pub config: PathBuf,
+    pub explicit: bool,
+    pub flags: Settings,
+}
+
+impl Sources {
+    /// Read the config file and the policies it names.
+    pub fn load(&self) -> Result<(Config, PolicySet), LoadError> {
+        let file = config::load(&self.config, self.explicit).map_err(LoadError::Config)?;
+        let config = self.flags.clone().over(file.unwrap_or_default()).resolve();
+        let policies = policy::load_paths(std::slice::from_ref(&config.policy)).map_err(|d| {
+            LoadError::Policy {
+                path: config.policy.clone(),
+                diagnostics: d,
+            }
+        })?;
+        Ok((config, policies))
+    }
+}
+
+/// Whether an action can work on this machine, as probed at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Capability {
+    Works,
+    /// Cannot work here: the reason, in words. Such actions are recorded as observed only.
+    Unavailable(String),
+    /// The probe itself could not run; the action is attempted.
+    Unknown(String),
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capability::Works => f.write_str("works"),
+            Capability::Unavailable(why) => write!(f, "UNAVAILABLE ({why})"),
+            Capability::Unknown(why) => write!(f, "not probed ({why})"),
+        }
+    }
+}
+
+/// What the remediations can do here. Probed lazily, for the actions the policies use.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Capabilities {
+    pub destroy: Option<Capability>,
+    pub signal: Option<Capability>,
+    pub restart: Option<Capability>,
+}
+
+impl Capabilities {
+    /// Everything works (for tests).
+    pub fn all() -> Capabilities {
+        Capabilities {
+            destroy: Some(Capability::Works),
+            signal: Some(Capability::Works),
+            restart: Some(Capability::Works),
+        }
+    }
+
+    fn slot(&mut self, kind: ActionKind) -> Option<&mut Option<Capability>> {
+        match kind {
+            ActionKind::Destroy => Some(&mut self.destroy),
+            ActionKind::Signal => Some(&mut self.signal),
+            ActionKind::Restart => Some(&mut self.restart),
+            ActionKind::Log | ActionKind::Exec => None,
+        }
+    }
+
+    /// Probe the kinds not probed yet (as `doctor` does); returns the ones newly found
+    /// unavailable, for a loud warning.
+    pub fn probe(&mut self, kinds: &HashSet<ActionKind>) -> Vec<(ActionKind, String)> {
+        let mut newly = Vec::new();
+        let mut sorted: Vec<ActionKind> = kinds.iter().copied().collect();
+        sorted.sort();
+        for kind in sorted {
+            let Some(slot) = self.slot(kind) else {
+                continue;
+            };
+            if slot.is_some() {
+                continue;
+            }
+            let found = probe_one(kind);
+            if let Capability::Unavailable(why) = &found {
+                newly.push((kind, why.clone()));
+            }
+            *slot = Some(found);
+        }
+        newly
+    }
+
+    /// Why `kind` cannot work here, if it cannot.
+    pub fn unavailable(&self, kind: ActionKind) -> Option<&str> {
+        let cap = match kind {
+            ActionKind::Destroy => &self.destroy,
+            ActionKind::Signal => &self.signal,
+            ActionKind::Restart => &self.restart,
+            ActionKind::Log | ActionKind::Exec => &None,
+        };
+        match cap {
+            Some(Capability::Unavailable(why)) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// `destroy works, signal UNAVAILABLE (…)`, for the start note and the log.
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [
+            ("destroy", &self.destroy),
+            ("signal", &self.signal),
+            ("restart", &self.restart),
+        ]
+        .into_iter()
+        .filter_map(|(name, cap)| cap.as_ref().map(|c| format!("{name} {c}")))
+        .collect();
+        if parts.is_empty() {
+            "no remediation used".into()
+        } else {
+            parts.join(", ")
+        }
+    }
+}
+
+fn probe_one(kind: ActionKind) -> Capability {
+    match kind {
+        ActionKind::Destroy => match probe::destroy_support() {
+            Ok(DestroyOutcome::Destroyed) => Capability::Works,
+            Ok(DestroyOutcome::Unsupported) => Capability::Unavailable(
+                "SOCK_DESTROY refused with EOPNOTSUPP: kernel built without CONFIG_INET_DIAG_DESTROY".into(),
+            ),
+            Ok(DestroyOutcome::NotPermitted) => Capability::Unavailable(
+                "SOCK_DESTROY not permitted: needs CAP_NET_ADMIN".into(),
+            ),
+            Ok(other) => Capability::Unknown(format!("the probe destroy answered {other:?}")),
+            Err(e) => Capability::Unknown(format!("could not probe SOCK_DESTROY: {e}")),
+        },
+        ActionKind::Signal if signal::pidfd_supported() => Capability::Works,
+        ActionKind::Signal => Capability::Unavailable(
+            "no pidfd support (Linux < 5.3): a recycled pid must never be signalled".into(),
+        ),
+        ActionKind::Restart => match crate::sys::systemd::Systemd::connect() {
+            Ok(_) => Capability::Works,
+            Err(e) => Capability::Unavailable(format!("systemd's D-Bus API does not answer: {e}")),
+        },
+        ActionKind::Log | ActionKind::Exec => Capability::Works,
+    }
+}
+
+/// The action kinds a policy set can take, escalations included.
+pub fn action_kinds(policies: &PolicySet) -> HashSet<ActionKind> {
+    let mut kinds = HashSet::new();
+    for rule in &policies.rules {
+        kinds.insert(rule.action.kind());
+        if let Some(esc) = &rule.escalate {
+            kinds.insert(esc.action.kind());
+        }
+    }
+    kinds
+}
+
+/// What one pass saw and did: the `STATUS=` line, the pass's log line and the metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PassSummary {
+    pub pass: u64,
+    pub namespaces: usize,
+    /// Sockets in the rules' states that the dumps returned (any age).
+    pub watched: usize,
+    /// Of those, old enough for some rule.
+    pub stuck: usize,
+    /// Plan items (acted on, held or observed).
+    pub planned: usize,
+    /// Actions carried out (intent and outcome recorded).
+    pub acted: usize,
+    /// Of those, the ones that did what they were meant to.
+    pub succeeded: usize,
+    /// Held back by a guard (cooldown, budget, protection, …).
+    pub held: usize,
+    /// Recorded as dry-run (observe mode, or an action that cannot work here).
+    pub observed: usize,
+    /// Items turned into observe because the action cannot work here.
+    pub degraded: usize,
+    #[serde(skip)]
+    pub duration: Duration,
+    /// Why the pass stopped early, when it did.
+    pub error: Option<String>,
+    /// Warnings of this pass (namespaces that could not be read, …).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
+    /// Per action: what came of it.
+    #[serde(skip)]
+    pub reports: Vec<ActionReport>,
+}
+
+impl fmt::Display for PassSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "pass {}: {} stuck of {} watched in {} namespace(s); {} acted ({} ok), {} held, {} observed",
+            self.pass,
+            self.stuck,
+            self.watched,
+            self.namespaces,
+            self.acted,
+            self.succeeded,
+            self.held,
+            self.observed
+        )?;
+        if self.degraded > 0 {
+            write!(f, " ({} degraded to observe)", self.degraded)?;
+        }
+        if let Some(e) = &self.error {
+            write!(f, "; FAILED: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The audit trail's history, re-read only when the live file changed.
+#[derive(Debug, Default)]
+struct HistoryCache {
+    key: Option<(u64, u64, SystemTime)>,
+    history: History,
+}
+
+/// The daemon's state between passes.
+pub struct Daemon<'a> {
+    sys: &'a dyn System,
+    sources: Sources,
+    config: Config,
+    policies: PolicySet,
+    observations: ObservationStore,
+    /// The namespaces being watched and when they were listed.
+    namespaces: Option<(Vec<Netns>, Instant)>,
+    namespace_warnings: Vec<String>,
+    relist: bool,
+    caps: Capabilities,
+    actor: Actor,
+    history: HistoryCache,
+    pass_no: u64,
+    last_save_error: Option<String>,
+}
+
+impl<'a> Daemon<'a> {
+    /// A daemon on loaded settings. Warnings (e.g. a state file from another boot) are
+    /// logged.
+    pub fn new(
+        sys: &'a dyn System,
+        sources: Sources,
+        config: Config,
+        policies: PolicySet,
+        caps: Capabilities,
+        boot_id: &str,
+    ) -> Daemon<'a> {
+        let (observations, warning) = ObservationStore::load(&config.state_dir, boot_id);
+        if let Some(w) = warning {
+            warn!("{w}");
+        }
+        Daemon {
+            sys,
+            sources,
+            config,
+            policies,
+            observations,
+            namespaces: None,
+            namespace_warnings: Vec::new(),
+            relist: true,
+            caps,
+            actor: Actor::current(ActorKind::Daemon),
+            history: HistoryCache::default(),
+            pass_no: 0,
+            last_save_error: None,
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    pub fn observations(&self) -> &ObservationStore {
+        &self.observations
+    }
+
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// The mode in force: the configured override, else the policies'.
+    pub fn mode(&self) -> Mode {
+        self.config.mode.unwrap_or(self.policies.mode)
+    }
+
+    /// Probe the actions the policies use and say loudly which cannot work (enforce mode:
+    /// those items are recorded as observed instead). Returns the warnings.
+    pub fn check_capabilities(&mut self) -> Vec<String> {
+        let kinds = action_kinds(&self.policies);
+        let newly = self.caps.probe(&kinds);
+        let mut warnings = Vec::new();
+        for (kind, why) in newly {
+            let w = format!(
+                "{kind} actions cannot work on this machine: {why}; in enforce mode they are recorded as observed (dry-run) instead of being carried out"
+            );
+            // Loud when it changes what the daemon does; a note in observe mode.
+            if self.mode() == Mode::Enforce {
+                error!("{w}");
+            } else {
+                warn!("{w}");
+            }
+            warnings.push(w);
+        }
+        warnings
+    }
+
+    /// Write a life-cycle note; a failure is logged (the loop goes on).
+    pub fn note(&self, event: NoteEvent, detail: String) {
+        let mut record = NewRecord::note(self.actor.clone(), self.mode(), event, detail);
+        record.policy_digest = Some(self.policies.digest().to_string());
+        let written = AuditLog::open(&self.config.audit_log).and_then(|mut log| log.append(record));
+        if let Err(e) = written {
+            error!("cannot record the {event:?} note: {e}");
+        }
+    }
+
+    /// The start note's text.
+    pub fn start_detail(&self) -> String {
+        format!(
+            "sockwarden {} started: mode {}, policy {} (digest {}, {} rule(s)), interval {}, netns {}, capabilities: {}",
+            env!("CARGO_PKG_VERSION"),
+            self.mode(),
+            self.config.policy.display(),
+            self.policies.digest(),
+            self.policies.rules.len(),
+            humantime::format_duration(self.config.interval),
+            self.config.netns,
+            self.caps.describe()
+        )
+    }
+
+    /// SIGHUP: re-read the config file and the policies. A bad file keeps the last good
+    /// settings in force and is recorded as a `reload-failed` note.
+    pub fn reload(&mut self) -> Result<(), String> {
+        match self.sources.load() {
+            Ok((config, policies)) => {
+                let old_digest = self.policies.digest().to_string();
+                if config.state_dir != self.config.state_dir {
+                    self.observations.move_to(&config.state_dir);
+                }
+                if config.netns != self.config.netns {
+                    self.relist = true;
+                }
+                if config.metrics_listen != self.config.metrics_listen
+                    || config.metrics_textfile != self.config.metrics_textfile
+                {
+                    warn!("metrics settings changed: they take effect when the daemon restarts");
+                }
+                self.config = config;
+                self.policies = policies;
+                // A namespace may have been created since the last listing: cheap now.
+                self.relist = true;
+                self.check_capabilities();
+                let detail = format!(
+                    "reloaded: mode {}, policy {} (digest {} -> {}, {} rule(s)), interval {}, capabilities: {}",
+                    self.mode(),
+                    self.config.policy.display(),
+                    old_digest,
+                    self.policies.digest(),
+                    self.policies.rules.len(),
+                    humantime::format_duration(self.config.interval),
+                    self.caps.describe()
+                );
+                info!("{detail}");
+                self.note(NoteEvent::Reload, detail);
+                Ok(())
+            }
+            Err(e) => {
+                let text = e.to_string();
+                error!(
+                    "reload failed; the last good configuration and policy (digest {}) stay in force:\n{text}",
+                    self.policies.digest()
+                );
+                self.note(
+                    NoteEvent::ReloadFailed,
+                    format!(
+                        "reload failed, keeping policy digest {}: {text}",
+                        self.policies.digest()
+                    ),
+                );
+                Err(text)
+            }
+        }
+    }
+
+    /// One pass: scan, observe, plan, act, record. Errors are in the summary; the loop
+    /// goes on.
+    pub fn pass(&mut self, now: SystemTime) -> PassSummary {
+        let started = Instant::now();
+        self.pass_no += 1;
+        let mut summary = PassSummary {
+            pass: self.pass_no,
+            ..PassSummary::default()
+        };
+        if let Err(e) = self.pass_inner(now, &mut summary) {
+            summary.error = Some(e);
+        }
+        summary.duration = started.elapsed();
+        summary
+    }
+
+    fn pass_inner(&mut self, now: SystemTime, summary: &mut PassSummary) -> Result<(), String> {
+        let namespaces = self.namespaces()?;
+        summary.namespaces = namespaces.len();
+        let states: StateSet = self
+            .policies
+            .rules
+            .iter()
+            .flat_map(|r| r.states.iter())
+            .collect();
+        if states.is_empty() {
+            return Ok(());
+        }
+        // Sockets younger than every rule's threshold need no owner: keep them out of the
+        // snapshot (and so out of the /proc walk), but observe them all.
+        let youngest = self
+            .policies
+            .rules
+            .iter()
+            .map(|r| r.older_than.as_secs())
+            .min()
+            .unwrap_or(0);
+        let filter = SocketFilter {
+            states,
+            older_than: (youngest > 0).then(|| Duration::from_secs(youngest)),
+            ..SocketFilter::default()
+        };
+        let snap = match scan::scan_in(
+            self.sys,
+            &namespaces,
+            &filter,
+            self.observations.observations(),
+            now,
+        ) {
+            Ok(snap) => snap,
+            Err(e) => {
+                self.relist = true;
+                return Err(format!("scan: {e}"));
+            }
+        };
+        if !snap.warnings.is_empty() {
+            // A namespace that could not be dumped may be gone: list them again next pass.
+            self.relist = true;
+            for w in &snap.warnings {
+                warn!("{w}");
+            }
+            summary.warnings.extend(snap.warnings.iter().cloned());
+        }
+        let dumped: Vec<_> = snap.namespaces.iter().map(|n| n.id).collect();
+        self.observations.update(&snap.seen, &dumped, now);
+        match self.observations.save() {
+            Ok(_) => self.last_save_error = None,
+            Err(e) => {
+                let text = e.to_string();
+                if self.last_save_error.as_deref() != Some(text.as_str()) {
+                    error!("{text}");
+                }
+                self.last_save_error = Some(text);
+            }
+        }
+        summary.watched = snap.seen.len();
+        summary.stuck = snap.sockets.len();
+        if snap.sockets.is_empty() {
+            return Ok(());
+        }
+
+        let history =
+            cached_history(&mut self.history, &self.config.audit_log, now).map_err(|e| {
+                let text = format!(
+                    "{e}; no action is taken this pass (cooldowns and budgets cannot be checked)"
+                );
+                error!("{text}");
+                text
+            })?;
+        let names = snap
+            .namespaces
+            .iter()
+            .map(|n| (n.id, n.name.clone()))
+            .collect();
+        let input = EngineInput {
+            sockets: &snap.sockets,
+            netns_names: &names,
+            policies: &self.policies,
+            history,
+            now,
+            options: RunOptions {
+                mode: self.config.mode,
+                ..RunOptions::new(Pid(i32::try_from(std::process::id()).unwrap_or(i32::MAX)))
+            },
+        };
+        let mut plan = engine::plan(&input);
+        summary.degraded = degrade(&mut plan, &self.caps);
+        drop_recorded_observations(&mut plan, history);
+        summary.planned = plan.items.len();
+        summary.held = plan
+            .items
+            .iter()
+            .filter(|i| matches!(&i.decision, Decision::Held(r) if *r != HeldReason::Observe))
+            .count();
+        let to_record = plan
+            .items
+            .iter()
+            .filter(|i| {
+                matches!(
+                    i.decision,
+                    Decision::Act | Decision::Held(HeldReason::Observe)
+                )
+            })
+            .count();
+        for item in plan.items.iter().filter(|i| i.decision != Decision::Act) {
+            debug!(rule = %item.rule, target = %item.target, decision = %item.decision, "{}", item.why);
+        }
+        if to_record == 0 {
+            return Ok(());
+        }
+
+        let mut log = AuditLog::open(&self.config.audit_log).map_err(|e| {
+            let text = format!("{e}");
+            error!("{text}");
+            text
+        })?;
+        let mut ctx = ActContext {
+            sys: self.sys,
+            audit: &mut log,
+            actor: self.actor.clone(),
+            policy_digest: self.policies.digest().to_string(),
+            dry_run: plan.mode == Mode::Observe,
+        };
+        let result = actions::carry_out(&plan, &snap, &mut ctx);
+        // Our own records changed the trail: the next pass reads it again.
+        self.history.key = None;
+        let reports = match result {
+            Ok(reports) => reports,
+            Err(e) => {
+                let text = format!("{e}");
+                error!("{text}");
+                return Err(text);
+            }
+        };
+        for r in &reports {
+            if matches!(r.result.as_str(), "observed" | "dry-run") {
+                summary.observed += 1;
+                info!(rule = %r.rule, action = %r.action, target = %r.target, "observed (not acted on)");
+            } else {
+                summary.acted += 1;
+                if r.succeeded() {
+                    summary.succeeded += 1;
+                    info!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, "acted");
+                } else {
+                    warn!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, message = r.message.as_deref().unwrap_or(""), "action did not succeed");
+                }
+            }
+        }
+        summary.reports = reports;
+        Ok(())
+    }
+
+    /// The namespaces to scan: listed at start, every `namespace_refresh`, and after a
+    /// namespace could not be dumped; in between, the last list (no `/proc` walk).
+    fn namespaces(&mut self) -> Result<Vec<Netns>, String> {
+        let fresh = match &self.namespaces {
+            Some((list, at)) if !self.relist && at.elapsed() < self.config.namespace_refresh => {
+                return Ok(list.clone());
+            }
+            _ => scan::list_namespaces(self.sys, &NetnsSelector::parse(&self.config.netns)),
+        };
+        let (list, warnings) = fresh.map_err(|e| format!("listing namespaces: {e}"))?;
+        if warnings != self.namespace_warnings {
+            for w in &warnings {
+                warn!("{w}");
+            }
+            self.namespace_warnings = warnings;
+        }
+        debug!(count = list.len(), "listed network namespaces");
+        self.relist = false;
+        self.namespaces = Some((list.clone(), Instant::now()));
+        Ok(list)
+    }
+
+    /// The loop: a pass every interval, reloads on SIGHUP, watchdog pings between passes,
+    /// and on SIGTERM/SIGINT the pass in flight finishes, a shutdown note is written.
+    pub fn serve(&mut self, signals: &Signals, notifier: &Notifier) {
+        let mut next_pass = Instant::now();
+        let mut ready = false;
+        let watchdog = notifier.watchdog_interval();
+        let mut next_ping = Instant::now();
+        let stop = loop {
+            if let Some(sig) = signals.stop_requested() {
+                break sig;
+            }
+            if signals.take_reload() {
+                let _ = self.reload();
+                next_pass = Instant::now();
+            }
+            if Instant::now() >= next_pass {
+                let summary = self.pass(SystemTime::now());
+                log_pass(&summary);
+                let status = summary.to_string();
+                let sent = if ready {
+                    notifier.status(&status)
+                } else {
+                    ready = true;
+                    notifier.ready(&status)
+                };
+                if let Err(e) = sent {
+                    warn!("sd_notify: {e}");
+                }
+                // Start to start; after a pass longer than the interval, start again now.
+                next_pass += self.config.interval;
+                if next_pass < Instant::now() {
+                    next_pass = Instant::now();
+                }
+            }
+            if let Some(every) = watchdog {
+                if Instant::now() >= next_ping {
+                    // From the loop itself: a hung pass stops the pings, and systemd acts.
+                    if let Err(e) = notifier.watchdog() {
+                        warn!("sd_notify WATCHDOG=1: {e}");
+                    }
+                    next_ping = Instant::now() + every;
+                }
+            }
+            let mut wake = next_pass;
+            if watchdog.is_some() {
+                wake = wake.min(next_ping);
+            }
+            signals.wait(wake.saturating_duration_since(Instant::now()));
+        };
+        let detail = format!(
+            "stopping on {stop} after {} pass(es); {} socket(s) observed, kept in {}",
+            self.pass_no,
+            self.observations.len(),
+            self.observations.path().display()
+        );
+        if let Err(e) = notifier.stopping(&detail) {
+            warn!("sd_notify STOPPING=1: {e}");
+        }
+        info!("{detail}");
+        self.note(NoteEvent::Shutdown, detail);
+    }
+}
+
+/// Items whose action cannot work here become observe (recorded as dry-run), saying why.
+fn degrade(plan: &mut engine::Plan, caps: &Capabilities) -> usize {
+    let mut n = 0;
+    for item in &mut plan.items {
+        if item.decision != Decision::Act {
+            continue;
+        }
+        if let Some(why) = caps.unavailable(item.action.kind()) {
+            item.decision = Decision::Held(HeldReason::Observe);
+            item.why = format!("{} — not carried out: {why}", item.why);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// An observed (dry-run) item is recorded once per rule and target, not every pass.
+fn drop_recorded_observations(plan: &mut engine::Plan, history: &History) {
+    let recorded: HashSet<(&str, engine::TargetKey)> = history
+        .actions
+        .iter()
+        .filter(|a| matches!(a.outcome, PastOutcome::DryRun | PastOutcome::Observed))
+        .map(|a| (a.rule.as_str(), a.target.clone()))
+        .collect();
+    plan.items.retain(|i| {
+        i.decision != Decision::Held(HeldReason::Observe)
+            || !recorded.contains(&(i.rule.as_str(), i.target.key()))
+    });
+}
+
+/// The trail's history, read again only when the live file changed (a rotation or any
+/// append changes its inode, size or mtime).
+fn cached_history<'c>(
+    cache: &'c mut HistoryCache,
+    path: &Path,
+    now: SystemTime,
+) -> Result<&'c History, audit::AuditError> {
+    let key = live_file_key(path);
+    if key.is_none() || key != cache.key {
+        cache.history = audit::history(path, now - audit::HISTORY_LOOKBACK)?;
+        cache.key = key;
+    }
+    Ok(&cache.history)
+}
+
+fn live_file_key(path: &Path) -> Option<(u64, u64, SystemTime)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.len(), m.modified().ok()?))
+}
+
+fn log_pass(s: &PassSummary) {
+    let ms = u64::try_from(s.duration.as_millis()).unwrap_or(u64::MAX);
+    if let Some(e) = &s.error {
+        error!(
+            pass = s.pass,
+            duration_ms = ms,
+            "pass failed (retried next interval): {e}"
+        );
+    } else {
+        info!(
+            pass = s.pass,
+            namespaces = s.namespaces,
+            watched = s.watched,
+            stuck = s.stuck,
+            planned = s.planned,
+            acted = s.acted,
+            succeeded = s.succeeded,
+            held = s.held,
+            observed = s.observed,
+            degraded = s.degraded,
+            duration_ms = ms,
+            "pass"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

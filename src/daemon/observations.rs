@@ -1,0 +1,357 @@
+//! First-seen times of the sockets the daemon watches, by cookie and state, kept in
+//! `<state_dir>/observations.json` (replaced atomically) so that a restart of the agent
+//! does not reset ages. A first-seen time is set once and never moved later.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Cookie, NetnsId, TcpState};
+use crate::scan::Observations;
+
+pub const FILE_NAME: &str = "observations.json";
+const FORMAT_VERSION: u32 = 1;
+
+/// Where the kernel names this boot: cookies restart at every boot, so observations from
+/// another boot must not age this boot's sockets.
+pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
+
+/// The state file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("{call} {}: {source} (ages observed by the agent will restart from zero after a restart; make the state directory writable, or set `state_dir` / --state-dir)", path.display())]
+pub struct SaveError {
+    pub call: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// The file's layout (`observations.json`).
+#[derive(Debug, Serialize, Deserialize)]
+struct StateFile {
+    version: u32,
+    /// `/proc/sys/kernel/random/boot_id` of the boot these cookies belong to.
+    boot_id: String,
+    sockets: Vec<Entry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    netns_dev: u64,
+    netns_inode: u64,
+    cookie: u64,
+    state: TcpState,
+    /// Milliseconds since the Unix epoch.
+    first_seen_ms: u64,
+}
+
+/// The daemon's memory of when it first saw each socket in its state.
+#[derive(Debug)]
+pub struct ObservationStore {
+    path: PathBuf,
+    boot_id: String,
+    times: Observations,
+    netns: HashMap<(Cookie, TcpState), NetnsId>,
+    /// Changed since the last save.
+    dirty: bool,
+}
+
+impl ObservationStore {
+    /// Load `<state_dir>/observations.json`. A missing file is an empty store; a file from
+    /// another boot, or one that cannot be read, is set aside with a warning (returned).
+    pub fn load(state_dir: &Path, boot_id: &str) -> (ObservationStore, Option<String>) {
+        let mut store = ObservationStore {
+            path: state_dir.join(FILE_NAME),
+            boot_id: boot_id.to_string(),
+            times: Observations::new(),
+            netns: HashMap::new(),
+            dirty: false,
+        };
+        let text = match fs::read_to_string(&store.path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return (store, None),
+            Err(e) => {
+                let warning = format!(
+                    "cannot read {}: {e}; observed ages start from zero",
+                    store.path.display()
+                );
+                return (store, Some(warning));
+            }
+        };
+        let file: StateFile = match serde_json::from_str(&text) {
+            Ok(f) => f,
+            Err(e) => {
+                store.dirty = true;
+                let warning = format!(
+                    "{} is not a valid state file ({e}); observed ages start from zero",
+                    store.path.display()
+                );
+                return (store, Some(warning));
+            }
+        };
+        if file.version != FORMAT_VERSION || file.boot_id != boot_id {
+            store.dirty = true;
+            let warning = format!(
+                "{} is from another boot or format; its cookies mean other sockets now, so observed ages start from zero",
+                store.path.display()
+            );
+            return (store, Some(warning));
+        }
+        for e in file.sockets {
+            let key = (Cookie(e.cookie), e.state);
+            let first = SystemTime::UNIX_EPOCH + Duration::from_millis(e.first_seen_ms);
+            store.times.insert(key, first);
+            store.netns.insert(
+                key,
+                NetnsId {
+                    dev: e.netns_dev,
+                    inode: e.netns_inode,
+                },
+            );
+        }
+        (store, None)
+    }
+
+    /// Save to another state directory from now on (after a reload changed it).
+    pub fn move_to(&mut self, state_dir: &Path) {
+        let path = state_dir.join(FILE_NAME);
+        if path != self.path {
+            self.path = path;
+            self.dirty = true;
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the scan ages sockets by.
+    pub fn observations(&self) -> &Observations {
+        &self.times
+    }
+
+    pub fn len(&self) -> usize {
+        self.times.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.times.is_empty()
+    }
+
+    pub fn first_seen(&self, cookie: Cookie, state: TcpState) -> Option<SystemTime> {
+        self.times.get(&(cookie, state)).copied()
+    }
+
+    /// Record one pass: every socket `seen` gets a first-seen time of `now` unless it has
+    /// one; sockets of the namespaces in `dumped` that were not seen are forgotten (closed,
+    /// or moved to another state). Namespaces not dumped this pass keep theirs.
+    pub fn update(
+        &mut self,
+        seen: &[(NetnsId, Cookie, TcpState)],
+        dumped: &[NetnsId],
+        now: SystemTime,
+    ) {
+        let mut present = HashSet::with_capacity(seen.len());
+        for &(netns, cookie, state) in seen {
+            let key = (cookie, state);
+            present.insert(key);
+            if let std::collections::hash_map::Entry::Vacant(v) = self.times.entry(key) {
+                v.insert(now);
+                self.netns.insert(key, netns);
+                self.dirty = true;
+            }
+        }
+        let dumped: HashSet<NetnsId> = dumped.iter().copied().collect();
+        let gone: Vec<(Cookie, TcpState)> = self
+            .netns
+            .iter()
+            .filter(|(key, ns)| dumped.contains(ns) && !present.contains(key))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in gone {
+            self.times.remove(&key);
+            self.netns.remove(&key);
+            self.dirty = true;
+        }
+    }
+
+    /// Write the file if anything changed: a temporary file in the same directory, fsync,
+    /// rename over the old one, fsync the directory. Returns whether it wrote.
+    pub fn save(&mut self) -> Result<bool, SaveError> {
+        if !self.dirty {
+            return Ok(false);
+        }
+        let err = |call, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SaveError { call, path, source }
+        };
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        if !dir.is_dir() {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o750)
+                .create(&dir)
+                .map_err(err("mkdir", &dir))?;
+        }
+        let mut sockets: Vec<Entry> = self
+            .times
+            .iter()
+            .map(|(&(cookie, state), first)| {
+                let netns = self.netns.get(&(cookie, state)).copied();
+                Entry {
+                    netns_dev: netns.map_or(0, |n| n.dev),
+                    netns_inode: netns.map_or(0, |n| n.inode),
+                    cookie: cookie.0,
+                    state,
+                    first_seen_ms: first
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                }
+            })
+            .collect();
+        sockets.sort_by_key(|e| (e.netns_inode, e.cookie, e.state));
+        let file = StateFile {
+            version: FORMAT_VERSION,
+            boot_id: self.boot_id.clone(),
+            sockets,
+        };
+        let bytes = serde_json::to_vec(&file).map_err(|e| SaveError {
+            call: "serialize",
+            path: self.path.clone(),
+            source: io::Error::other(e),
+        })?;
+        let tmp = self.path.with_extension("json.tmp");
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o640)
+            .open(&tmp)
+            .map_err(err("create", &tmp))?;
+        out.write_all(&bytes).map_err(err("write", &tmp))?;
+        out.sync_all().map_err(err("fsync", &tmp))?;
+        drop(out);
+        fs::rename(&tmp, &self.path).map_err(err("rename", &self.path))?;
+        // The rename is durable only once the directory is.
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(err("fsync", &dir))?;
+        self.dirty = false;
+        Ok(true)
+    }
+}
+
+/// This boot's id, or an empty string where the kernel does not say (then persisted
+/// observations are only trusted by a daemon that also cannot tell).
+pub fn boot_id() -> String {
+    fs::read_to_string(BOOT_ID_PATH)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NS: NetnsId = NetnsId { dev: 4, inode: 100 };
+    const OTHER: NetnsId = NetnsId { dev: 4, inode: 200 };
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+    }
+
+    #[test]
+    fn first_seen_is_set_once_and_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, warning) = ObservationStore::load(dir.path(), "boot-a");
+        assert!(warning.is_none() && store.is_empty());
+        let cw = (NS, Cookie(7), TcpState::CloseWait);
+        store.update(&[cw], &[NS], at(0));
+        store.update(&[cw], &[NS], at(10));
+        assert_eq!(
+            store.first_seen(Cookie(7), TcpState::CloseWait),
+            Some(at(0))
+        );
+        assert!(store.save().expect("save"));
+        assert!(
+            !store.save().expect("nothing changed"),
+            "no rewrite at rest"
+        );
+
+        let (mut again, warning) = ObservationStore::load(dir.path(), "boot-a");
+        assert!(warning.is_none(), "{warning:?}");
+        again.update(&[cw], &[NS], at(20));
+        assert_eq!(
+            again.first_seen(Cookie(7), TcpState::CloseWait),
+            Some(at(0)),
+            "a restart must not reset the age"
+        );
+        assert!(!dir.path().join("observations.json.tmp").exists());
+    }
+
+    #[test]
+    fn sockets_no_longer_seen_are_forgotten_only_in_namespaces_that_were_dumped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = ObservationStore::load(dir.path(), "b");
+        store.update(
+            &[
+                (NS, Cookie(1), TcpState::CloseWait),
+                (OTHER, Cookie(2), TcpState::FinWait2),
+            ],
+            &[NS, OTHER],
+            at(0),
+        );
+        // OTHER's dump failed this pass: its socket keeps its age; NS's socket 1 is gone.
+        store.update(&[], &[NS], at(5));
+        assert_eq!(store.first_seen(Cookie(1), TcpState::CloseWait), None);
+        assert_eq!(store.first_seen(Cookie(2), TcpState::FinWait2), Some(at(0)));
+        // A socket that changes state starts a new age in the new state.
+        store.update(&[(OTHER, Cookie(2), TcpState::LastAck)], &[OTHER], at(9));
+        assert_eq!(store.first_seen(Cookie(2), TcpState::FinWait2), None);
+        assert_eq!(store.first_seen(Cookie(2), TcpState::LastAck), Some(at(9)));
+    }
+
+    #[test]
+    fn another_boot_or_a_broken_file_starts_afresh_with_a_warning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = ObservationStore::load(dir.path(), "boot-a");
+        store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
+        store.save().expect("save");
+        let (other_boot, warning) = ObservationStore::load(dir.path(), "boot-b");
+        assert!(other_boot.is_empty());
+        assert!(warning.expect("warned").contains("another boot"));
+
+        fs::write(dir.path().join(FILE_NAME), b"{not json").expect("write");
+        let (broken, warning) = ObservationStore::load(dir.path(), "boot-a");
+        assert!(broken.is_empty());
+        assert!(warning.expect("warned").contains("not a valid state file"));
+    }
+
+    #[test]
+    fn save_creates_the_state_directory_and_reports_what_failed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let nested = dir.path().join("a/b");
+        let (mut store, _) = ObservationStore::load(&nested, "b");
+        store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
+        store.save().expect("save into a new directory");
+        assert!(nested.join(FILE_NAME).is_file());
+
+        // A state "directory" that is a file cannot hold the state file.
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, b"").expect("write");
+        let (mut store, _) = ObservationStore::load(&blocker, "b");
+        store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
+        let err = store.save().expect_err("cannot write");
+        assert!(err.to_string().contains("state directory"), "{err}");
+    }
+}

@@ -1,0 +1,311 @@
+//! Passes of the daemon over the fake system: acting, observing, degrading what cannot work,
+//! ageing by observation across passes and restarts, reloads, and a trail it cannot write.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+
+use super::*;
+use crate::model::{Cookie, Family, Inode, KernelSocket, NetnsId, TcpState, TcpTimes};
+use crate::sys::fake::FakeSystem;
+
+const NS: NetnsId = NetnsId {
+    dev: 4,
+    inode: 4026532000,
+};
+
+fn netns() -> Netns {
+    Netns {
+        id: NS,
+        name: "host".into(),
+        path: "/proc/1/ns/net".into(),
+    }
+}
+
+/// A socket in `state`; `idle_ms` is its tcp_info age, `None` for no tcp_info at all.
+fn sock(cookie: u64, state: TcpState, idle_ms: Option<u32>) -> KernelSocket {
+    KernelSocket {
+        netns: NS,
+        family: Family::Ipv4,
+        state,
+        local: "127.0.0.1:8080".parse().expect("addr"),
+        remote: format!("127.0.0.1:{}", 40000 + cookie)
+            .parse()
+            .expect("addr"),
+        interface: 0,
+        cookie: Cookie(cookie),
+        inode: Inode(0),
+        uid: 0,
+        recv_q: 0,
+        send_q: 0,
+        timer: None,
+        tcp: idle_ms.map(|ms| TcpTimes {
+            last_ack_recv_ms: ms,
+            last_data_sent_ms: ms,
+            last_data_recv_ms: 0,
+        }),
+    }
+}
+
+fn fake(sockets: Vec<KernelSocket>) -> FakeSystem {
+    FakeSystem {
+        namespaces: vec![netns()],
+        sockets,
+        uptime: Duration::from_secs(86_400),
+        ..FakeSystem::default()
+    }
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new(policy: &str) -> Setup {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("policy.toml"), policy).expect("write policy");
+        Setup { dir }
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+    fn sources(&self) -> Sources {
+        Sources {
+            config: self.path("absent.toml"),
+            explicit: false,
+            flags: Settings {
+                policy: Some(self.path("policy.toml")),
+                audit_log: Some(self.path("audit.jsonl")),
+                state_dir: Some(self.path("state")),
+                ..Settings::default()
+            },
+        }
+    }
+    fn daemon<'a>(&self, sys: &'a FakeSystem, caps: Capabilities) -> Daemon<'a> {
+        let sources = self.sources();
+        let (config, policies) = sources.load().expect("valid settings");
+        Daemon::new(sys, sources, config, policies, caps, "boot")
+    }
+    fn records(&self) -> Vec<Value> {
+        records(&self.path("audit.jsonl"))
+    }
+}
+
+fn records(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn kinds(records: &[Value]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap_or("?").to_string())
+        .collect()
+}
+
+const DESTROY_CW: &str = r#"
+mode = "enforce"
+[[rule]]
+name = "cw"
+states = ["close-wait"]
+older_than = "3s"
+action = "destroy"
+"#;
+
+fn t(secs: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
+}
+
+#[test]
+fn old_sockets_are_destroyed_with_intent_and_outcome_young_ones_left_alone() {
+    let setup = Setup::new(DESTROY_CW);
+    let sys = fake(vec![
+        sock(1, TcpState::CloseWait, Some(10_000)),
+        sock(2, TcpState::CloseWait, Some(1_000)),
+    ]);
+    let mut d = setup.daemon(&sys, Capabilities::all());
+    let s = d.pass(t(0));
+    assert_eq!(s.error, None);
+    assert_eq!(
+        (s.watched, s.stuck, s.acted, s.succeeded),
+        (2, 1, 1, 1),
+        "{s}"
+    );
+    assert!(sys.destroyed.borrow().contains(&Cookie(1)));
+    assert!(!sys.destroyed.borrow().contains(&Cookie(2)));
+    let recs = setup.records();
+    assert_eq!(kinds(&recs), ["intent", "outcome"]);
+    assert_eq!(recs[0]["actor"]["kind"], "daemon");
+    assert_eq!(recs[1]["outcome"]["result"], "destroyed");
+    assert!(
+        s.to_string().starts_with("pass 1: 1 stuck of 2 watched"),
+        "{s}"
+    );
+}
+
+#[test]
+fn nothing_stuck_means_one_dump_no_proc_walk_and_no_audit_read() {
+    let setup = Setup::new(DESTROY_CW);
+    let sys = fake(vec![sock(2, TcpState::CloseWait, Some(1_000))]);
+    let mut d = setup.daemon(&sys, Capabilities::all());
+    d.pass(t(0));
+    sys.calls.borrow_mut().clear();
+    let s = d.pass(t(1));
+    assert_eq!(s.error, None);
+    assert_eq!(
+        *sys.calls.borrow(),
+        ["dump host"],
+        "the second pass only dumps"
+    );
+    assert!(!setup.path("audit.jsonl").exists());
+}
+
+#[test]
+fn observe_mode_records_each_would_be_action_once() {
+    let setup = Setup::new(&DESTROY_CW.replace("enforce", "observe"));
+    let sys = fake(vec![sock(1, TcpState::CloseWait, Some(10_000))]);
+    let mut d = setup.daemon(&sys, Capabilities::all());
+    let s = d.pass(t(0));
+    assert_eq!((s.acted, s.observed), (0, 1), "{s}");
+    d.pass(t(1));
+    d.pass(t(2));
+    assert!(sys.destroyed.borrow().is_empty());
+    let recs = setup.records();
+    assert_eq!(kinds(&recs), ["dry-run"], "once, not every pass");
+    assert_eq!(recs[0]["mode"], "observe");
+}
+
+#[test]
+fn an_action_that_cannot_work_here_is_recorded_as_observed_and_says_why() {
+    let setup = Setup::new(DESTROY_CW);
+    let sys = fake(vec![sock(1, TcpState::CloseWait, Some(10_000))]);
+    let caps = Capabilities {
+        destroy: Some(Capability::Unavailable("SOCK_DESTROY refused".into())),
+        ..Capabilities::all()
+    };
+    let mut d = setup.daemon(&sys, caps);
+    let s = d.pass(t(0));
+    assert_eq!((s.acted, s.observed, s.degraded), (0, 1, 1), "{s}");
+    assert!(sys.destroyed.borrow().is_empty());
+    assert!(d
+        .start_detail()
+        .contains("destroy UNAVAILABLE (SOCK_DESTROY refused)"));
+    let recs = setup.records();
+    assert_eq!(kinds(&recs), ["dry-run"]);
+    let why = recs[0]["why"].as_str().unwrap_or("");
+    assert!(
+        why.contains("not carried out: SOCK_DESTROY refused"),
+        "{why}"
+    );
+}
+
+#[test]
+fn ages_by_observation_grow_across_passes_and_a_restart() {
+    // A socket with no kernel evidence of its age (as a SYN_RECV request socket).
+    let setup = Setup::new(
+        r#"
+mode = "enforce"
+[[rule]]
+name = "sr"
+states = ["syn-recv"]
+older_than = "60s"
+action = "destroy"
+"#,
+    );
+    let sys = fake(vec![sock(9, TcpState::SynRecv, None)]);
+    {
+        let mut d = setup.daemon(&sys, Capabilities::all());
+        assert_eq!(d.pass(t(0)).stuck, 0);
+        assert_eq!(d.pass(t(30)).stuck, 0);
+        assert!(setup.path("state/observations.json").is_file());
+    }
+    // A new daemon (a restart) continues from the persisted first sight at t(0).
+    let mut d = setup.daemon(&sys, Capabilities::all());
+    assert_eq!(
+        d.observations().first_seen(Cookie(9), TcpState::SynRecv),
+        Some(t(0))
+    );
+    assert_eq!(d.pass(t(59)).stuck, 0);
+    let s = d.pass(t(61));
+    assert_eq!((s.stuck, s.acted), (1, 1), "{s}");
+    let recs = setup.records();
+    assert_eq!(recs[0]["target"]["age_secs"], 61);
+    assert_eq!(recs[0]["target"]["age_source"], "observed");
+}
+
+#[test]
+fn an_unwritable_audit_log_means_no_action_and_the_loop_goes_on() {
+    let setup = Setup::new(DESTROY_CW);
+    std::fs::write(setup.path("blocker"), b"").expect("write");
+    let sys = fake(vec![sock(1, TcpState::CloseWait, Some(10_000))]);
+    let mut sources = setup.sources();
+    sources.flags.audit_log = Some(setup.path("blocker/audit.jsonl"));
+    let (config, policies) = sources.load().expect("valid");
+    let mut d = Daemon::new(&sys, sources, config, policies, Capabilities::all(), "b");
+    let s = d.pass(t(0));
+    assert!(
+        s.error.as_deref().is_some_and(|e| e.contains("audit log")),
+        "{s}"
+    );
+    assert!(
+        sys.destroyed.borrow().is_empty(),
+        "no action without an intent record"
+    );
+    let s = d.pass(t(1));
+    assert_eq!(s.pass, 2);
+}
+
+#[test]
+fn a_bad_reload_keeps_the_last_good_policy_and_is_recorded() {
+    let setup = Setup::new(DESTROY_CW);
+    let sys = fake(vec![sock(1, TcpState::CloseWait, Some(10_000))]);
+    let mut d = setup.daemon(&sys, Capabilities::all());
+    let digest = d.policies().digest().to_string();
+    std::fs::write(
+        setup.path("policy.toml"),
+        "mode = \"enforce\"\n[[rule]]\nnme = 1\n",
+    )
+    .expect("write");
+    let err = d.reload().expect_err("broken policy");
+    assert!(err.contains("policy.toml:3:1"), "{err}");
+    assert_eq!(d.policies().digest(), digest);
+    let s = d.pass(t(0));
+    assert_eq!(s.acted, 1, "the old rule still acts: {s}");
+
+    std::fs::write(setup.path("policy.toml"), DESTROY_CW.replace("3s", "1h")).expect("write");
+    d.reload().expect("good policy");
+    assert_ne!(d.policies().digest(), digest);
+    let recs = setup.records();
+    let notes: Vec<&Value> = recs.iter().filter(|r| r["kind"] == "note").collect();
+    assert_eq!(notes.len(), 2, "{recs:?}");
+    assert_eq!(notes[0]["note"]["event"], "reload-failed");
+    assert!(notes[0]["note"]["detail"]
+        .as_str()
+        .unwrap_or("")
+        .contains("unknown key `nme`"));
+    assert_eq!(notes[1]["note"]["event"], "reload");
+}
+
+#[test]
+fn invalid_settings_are_load_errors() {
+    let setup = Setup::new("mode = \"enforce\"\n");
+    let mut sources = setup.sources();
+    sources.flags.policy = Some(setup.path("missing-dir/"));
+    assert!(matches!(sources.load(), Err(LoadError::Policy { .. })));
+    std::fs::write(setup.path("c.toml"), "intervall = \"1s\"\n").expect("write");
+    let sources = Sources {
+        config: setup.path("c.toml"),
+        explicit: true,
+        flags: Settings::default(),
+    };
+    let err = sources.load().expect_err("unknown key");
+    assert!(
+        err.to_string()
+            .contains("c.toml:1:1: error: unknown key `intervall`"),
+        "{err}"
+    );
+}
