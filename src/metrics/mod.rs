@@ -461,7 +461,7 @@ fn action_name(action: &str) -> String {
 /// Why the metrics endpoint or textfile could not be set up or written.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
-    #[error("metrics: bind {addr}: {source} (is another process listening there? pick another --metrics-listen address, e.g. 127.0.0.1:9891)")]
+    #[error("metrics: bind {addr}: {source} (is another process listening there? set another address with --metrics-listen or `metrics_listen` in the config)")]
     Bind { addr: SocketAddr, source: io::Error },
     #[error("metrics: start the HTTP thread: {source}")]
     Spawn { source: io::Error },
