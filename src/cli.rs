@@ -134,7 +134,7 @@ pub struct SelectArgs {
     pub port: Option<u16>,
 
     /// Which network namespaces: `all` (default), `host` (the one sockwarden runs in), a
-    /// /run/netns name, or a namespace file such as /proc/<pid>/ns/net.
+    /// /run/netns name, or a namespace file such as `/proc/<pid>/ns/net`.
     #[arg(long, value_name = "NETNS", default_value = "all")]
     pub netns: String,
 }
@@ -168,7 +168,7 @@ impl SelectArgs {
 /// `--audit-log PATH`, flattened into every command that reads or writes the trail.
 #[derive(Debug, Clone, Args)]
 pub struct AuditLogArg {
-    /// The audit log (JSON Lines, hash-chained); rotated files next to it (PATH.<seq>) are
+    /// The audit log (JSON Lines, hash-chained); rotated files next to it (`PATH.<seq>`) are
     /// read too.
     #[arg(
         long = "audit-log",
