@@ -81,41 +81,48 @@ pub fn carry_out(
     ctx: &mut ActContext<'_>,
 ) -> Result<Vec<ActionReport>, AuditError> {
     let mut reports = Vec::new();
+    let mut plan_only: Vec<(&PlanItem, &str)> = Vec::new();
     let mut destroys: Vec<&PlanItem> = Vec::new();
     for item in &plan.items {
         match (&item.decision, ctx.dry_run) {
-            (Decision::Held(HeldReason::Observe), _) => {
-                reports.push(record_plan_only(item, snap, ctx, "observed")?)
-            }
-            (Decision::Act, true) => reports.push(record_plan_only(item, snap, ctx, "dry-run")?),
+            (Decision::Held(HeldReason::Observe), _) => plan_only.push((item, "observed")),
+            (Decision::Act, true) => plan_only.push((item, "dry-run")),
             (Decision::Held(_), _) => {}
             (Decision::Act, false) if matches!(item.action, Action::Destroy) => destroys.push(item),
             (Decision::Act, false) => reports.push(act_one(item, snap, ctx)?),
         }
     }
+    reports.extend(record_plan_only(&plan_only, snap, ctx)?);
     reports.extend(destroy_all(&destroys, snap, ctx)?);
     Ok(reports)
 }
 
+/// Dry-run records for items only planned (observe mode, `--dry-run`), group-committed.
 fn record_plan_only(
-    item: &PlanItem,
+    items: &[(&PlanItem, &str)],
     snap: &Snapshot,
     ctx: &mut ActContext<'_>,
-    result: &str,
-) -> Result<ActionReport, AuditError> {
-    let record = describe(
-        NewRecord::dry_run(
-            ctx.actor.clone(),
-            mode_of(ctx),
-            audit_action(item),
-            item.why.clone(),
-        ),
-        item,
-        snap,
-        ctx,
-    );
-    let written = ctx.audit.append(record)?;
-    Ok(report(item, result, None, None, Some(written.seq)))
+) -> Result<Vec<ActionReport>, AuditError> {
+    let mut reports = Vec::with_capacity(items.len());
+    for chunk in items.chunks(AUDIT_BATCH) {
+        let records = chunk
+            .iter()
+            .map(|(item, _)| {
+                let record = NewRecord::dry_run(
+                    ctx.actor.clone(),
+                    mode_of(ctx),
+                    audit_action(item),
+                    item.why.clone(),
+                );
+                describe(record, item, snap, ctx)
+            })
+            .collect();
+        let written = ctx.audit.append_batch(records)?;
+        for ((item, result), record) in chunk.iter().zip(written) {
+            reports.push(report(item, result, None, None, Some(record.seq)));
+        }
+    }
+    Ok(reports)
 }
 
 /// Signal, restart, exec and log: one at a time, intent → re-verify → act → outcome.

@@ -243,7 +243,9 @@ fn a_pid_reused_between_scan_and_act_is_not_signalled() {
     let filter = SocketFilter {
         netns: sockwarden::filter::NetnsSelector::Path(ns.path()),
         port: Some(server.addr().port()),
-        states: [sockwarden::model::TcpState::CloseWait].into_iter().collect(),
+        states: [sockwarden::model::TcpState::CloseWait]
+            .into_iter()
+            .collect(),
         ..SocketFilter::default()
     };
     let now = std::time::SystemTime::now();

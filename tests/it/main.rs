@@ -2,6 +2,7 @@
 //! real kernel run in network namespaces they create, and must run (not skip) under CI.
 
 mod clean;
+mod daemon;
 mod isolated_systemd;
 mod restart;
 mod scan;

@@ -241,7 +241,9 @@ fn every_filter_selects_what_it_says() {
     );
     let host = scan_json(&["--netns", "host"]);
     assert!(
-        with_port(&host, cw).iter().all(|l| l["netns_inode"].as_u64() != Some(ns.inode())),
+        with_port(&host, cw)
+            .iter()
+            .all(|l| l["netns_inode"].as_u64() != Some(ns.inode())),
         "--netns host excludes the test namespace"
     );
 }

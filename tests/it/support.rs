@@ -114,7 +114,7 @@ impl LeakyServer {
 
 /// Leak `n` CLOSE_WAIT sockets on `bind` (e.g. "127.0.0.1:0" or "[::1]:0") inside `ns`.
 pub fn leak_close_wait(ns: &TestNetns, bind: &'static str, n: usize) -> LeakyServer {
-    let server = ns.enter(move || {
+    ns.enter(move || {
         let listener = TcpListener::bind(bind).expect("bind listener");
         let addr = listener.local_addr().expect("addr");
         let mut leaked = Vec::new();
@@ -129,8 +129,7 @@ pub fn leak_close_wait(ns: &TestNetns, bind: &'static str, n: usize) -> LeakySer
             leaked.push(server);
         }
         LeakyServer { listener, leaked }
-    });
-    server
+    })
 }
 
 /// An owned FIN_WAIT_2: the test shuts down its write side; the peer (also held by the test)
