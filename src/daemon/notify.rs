@@ -44,7 +44,12 @@ impl Notifier {
     ) -> io::Result<Notifier> {
         let target = match socket.filter(|s| !s.is_empty()) {
             None => None,
-            Some(name) => Some((UnixDatagram::unbound()?, address(name)?)),
+            Some(name) => {
+                let socket = UnixDatagram::unbound()?;
+                // A notification is never worth a hung loop: drop it when the queue is full.
+                socket.set_nonblocking(true)?;
+                Some((socket, address(name)?))
+            }
         };
         let ours = watchdog_pid.map_or(true, |p| p.trim().parse::<u32>().ok() == Some(own_pid));
         let watchdog = watchdog_usec
@@ -64,10 +69,17 @@ impl Notifier {
         self.watchdog.filter(|_| self.enabled())
     }
 
-    /// Send one message (`KEY=VALUE` lines); nothing when not run by systemd.
+    /// Send one message (`KEY=VALUE` lines); nothing when not run by systemd. When the
+    /// receiver's queue is full the message is dropped (logged at debug), never waited on.
     pub fn send(&self, message: &str) -> io::Result<()> {
         match &self.target {
-            Some((socket, addr)) => socket.send_to_addr(message.as_bytes(), addr).map(|_| ()),
+            Some((socket, addr)) => match socket.send_to_addr(message.as_bytes(), addr) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    tracing::debug!("sd_notify: the receiver's queue is full; dropped {message:?}");
+                    Ok(())
+                }
+                sent => sent.map(|_| ()),
+            },
             None => Ok(()),
         }
     }
