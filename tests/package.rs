@@ -1,0 +1,467 @@
+//! The Debian package: `packaging/build-deb.sh` builds it from this test's own (dev) build of
+//! the binary, dpkg installs it into a scratch root, and every shipped file is checked there.
+//!
+//! One test, because building the package is the slow part (about 20 s: man pages and
+//! completions, strip, xz). Needs cargo-deb and dpkg: under CI (`CI` set) their absence is a
+//! failure (`.ci/run` installs cargo-deb), elsewhere the test skips with a note.
+//!
+//! The install is `dpkg --root --unpack` (files, conffiles and the dpkg database; no script
+//! runs) followed, on a host where systemd is not running, by `dpkg --root --configure
+//! --force-script-chrootless`: the postinst then runs on the host with `DPKG_ROOT` set, and
+//! every branch of it that would touch the host's systemd is guarded by
+//! `[ -d /run/systemd/system ]`, so all it does is enable the unit inside the scratch root.
+//! On a host running systemd that step is left out (it would `systemctl daemon-reload` and
+//! try to start the unit on the host) and the conffiles stay as `*.dpkg-new`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use clap::CommandFactory;
+use sockwarden::cli::Cli;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// Runs `cmd`, panicking with its output unless it exits 0.
+fn run(cmd: &mut Command) -> Output {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn tool_works(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn read(path: &Path) -> String {
+    fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn assert_same_file(installed: &Path, source: &str) {
+    assert_eq!(
+        read(installed),
+        read(&root().join(source)),
+        "{} differs from {source}",
+        installed.display()
+    );
+}
+
+/// A man page's text (pages are installed gzipped).
+fn gunzip(path: &Path) -> String {
+    stdout(&run(Command::new("gzip").arg("-dc").arg(path)))
+}
+
+/// `sockwarden-policy-check` for `policy check`: clap_mangen's name for each page.
+fn man_page_names(cmd: &clap::Command, prefix: &str, names: &mut Vec<String>) {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        let name = format!("{prefix}-{}", sub.get_name());
+        man_page_names(sub, &name, names);
+        names.push(name);
+    }
+}
+
+#[test]
+fn the_debian_package_builds_and_installs_into_a_scratch_root() {
+    let missing: Vec<&str> = [
+        ("cargo-deb", tool_works("cargo-deb", &["--version"])),
+        ("dpkg", tool_works("dpkg", &["--version"])),
+        ("dpkg-deb", tool_works("dpkg-deb", &["--version"])),
+    ]
+    .into_iter()
+    .filter(|(_, ok)| !ok)
+    .map(|(name, _)| name)
+    .collect();
+    if !missing.is_empty() {
+        assert!(
+            !in_ci(),
+            "{missing:?} missing: .ci/run installs cargo-deb (cargo install cargo-deb --locked); \
+             dpkg comes with Debian"
+        );
+        eprintln!(
+            "skipping the package test: {missing:?} missing (cargo install cargo-deb --locked)"
+        );
+        return;
+    }
+
+    let work = tempfile::tempdir().expect("tempdir");
+    let out_dir = work.path().join("out");
+
+    // Build: this test's dev binary, packaged as is (no second, optimized compile).
+    let built = run(Command::new(root().join("packaging/build-deb.sh"))
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_sockwarden"))
+        .arg("--output")
+        .arg(&out_dir)
+        .current_dir(root()));
+    let deb = PathBuf::from(
+        stdout(&built)
+            .lines()
+            .last()
+            .expect("build-deb.sh prints the .deb"),
+    );
+    assert!(deb.is_file(), "{} is not a file", deb.display());
+
+    // Control fields.
+    let field = |name: &str| {
+        stdout(&run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name)))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(field("Package"), "sockwarden");
+    assert_eq!(field("Version"), format!("{}-1", env!("CARGO_PKG_VERSION")));
+    assert_eq!(field("Depends"), "libc6");
+    assert_eq!(field("Section"), "admin");
+
+    // Control archive: conffiles and the maintainer scripts made from systemd-units.
+    let control = work.path().join("control");
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    let conffiles: Vec<String> = read(&control.join("conffiles"))
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(
+        conffiles,
+        [
+            "/etc/sockwarden/sockwarden.toml",
+            "/etc/sockwarden/policies/default.toml"
+        ]
+    );
+    let postinst = read(&control.join("postinst"));
+    for needle in [
+        "systemd-tmpfiles --create sockwarden.conf",
+        "deb-systemd-helper enable sockwarden.service",
+        "deb-systemd-invoke $_dh_action sockwarden.service",
+    ] {
+        assert!(
+            postinst.contains(needle),
+            "postinst lacks `{needle}`:\n{postinst}"
+        );
+    }
+    assert!(read(&control.join("prerm")).contains("deb-systemd-invoke stop sockwarden.service"));
+    assert!(read(&control.join("postrm")).contains("deb-systemd-helper purge sockwarden.service"));
+
+    // Install into a scratch root with its own, empty dpkg database.
+    let sysroot = work.path().join("root");
+    for dir in ["var/lib/dpkg/info", "var/lib/dpkg/updates", "var/log"] {
+        fs::create_dir_all(sysroot.join(dir)).expect("create the scratch dpkg database");
+    }
+    fs::write(sysroot.join("var/lib/dpkg/status"), "").expect("empty dpkg status");
+    let dpkg = || {
+        let mut cmd = Command::new("dpkg");
+        cmd.arg(format!("--root={}", sysroot.display()))
+            .arg("--log=/dev/null")
+            .arg("--force-not-root");
+        cmd
+    };
+    run(dpkg().arg("--unpack").arg(&deb));
+    let configured = !Path::new("/run/systemd/system").exists();
+    if configured {
+        // libc6 is not in the scratch database: --force-depends.
+        run(dpkg()
+            .args([
+                "--force-script-chrootless",
+                "--force-depends",
+                "--configure",
+            ])
+            .arg("sockwarden"));
+    } else {
+        eprintln!(
+            "note: systemd runs on this host: not running the postinst (it would act on the \
+             host's systemd); checking the unpacked package only"
+        );
+    }
+    let status = stdout(&run(dpkg().args(["--status", "sockwarden"])));
+    let expected_status = if configured {
+        "Status: install ok installed"
+    } else {
+        "Status: install ok unpacked"
+    };
+    assert!(status.contains(expected_status), "dpkg --status:\n{status}");
+    for conffile in &conffiles {
+        assert!(
+            status.contains(&format!(" {conffile} ")),
+            "{conffile} not a conffile:\n{status}"
+        );
+    }
+    let at = |path: &str| sysroot.join(path.trim_start_matches('/'));
+    // Conffiles keep their .dpkg-new name until the package is configured.
+    let etc = |path: &str| {
+        if configured {
+            at(path)
+        } else {
+            at(&format!("{path}.dpkg-new"))
+        }
+    };
+
+    // The binary runs and knows its version; the shipped default policy is valid.
+    let bin = at("/usr/bin/sockwarden");
+    let mode = fs::metadata(&bin)
+        .expect("/usr/bin/sockwarden")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755, "/usr/bin/sockwarden mode {mode:o}");
+    let version = stdout(&run(Command::new(&bin).arg("--version")));
+    assert_eq!(
+        version.trim(),
+        format!("sockwarden {}", env!("CARGO_PKG_VERSION"))
+    );
+    if configured {
+        run(Command::new(&bin)
+            .args(["policy", "check"])
+            .arg(at("/etc/sockwarden/policies")));
+    }
+
+    // Unit, tmpfiles, config, policies, docs.
+    assert_same_file(
+        &at("/usr/lib/systemd/system/sockwarden.service"),
+        "packaging/sockwarden.service",
+    );
+    assert_same_file(
+        &at("/usr/lib/tmpfiles.d/sockwarden.conf"),
+        "packaging/sockwarden.tmpfile",
+    );
+    assert_same_file(
+        &etc("/etc/sockwarden/sockwarden.toml"),
+        "packaging/sockwarden.toml",
+    );
+    assert_same_file(
+        &etc("/etc/sockwarden/policies/default.toml"),
+        "policies/default.toml",
+    );
+    for example in fs::read_dir(root().join("policies/examples")).expect("policies/examples") {
+        let name = example.expect("dir entry").file_name();
+        let name = name.to_string_lossy();
+        assert_same_file(
+            &at(&format!("/usr/share/doc/sockwarden/examples/{name}")),
+            &format!("policies/examples/{name}"),
+        );
+    }
+    assert_same_file(&at("/usr/share/doc/sockwarden/README.md"), "README.md");
+    assert!(at("/usr/share/doc/sockwarden/copyright").is_file());
+    if configured {
+        // deb-systemd-helper enabled the unit inside the scratch root.
+        let wants = at("/etc/systemd/system/multi-user.target.wants/sockwarden.service");
+        let link = fs::read_link(&wants).unwrap_or_else(|e| panic!("{}: {e}", wants.display()));
+        assert_eq!(
+            link,
+            Path::new("/usr/lib/systemd/system/sockwarden.service")
+        );
+    }
+
+    // Man pages: the top page (with the package's FILES section) and one per subcommand,
+    // named from the clap definitions.
+    let top = gunzip(&at("/usr/share/man/man1/sockwarden.1.gz"));
+    assert!(top.contains(".TH sockwarden 1"), "sockwarden.1:\n{top}");
+    assert!(
+        top.contains("/var/lib/sockwarden/audit.jsonl"),
+        "FILES section missing"
+    );
+    let mut pages = Vec::new();
+    man_page_names(&Cli::command(), "sockwarden", &mut pages);
+    assert!(pages.iter().any(|p| p == "sockwarden-scan"), "{pages:?}");
+    assert!(
+        pages.iter().any(|p| p == "sockwarden-policy-check"),
+        "{pages:?}"
+    );
+    for page in &pages {
+        let text = gunzip(&at(&format!("/usr/share/man/man1/{page}.1.gz")));
+        assert!(text.contains(&format!(".TH {page} 1")), "{page}.1:\n{text}");
+    }
+
+    // Shell completions, where each shell looks for them.
+    for (path, needle) in [
+        (
+            "/usr/share/bash-completion/completions/sockwarden",
+            "complete -F _sockwarden",
+        ),
+        (
+            "/usr/share/zsh/vendor-completions/_sockwarden",
+            "#compdef sockwarden",
+        ),
+        (
+            "/usr/share/fish/vendor_completions.d/sockwarden.fish",
+            "complete -c sockwarden",
+        ),
+    ] {
+        let text = read(&at(path));
+        assert!(text.contains(needle), "{path} lacks `{needle}`");
+        assert!(
+            text.contains("policy"),
+            "{path} does not complete subcommands"
+        );
+    }
+
+    // Nothing shipped that this test does not know about.
+    let listed = stdout(&run(dpkg().args(["--listfiles", "sockwarden"])));
+    let unexpected: Vec<&str> = listed
+        .lines()
+        .filter(|p| Path::new(p) != Path::new("/.") && !at(p).is_dir())
+        .filter(|p| {
+            ![
+                "/usr/bin/sockwarden",
+                "/usr/lib/systemd/system/sockwarden.service",
+                "/usr/lib/tmpfiles.d/sockwarden.conf",
+                "/etc/sockwarden/",
+                "/usr/share/doc/sockwarden/",
+                "/usr/share/man/man1/sockwarden",
+                "/usr/share/bash-completion/completions/sockwarden",
+                "/usr/share/zsh/vendor-completions/_sockwarden",
+                "/usr/share/fish/vendor_completions.d/sockwarden.fish",
+            ]
+            .iter()
+            .any(|known| p.starts_with(known))
+        })
+        .collect();
+    assert!(
+        unexpected.is_empty(),
+        "unexpected files in the package: {unexpected:?}"
+    );
+
+    // tmpfiles creates the state directory with the intended mode.
+    if tool_works("systemd-tmpfiles", &["--version"]) {
+        run(Command::new("systemd-tmpfiles")
+            .arg(format!("--root={}", sysroot.display()))
+            .arg("--create")
+            .arg(at("/usr/lib/tmpfiles.d/sockwarden.conf")));
+        let state = fs::metadata(at("/var/lib/sockwarden")).expect("/var/lib/sockwarden");
+        assert!(state.is_dir());
+        assert_eq!(state.permissions().mode() & 0o7777, 0o750);
+    } else {
+        assert!(
+            !in_ci(),
+            "systemd-tmpfiles missing: .ci/run installs systemd"
+        );
+    }
+
+    verify_unit(&sysroot);
+}
+
+/// `systemd-analyze verify` of the installed unit, inside the scratch root: every directive
+/// known to this systemd, every command present. It needs the targets the unit is ordered
+/// against and `/bin/kill` (ExecReload) inside the root; without `--root` it would look for
+/// /usr/bin/sockwarden on the host. Unknown directives are only warnings to systemd-analyze,
+/// so any output at all is a failure.
+fn verify_unit(sysroot: &Path) {
+    let host_units = Path::new("/lib/systemd/system");
+    if !tool_works("systemd-analyze", &["--version"]) || !host_units.is_dir() {
+        assert!(
+            !in_ci(),
+            "systemd-analyze missing: .ci/run installs systemd"
+        );
+        eprintln!("note: systemd-analyze or /lib/systemd/system missing: unit not verified");
+        return;
+    }
+    let units = sysroot.join("usr/lib/systemd/system");
+    for target in [
+        "sysinit.target",
+        "shutdown.target",
+        "multi-user.target",
+        "network.target",
+    ] {
+        fs::copy(host_units.join(target), units.join(target))
+            .unwrap_or_else(|e| panic!("copy {target} into the scratch root: {e}"));
+    }
+    let kill = ["/bin/kill", "/usr/bin/kill"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .expect("a kill binary (procps)");
+    fs::create_dir_all(sysroot.join("bin")).expect("create bin/");
+    fs::copy(kill, sysroot.join("bin/kill")).expect("copy kill into the scratch root");
+
+    let out = run(Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(format!("--root={}", sysroot.display()))
+        .arg("--man=no")
+        .arg("sockwarden.service"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.trim().is_empty(), "systemd-analyze verify:\n{said}");
+}
+
+/// The text of the block scalar `  <key>: |` in a YAML file (4-space content indent).
+fn yaml_block(yaml: &str, key: &str) -> String {
+    let header = format!("  {key}: |");
+    let mut lines = yaml.lines().skip_while(|l| *l != header);
+    assert!(
+        lines.next().is_some(),
+        "no `{header}` in packaging/daemonset.yaml"
+    );
+    let mut block: Vec<&str> = lines
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .collect();
+    while block.last().is_some_and(|l| l.is_empty()) {
+        block.pop();
+    }
+    block.join("\n") + "\n"
+}
+
+#[test]
+fn the_daemonset_ships_the_packaged_config_policy_and_capabilities() {
+    let yaml = read(&root().join("packaging/daemonset.yaml"));
+    for (key, source) in [
+        ("sockwarden.toml", "packaging/sockwarden.toml"),
+        ("default.toml", "policies/default.toml"),
+    ] {
+        assert_eq!(
+            yaml_block(&yaml, key),
+            read(&root().join(source)),
+            "the ConfigMap's {key} in packaging/daemonset.yaml differs from {source}: copy it \
+             there (indented by 4 spaces)"
+        );
+    }
+    // The pod gets exactly the capabilities the systemd unit keeps.
+    let unit = read(&root().join("packaging/sockwarden.service"));
+    let mut unit_caps: Vec<String> = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("CapabilityBoundingSet= in the unit")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_owned())
+        .collect();
+    let add = yaml
+        .lines()
+        .skip_while(|l| l.trim() != "add:")
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with("- ") || l.trim_start().starts_with('#'));
+    let mut pod_caps: Vec<String> = add
+        .filter_map(|l| l.trim_start().strip_prefix("- "))
+        .map(|l| l.split_whitespace().next().unwrap_or_default().to_owned())
+        .collect();
+    unit_caps.sort();
+    pod_caps.sort();
+    assert_eq!(
+        pod_caps, unit_caps,
+        "DaemonSet capabilities vs the unit's bounding set"
+    );
+    assert!(yaml.contains("drop: [ALL]"));
+}
