@@ -16,6 +16,7 @@ use crate::daemon::config::{self, Settings, DEFAULT_CONFIG};
 use crate::daemon::notify::Notifier;
 use crate::daemon::signals::Signals;
 use crate::daemon::{observations, Capabilities, Daemon, Sources};
+use crate::metrics::Metrics;
 use crate::policy::Mode;
 use crate::sys::System;
 
@@ -132,6 +133,18 @@ pub fn run(args: &RunArgs, sys: &dyn System) -> anyhow::Result<i32> {
         warn!("NOTIFY_SOCKET is unusable ({e}): no systemd notifications");
         Notifier::none()
     });
+    let metrics = match (&config.metrics_listen, &config.metrics_textfile) {
+        (None, None) => None,
+        (listen, _) => {
+            let metrics = Metrics::new();
+            if let Some(addr) = listen {
+                // The operator asked for the endpoint: not having it is a start-up error.
+                let (bound, _thread) = metrics.serve(*addr)?;
+                info!("metrics on http://{bound}/metrics");
+            }
+            Some(metrics)
+        }
+    };
     let mut daemon = Daemon::new(
         sys,
         sources,
@@ -140,6 +153,9 @@ pub fn run(args: &RunArgs, sys: &dyn System) -> anyhow::Result<i32> {
         Capabilities::default(),
         &observations::boot_id(),
     );
+    if let Some(metrics) = metrics {
+        daemon = daemon.with_metrics(metrics);
+    }
     daemon.check_capabilities();
     let detail = daemon.start_detail();
     info!("{detail}");

@@ -10,6 +10,7 @@ pub mod signals;
 use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -19,6 +20,7 @@ use crate::actions::{self, ActContext, ActionReport};
 use crate::audit::{self, Actor, ActorKind, AuditLog, NewRecord, NoteEvent};
 use crate::engine::{self, Decision, EngineInput, HeldReason, History, PastOutcome, RunOptions};
 use crate::filter::{NetnsSelector, SocketFilter};
+use crate::metrics::Metrics;
 use crate::model::{Netns, Pid, StateSet};
 use crate::policy::{self, ActionKind, Mode, PolicySet};
 use crate::scan;
@@ -297,6 +299,8 @@ pub struct Daemon<'a> {
     history: HistoryCache,
     pass_no: u64,
     last_save_error: Option<String>,
+    metrics: Option<Arc<Metrics>>,
+    last_textfile_error: Option<String>,
 }
 
 impl<'a> Daemon<'a> {
@@ -328,6 +332,49 @@ impl<'a> Daemon<'a> {
             history: HistoryCache::default(),
             pass_no: 0,
             last_save_error: None,
+            metrics: None,
+            last_textfile_error: None,
+        }
+    }
+
+    /// Feed `metrics` after every pass (and write the textfile when one is configured).
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Daemon<'a> {
+        self.metrics = Some(metrics);
+        self.publish_capabilities();
+        self
+    }
+
+    fn publish_capabilities(&self) {
+        let Some(m) = &self.metrics else { return };
+        for (name, cap) in [
+            ("sock_destroy", &self.caps.destroy),
+            ("pidfd", &self.caps.signal),
+            ("systemd", &self.caps.restart),
+        ] {
+            if let Some(cap) = cap {
+                m.set_capability(name, !matches!(cap, Capability::Unavailable(_)));
+            }
+        }
+    }
+
+    /// After a pass: count a failed one, and write the textfile (a failure is logged once).
+    fn publish(&mut self, summary: &PassSummary) {
+        let Some(m) = &self.metrics else { return };
+        if summary.error.is_some() {
+            m.observe_failed_pass();
+        }
+        let Some(path) = &self.config.metrics_textfile else {
+            return;
+        };
+        match m.write_textfile(path) {
+            Ok(()) => self.last_textfile_error = None,
+            Err(e) => {
+                let text = e.to_string();
+                if self.last_textfile_error.as_deref() != Some(text.as_str()) {
+                    error!("{text}");
+                }
+                self.last_textfile_error = Some(text);
+            }
         }
     }
 
@@ -357,6 +404,7 @@ impl<'a> Daemon<'a> {
     pub fn check_capabilities(&mut self) -> Vec<String> {
         let kinds = action_kinds(&self.policies);
         let newly = self.caps.probe(&kinds);
+        self.publish_capabilities();
         let mut warnings = Vec::new();
         for (kind, why) in newly {
             let w = format!(
@@ -465,6 +513,7 @@ impl<'a> Daemon<'a> {
             summary.error = Some(e);
         }
         summary.duration = started.elapsed();
+        self.publish(&summary);
         summary
     }
 
@@ -494,6 +543,7 @@ impl<'a> Daemon<'a> {
             older_than: (youngest > 0).then(|| Duration::from_secs(youngest)),
             ..SocketFilter::default()
         };
+        let scan_started = Instant::now();
         let snap = match scan::scan_in(
             self.sys,
             &namespaces,
@@ -527,12 +577,32 @@ impl<'a> Daemon<'a> {
                 self.last_save_error = Some(text);
             }
         }
+        let scan_took = scan_started.elapsed();
         summary.watched = snap.seen.len();
         summary.stuck = snap.sockets.len();
-        if snap.sockets.is_empty() {
-            return Ok(());
+        let (plan, reports) = self.decide_and_act(&snap, now, summary)?;
+        if let Some(m) = &self.metrics {
+            m.observe_pass(&snap, &plan, &reports, scan_took);
         }
+        summary.reports = reports;
+        Ok(())
+    }
 
+    /// Plan for the sockets of `snap` and carry the plan out. With nothing stuck, neither
+    /// the audit log nor the owners are read.
+    fn decide_and_act(
+        &mut self,
+        snap: &scan::Snapshot,
+        now: SystemTime,
+        summary: &mut PassSummary,
+    ) -> Result<(engine::Plan, Vec<ActionReport>), String> {
+        if snap.sockets.is_empty() {
+            let empty = engine::Plan {
+                mode: self.mode(),
+                items: Vec::new(),
+            };
+            return Ok((empty, Vec::new()));
+        }
         let history =
             cached_history(&mut self.history, &self.config.audit_log, now).map_err(|e| {
                 let text = format!(
@@ -580,7 +650,7 @@ impl<'a> Daemon<'a> {
             debug!(rule = %item.rule, target = %item.target, decision = %item.decision, "{}", item.why);
         }
         if to_record == 0 {
-            return Ok(());
+            return Ok((plan, Vec::new()));
         }
 
         let mut log = AuditLog::open(&self.config.audit_log).map_err(|e| {
@@ -595,7 +665,7 @@ impl<'a> Daemon<'a> {
             policy_digest: self.policies.digest().to_string(),
             dry_run: plan.mode == Mode::Observe,
         };
-        let result = actions::carry_out(&plan, &snap, &mut ctx);
+        let result = actions::carry_out(&plan, snap, &mut ctx);
         // Our own records changed the trail: the next pass reads it again.
         self.history.key = None;
         let reports = match result {
@@ -620,8 +690,7 @@ impl<'a> Daemon<'a> {
                 }
             }
         }
-        summary.reports = reports;
-        Ok(())
+        Ok((plan, reports))
     }
 
     /// The namespaces to scan: listed at start, every `namespace_refresh`, and after a

@@ -309,3 +309,26 @@ fn invalid_settings_are_load_errors() {
         "{err}"
     );
 }
+
+#[test]
+fn each_pass_feeds_the_metrics_and_the_textfile() {
+    let setup = Setup::new(DESTROY_CW);
+    let sys = fake(vec![sock(1, TcpState::CloseWait, Some(10_000))]);
+    let mut sources = setup.sources();
+    sources.flags.metrics_textfile = Some(setup.path("sockwarden.prom"));
+    let (config, policies) = sources.load().expect("valid");
+    let metrics = crate::metrics::Metrics::new();
+    let mut d = Daemon::new(&sys, sources, config, policies, Capabilities::all(), "b")
+        .with_metrics(std::sync::Arc::clone(&metrics));
+    d.pass(t(0));
+    let text = std::fs::read_to_string(setup.path("sockwarden.prom")).expect("textfile");
+    assert_eq!(text, metrics.render());
+    for series in [
+        "sockwarden_passes_total 1",
+        "sockwarden_stuck_sockets{state=\"close-wait\",netns=\"host\",unit=\"\"} 1",
+        "sockwarden_actions_total{action=\"destroy\",rule=\"cw\",outcome=\"destroyed\"} 1",
+        "sockwarden_capability{capability=\"sock_destroy\"} 1",
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+}

@@ -187,7 +187,12 @@ fn run_destroys_leaked_close_wait_sockets_within_interval_plus_threshold() {
     let ns = TestNetns::new();
     let mut leak = leak_close_wait(&ns, "127.0.0.1:0", 3);
     let leaked_at = Instant::now();
-    let agent = work.start(&ns, &[], &[]);
+    let prom = work.path("sockwarden.prom");
+    let agent = work.start(
+        &ns,
+        &["--metrics-textfile", prom.to_str().expect("utf-8")],
+        &[],
+    );
 
     let outcomes = agent.wait_for(15, "3 destroy outcomes", || {
         let recs = work.audit();
@@ -231,6 +236,15 @@ fn run_destroys_leaked_close_wait_sockets_within_interval_plus_threshold() {
         assert_eq!(intent["target"]["state"], "close-wait");
         assert!(intent["target"]["age_secs"].as_u64() >= Some(3), "{intent}");
     }
+
+    // The textfile is written after the pass that acted.
+    agent.wait_for(5, "the metrics textfile counting 3 destroys", || {
+        let text = std::fs::read_to_string(&prom).ok()?;
+        text.contains(
+            "sockwarden_actions_total{action=\"destroy\",rule=\"cw\",outcome=\"destroyed\"} 3",
+        )
+        .then_some(())
+    });
 
     assert_eq!(agent.stop(), 0);
     let recs = work.audit();
