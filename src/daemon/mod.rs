@@ -567,6 +567,11 @@ impl<'a> Daemon<'a> {
         }
         let dumped: Vec<_> = snap.namespaces.iter().map(|n| n.id).collect();
         self.observations.update(&snap.seen, &dumped, now);
+        for s in &snap.sockets {
+            let since = now - Duration::from_secs(s.age.secs);
+            self.observations
+                .backdate(s.socket.cookie, s.socket.state, since);
+        }
         match self.observations.save() {
             Ok(_) => self.last_save_error = None,
             Err(e) => {

@@ -1,6 +1,7 @@
 //! First-seen times of the sockets the daemon watches, by cookie and state, kept in
 //! `<state_dir>/observations.json` (replaced atomically) so that a restart of the agent
-//! does not reset ages. A first-seen time is set once and never moved later.
+//! does not reset ages. A first-seen time only ever moves earlier: to first sight, or to
+//! when the kernel's evidence says the socket entered its state, so an age never shrinks.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -180,6 +181,22 @@ impl ObservationStore {
         }
     }
 
+    /// The kernel's evidence says the socket has been in `state` since at least `since`:
+    /// move its first-seen time there when that is earlier by more than a second (ages are
+    /// whole seconds; smaller moves would rewrite the file every pass). Then a later pass
+    /// whose `tcp_info` figure was reset by traffic still reports the older age.
+    pub fn backdate(&mut self, cookie: Cookie, state: TcpState, since: SystemTime) {
+        if let Some(first) = self.times.get_mut(&(cookie, state)) {
+            if first
+                .duration_since(since)
+                .is_ok_and(|d| d > Duration::from_secs(1))
+            {
+                *first = since;
+                self.dirty = true;
+            }
+        }
+    }
+
     /// Write the file if anything changed: a temporary file in the same directory, fsync,
     /// rename over the old one, fsync the directory. Returns whether it wrote.
     pub fn save(&mut self) -> Result<bool, SaveError> {
@@ -297,6 +314,36 @@ mod tests {
             "a restart must not reset the age"
         );
         assert!(!dir.path().join("observations.json.tmp").exists());
+    }
+
+    #[test]
+    fn kernel_evidence_only_ever_moves_first_sight_earlier() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut store, _) = ObservationStore::load(dir.path(), "b");
+        store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(100));
+        store.save().expect("save");
+        store.backdate(Cookie(1), TcpState::CloseWait, at(0));
+        assert_eq!(
+            store.first_seen(Cookie(1), TcpState::CloseWait),
+            Some(at(0))
+        );
+        assert!(store.save().expect("save"), "moved earlier: saved");
+        store.backdate(Cookie(1), TcpState::CloseWait, at(50));
+        store.backdate(
+            Cookie(1),
+            TcpState::CloseWait,
+            at(0) - Duration::from_millis(900),
+        );
+        assert_eq!(
+            store.first_seen(Cookie(1), TcpState::CloseWait),
+            Some(at(0))
+        );
+        assert!(
+            !store.save().expect("save"),
+            "later or sub-second: unchanged"
+        );
+        store.backdate(Cookie(2), TcpState::CloseWait, at(0));
+        assert_eq!(store.first_seen(Cookie(2), TcpState::CloseWait), None);
     }
 
     #[test]

@@ -332,3 +332,22 @@ fn each_pass_feeds_the_metrics_and_the_textfile() {
         assert!(text.contains(series), "missing {series} in:\n{text}");
     }
 }
+
+#[test]
+fn an_age_never_goes_backwards_when_traffic_resets_tcp_info() {
+    let setup = Setup::new(&DESTROY_CW.replace("enforce", "observe").replace("3s", "1h"));
+    let mut sys = fake(vec![sock(1, TcpState::CloseWait, Some(7_200_000))]);
+    {
+        let mut d = setup.daemon(&sys, Capabilities::all());
+        assert_eq!(d.pass(t(0)).stuck, 1, "2 h by tcp_info");
+    }
+    // A keepalive ACK reset last_ack_recv: tcp_info now says 5 s.
+    sys.sockets = vec![sock(1, TcpState::CloseWait, Some(5_000))];
+    let mut d = setup.daemon(&sys, Capabilities::all());
+    let s = d.pass(t(10));
+    assert_eq!(s.stuck, 1, "still 2 h (and 10 s) old: {s}");
+    assert_eq!(
+        d.observations().first_seen(Cookie(1), TcpState::CloseWait),
+        Some(t(0) - Duration::from_secs(7_200))
+    );
+}
