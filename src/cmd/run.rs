@@ -47,7 +47,8 @@ or policy.";
 #[derive(Debug, Args)]
 #[command(after_help = RUN_HELP)]
 pub struct RunArgs {
-    /// The configuration file (TOML; an example ships as packaging/sockwarden.toml).
+    /// The configuration file (TOML; an example ships as packaging/sockwarden.toml)
+    /// [default: /etc/sockwarden/sockwarden.toml, which may be absent].
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
