@@ -11,7 +11,9 @@ use sockwarden::sys::linux::LinuxSystem;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.log_format);
+    // The daemon reports each pass at info; one-off commands stay quiet unless asked.
+    let daemon = matches!(cli.command, Command::Run(_));
+    init_logging(cli.verbose, cli.log_format, daemon);
     let code = match dispatch(cli.command) {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => exit::OK,
@@ -34,26 +36,31 @@ fn dispatch(command: Command) -> anyhow::Result<i32> {
     }
 }
 
-fn init_logging(verbose: u8, format: LogFormat) {
-    let default = match verbose {
-        0 => "warn",
-        1 => "debug",
+fn init_logging(verbose: u8, format: LogFormat, daemon: bool) {
+    let default = match (verbose, daemon) {
+        (0, false) => "warn",
+        (0, true) => "info",
+        (1, _) => "debug",
         _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOCKWARDEN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Under systemd, stderr is the journal (JOURNAL_STREAM is set): plain lines without
+    // colours or timestamps, which journald adds itself.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
-        LogFormat::Auto => !io::stderr().is_terminal(),
+        LogFormat::Auto => !io::stderr().is_terminal() && !journald,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
+        .with_writer(io::stderr)
+        .with_ansi(io::stderr().is_terminal());
+    match (json, journald) {
+        (true, _) => builder.json().init(),
+        (false, true) => builder.without_time().with_target(false).init(),
+        (false, false) => builder.init(),
     }
 }
 

@@ -65,7 +65,13 @@ impl Default for LinuxSystem {
 
 impl System for LinuxSystem {
     fn namespaces(&self) -> Result<NamespaceList, SysError> {
-        Ok(netns::list_namespaces())
+        let list = netns::list_namespaces();
+        // A netlink socket holds its namespace alive: drop the ones for namespaces that
+        // are gone, or a long-running daemon would keep every dead container's netns.
+        let live: std::collections::HashSet<NetnsId> =
+            list.namespaces.iter().map(|n| n.id).collect();
+        self.sockets.borrow_mut().retain(|id, _| live.contains(id));
+        Ok(list)
     }
 
     fn namespace_at(&self, path: &Path) -> Result<Netns, SysError> {
