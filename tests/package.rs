@@ -1,25 +1,21 @@
-//! The Debian package: `packaging/build-deb.sh` builds it from this test's own (dev) build of
-//! the binary, dpkg installs it into a scratch root, and every shipped file is checked there.
-//!
-//! One test, because building the package is the slow part (about 20 s: man pages and
-//! completions, strip, xz). Needs cargo-deb and dpkg: under CI (`CI` set) their absence is a
-//! failure (`.ci/run` installs cargo-deb), elsewhere the test skips with a note.
-//!
-//! The install is `dpkg --root --unpack` (files, conffiles and the dpkg database; no script
-//! runs) followed, on a host where systemd is not running, by `dpkg --root --configure
-//! --force-script-chrootless`: the postinst then runs on the host with `DPKG_ROOT` set, and
-//! every branch of it that would touch the host's systemd is guarded by
-//! `[ -d /run/systemd/system ]`, so all it does is enable the unit inside the scratch root.
-//! On a host running systemd that step is left out (it would `systemctl daemon-reload` and
-//! try to start the unit on the host) and the conffiles stay as `*.dpkg-new`.
+//! The Debian package: `packaging/build-deb.sh` builds it from this test's dev binary; dpkg
+//! installs it into a scratch root (every file checked) and into an isolated systemd, where
+//! the hardened unit must run the daemon. Also: the DaemonSet matches the packaged files.
 
 use std::fs;
+use std::ops::Not;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
 use sockwarden::cli::Cli;
+
+#[path = "it/isolated_systemd.rs"]
+mod isolated_systemd;
+
+use isolated_systemd::IsolatedSystemd;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -86,6 +82,17 @@ fn man_page_names(cmd: &clap::Command, prefix: &str, names: &mut Vec<String>) {
     }
 }
 
+/// One test, because building the package is the slow part (about 15 s: man pages and
+/// completions, strip, xz). Needs cargo-deb and dpkg: under CI (`CI` set) their absence is a
+/// failure (`.ci/run` installs cargo-deb), elsewhere the test skips with a note.
+///
+/// The scratch-root install is `dpkg --root --unpack` (files, conffiles and the dpkg
+/// database; no script runs) and, on a host where systemd is not running, `dpkg --root
+/// --configure --force-script-chrootless`: the postinst then runs on the host with
+/// `DPKG_ROOT` set, and every branch of it that would touch the host's systemd is guarded by
+/// `[ -d /run/systemd/system ]`, so all it does is enable the unit inside the scratch root.
+/// On a host running systemd that step is left out (it would `systemctl daemon-reload` and
+/// try to start the unit on the host) and the conffiles stay as `*.dpkg-new`.
 #[test]
 fn the_debian_package_builds_and_installs_into_a_scratch_root() {
     let missing: Vec<&str> = [
@@ -360,6 +367,210 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
     }
 
     verify_unit(&sysroot);
+    install_and_run_under_systemd(&deb);
+}
+
+/// `dpkg -i` on a machine running systemd, for real: inside an isolated systemd (an overlay
+/// of this host's root, its own pid/mount/net/cgroup namespaces), the postinst creates the
+/// directory, enables and starts the service; the hardened unit must then let the daemon
+/// come up (READY=1), ping the watchdog, reload on SIGHUP and stop cleanly, with exactly
+/// the five capabilities it keeps.
+fn install_and_run_under_systemd(deb: &Path) {
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            !in_ci(),
+            "the systemd install check needs root, and CI must run it"
+        );
+        eprintln!("note: not root: the package is not installed under a real systemd");
+        return;
+    }
+    let systemd = match IsolatedSystemd::try_boot() {
+        Ok(s) => s,
+        Err(e) => {
+            assert!(!in_ci(), "isolated systemd did not boot: {e}");
+            eprintln!("note: no isolated systemd ({e}): the package is not installed under one");
+            return;
+        }
+    };
+    let journal = || {
+        let out = systemd.exec(["journalctl", "-u", "sockwarden", "--no-pager", "-n", "60"]);
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            systemd.diagnostics()
+        )
+    };
+    let show = |property: &str| {
+        systemd
+            .exec_ok(["systemctl", "show", "--value", "-p", property, "sockwarden"])
+            .trim()
+            .to_owned()
+    };
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "sockwarden under systemd: {what} within 30 s\n{}",
+                journal()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    // The overlay's upper layer is a tmpfs: nothing written here reaches the host.
+    fs::copy(
+        deb,
+        format!("/proc/{}/root/root/sockwarden.deb", systemd.pid()),
+    )
+    .expect("copy the .deb into the isolated systemd");
+    // This host image forbids starting services from maintainer scripts (a Docker habit);
+    // a real server does not.
+    systemd.exec_ok(["rm", "-f", "/usr/sbin/policy-rc.d"]);
+    systemd.exec_ok(["dpkg", "-i", "/root/sockwarden.deb"]);
+
+    assert_eq!(show("UnitFileState"), "enabled");
+    // Type=notify: active only once the daemon said READY=1.
+    wait_for("active", &|| show("ActiveState") == "active");
+    assert_eq!(
+        systemd
+            .exec_ok(["stat", "-c", "%a %U", "/var/lib/sockwarden"])
+            .trim(),
+        "750 root"
+    );
+    wait_for("a STATUS= line", &|| !show("StatusText").is_empty());
+    wait_for("a watchdog ping", &|| {
+        show("WatchdogTimestampMonotonic")
+            .parse::<u64>()
+            .is_ok_and(|t| t > 0)
+    });
+    let main_pid = show("MainPID");
+    let status = systemd.exec_ok(["cat", &format!("/proc/{main_pid}/status")]);
+    // CAP_DAC_READ_SEARCH (2), CAP_KILL (5), CAP_NET_ADMIN (12), CAP_SYS_PTRACE (19),
+    // CAP_SYS_ADMIN (21), and nothing else.
+    let caps = 1u64 << 2 | 1 << 5 | 1 << 12 | 1 << 19 | 1 << 21;
+    for field in ["CapEff:", "CapBnd:"] {
+        let value = status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .unwrap_or_else(|| panic!("no {field} in /proc/{main_pid}/status"));
+        assert_eq!(
+            u64::from_str_radix(value.trim(), 16).expect("hex capability set"),
+            caps,
+            "{field} of the running daemon"
+        );
+    }
+    assert!(
+        status.contains("NoNewPrivs:\t1"),
+        "NoNewPrivileges not in force:\n{status}"
+    );
+
+    systemd.exec_ok(["systemctl", "reload", "sockwarden"]);
+    let events = || {
+        let log = systemd.exec_ok(["cat", "/var/lib/sockwarden/audit.jsonl"]);
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|r| r["note"]["event"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    wait_for("a reload record", &|| {
+        events().iter().any(|e| e == "reload")
+    });
+    assert_eq!(show("ActiveState"), "active", "{}", journal());
+
+    systemd.exec_ok(["systemctl", "stop", "sockwarden"]);
+    assert_eq!(show("Result"), "success", "{}", journal());
+    assert_eq!(show("ExecMainStatus"), "0", "{}", journal());
+    assert_eq!(show("NRestarts"), "0", "{}", journal());
+    let events = events();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("start"),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("shutdown"),
+        "{events:?}"
+    );
+    systemd.exec_ok(["sockwarden", "audit", "verify"]);
+
+    // Enforce mode inside the sandbox: the start-up SOCK_DESTROY probe (unshare of a
+    // throwaway netns) works, and a CLOSE_WAIT socket in another network namespace is
+    // destroyed (/proc/<pid>/ns/net, setns, SOCK_DESTROY), all through the unit's
+    // capabilities, RestrictNamespaces=net and SystemCallFilter=@system-service.
+    let inside = |path: &str, text: &str| {
+        let path = PathBuf::from(format!("/proc/{}/root{path}", systemd.pid()));
+        fs::create_dir_all(path.parent().expect("a parent")).expect("create a directory inside");
+        fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    };
+    inside(
+        "/etc/sockwarden/policies/10-test.toml",
+        "[[rule]]\nname = \"test-destroy\"\nstates = [\"close-wait\"]\nolder_than = \"2s\"\n\
+         action = \"destroy\"\n",
+    );
+    inside(
+        "/etc/systemd/system/sockwarden.service.d/enforce.conf",
+        "[Service]\nExecStart=\nExecStart=/usr/bin/sockwarden run --config \
+         /etc/sockwarden/sockwarden.toml --mode enforce --interval 1s\n",
+    );
+    systemd.exec_ok(["systemctl", "daemon-reload"]);
+    // Accepts one connection whose client then closes: the accepted socket sits in
+    // CLOSE_WAIT, owned by python3, until someone destroys it. Started first: the daemon
+    // lists namespaces at start and then once a minute.
+    systemd.exec_ok([
+        "systemd-run",
+        "--unit=sw-leak",
+        "--property=PrivateNetwork=yes",
+        "/usr/bin/python3",
+        "-c",
+        "import socket, time\n\
+         s = socket.create_server(('127.0.0.1', 7777))\n\
+         c = socket.create_connection(('127.0.0.1', 7777))\n\
+         a, _ = s.accept()\n\
+         c.close()\n\
+         time.sleep(600)\n",
+    ]);
+    wait_for("the leaking server's CLOSE_WAIT socket", &|| {
+        let out = systemd.exec(["systemctl", "show", "--value", "-p", "MainPID", "sw-leak"]);
+        let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        pid != "0"
+            && systemd
+                .exec([
+                    "nsenter",
+                    "-t",
+                    &pid,
+                    "-n",
+                    "ss",
+                    "-Htn",
+                    "state",
+                    "close-wait",
+                ])
+                .stdout
+                .is_empty()
+                .not()
+    });
+    systemd.exec_ok(["systemctl", "start", "sockwarden"]);
+    let destroyed = || {
+        let log = systemd.exec_ok(["cat", "/var/lib/sockwarden/audit.jsonl"]);
+        log.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|r| r["kind"] == "outcome" && r["outcome"]["result"] == "destroyed")
+    };
+    wait_for("an outcome record `destroyed`", &|| destroyed());
+    let log = systemd.exec_ok(["cat", "/var/lib/sockwarden/audit.jsonl"]);
+    let start = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|r| r["note"]["event"] == "start")
+        .expect("a start record");
+    let detail = start["note"]["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("mode enforce"), "{detail}");
+    assert!(detail.contains("destroy works"), "{detail}");
+    systemd.exec(["systemctl", "stop", "sw-leak"]);
+    systemd.exec_ok(["systemctl", "stop", "sockwarden"]);
+    assert_eq!(show("Result"), "success", "{}", journal());
+    systemd.exec_ok(["sockwarden", "audit", "verify"]);
 }
 
 /// `systemd-analyze verify` of the installed unit, inside the scratch root: every directive
