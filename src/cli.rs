@@ -56,7 +56,7 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
-    /// Text on a terminal, JSON otherwise.
+    /// Text on a terminal or under systemd (the journal), JSON otherwise.
     Auto,
     Text,
     Json,
