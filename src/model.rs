@@ -44,6 +44,13 @@ impl fmt::Display for Cookie {
     }
 }
 
+impl Pid {
+    /// This process.
+    pub fn own() -> Pid {
+        Pid(i32::try_from(std::process::id()).unwrap_or(i32::MAX))
+    }
+}
+
 impl fmt::Display for Pid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.0)

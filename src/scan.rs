@@ -33,6 +33,15 @@ impl Snapshot {
         self.namespaces.iter().find(|n| n.id == id)
     }
 
+    /// Readable names of the dumped namespaces, as the policy engine's `netns` selector
+    /// needs them.
+    pub fn netns_names(&self) -> HashMap<NetnsId, String> {
+        self.namespaces
+            .iter()
+            .map(|n| (n.id, n.name.clone()))
+            .collect()
+    }
+
     /// Readable name of a namespace, or its inode when unknown.
     pub fn netns_name(&self, id: NetnsId) -> String {
         self.netns(id)

@@ -80,7 +80,7 @@ impl Actor {
             kind,
             uid: uid.as_raw(),
             user,
-            pid: std::process::id() as i32,
+            pid: crate::model::Pid::own().0,
             sudo_user: std::env::var("SUDO_USER").ok().filter(|s| !s.is_empty()),
         }
     }

@@ -121,13 +121,9 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
     let options = RunOptions {
         mode: args.mode.or(args.dry_run.then_some(Mode::Observe)),
         lift_budgets: args.lift_budgets,
-        ..RunOptions::new(Pid(std::process::id() as i32))
+        ..RunOptions::new(Pid::own())
     };
-    let names = snap
-        .namespaces
-        .iter()
-        .map(|n| (n.id, n.name.clone()))
-        .collect();
+    let names = snap.netns_names();
     let input = EngineInput {
         sockets: &snap.sockets,
         netns_names: &names,

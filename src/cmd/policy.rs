@@ -93,18 +93,14 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
             eprintln!("warning: no history for cooldowns and budgets: {e}");
             engine::History::default()
         });
-    let names = snap
-        .namespaces
-        .iter()
-        .map(|n| (n.id, n.name.clone()))
-        .collect();
+    let names = snap.netns_names();
     let input = EngineInput {
         sockets: &snap.sockets,
         netns_names: &names,
         policies: &policies,
         history: &history,
         now,
-        options: RunOptions::new(Pid(std::process::id() as i32)),
+        options: RunOptions::new(Pid::own()),
     };
     let explanations = engine::explain(&input);
     let mut out = io::stdout().lock();

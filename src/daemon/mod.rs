@@ -616,11 +616,7 @@ impl<'a> Daemon<'a> {
                 error!("{text}");
                 text
             })?;
-        let names = snap
-            .namespaces
-            .iter()
-            .map(|n| (n.id, n.name.clone()))
-            .collect();
+        let names = snap.netns_names();
         let input = EngineInput {
             sockets: &snap.sockets,
             netns_names: &names,
@@ -629,7 +625,7 @@ impl<'a> Daemon<'a> {
             now,
             options: RunOptions {
                 mode: self.config.mode,
-                ..RunOptions::new(Pid(i32::try_from(std::process::id()).unwrap_or(i32::MAX)))
+                ..RunOptions::new(Pid::own())
             },
         };
         let mut plan = engine::plan(&input);
