@@ -131,17 +131,7 @@ fn act_one(
     snap: &Snapshot,
     ctx: &mut ActContext<'_>,
 ) -> Result<ActionReport, AuditError> {
-    let intent = ctx.audit.append(describe(
-        NewRecord::intent(
-            ctx.actor.clone(),
-            mode_of(ctx),
-            audit_action(item),
-            item.why.clone(),
-        ),
-        item,
-        snap,
-        ctx,
-    ))?;
+    let intent = ctx.audit.append(intent_record(item, snap, ctx))?;
     let (result, errno, message) = match (&item.action, &item.target) {
         (Action::Log, _) => ("logged".to_string(), None, None),
         (Action::Signal { signal }, Target::Process { process, .. }) => {
@@ -335,19 +325,7 @@ fn destroy_all(
         for batch in targets.chunks(AUDIT_BATCH) {
             let records = batch
                 .iter()
-                .map(|(item, _)| {
-                    describe(
-                        NewRecord::intent(
-                            ctx.actor.clone(),
-                            mode_of(ctx),
-                            audit_action(item),
-                            item.why.clone(),
-                        ),
-                        item,
-                        snap,
-                        ctx,
-                    )
-                })
+                .map(|(item, _)| intent_record(item, snap, ctx))
                 .collect();
             intents.extend(ctx.audit.append_batch(records)?);
         }
@@ -492,6 +470,17 @@ fn destroy_result(
             Some(std::io::Error::from_raw_os_error(errno).to_string()),
         ),
     }
+}
+
+/// The intent record of a plan item, written (and fsynced) before acting on it.
+fn intent_record(item: &PlanItem, snap: &Snapshot, ctx: &ActContext<'_>) -> NewRecord {
+    let intent = NewRecord::intent(
+        ctx.actor.clone(),
+        mode_of(ctx),
+        audit_action(item),
+        item.why.clone(),
+    );
+    describe(intent, item, snap, ctx)
 }
 
 /// Fill in rule, digest and target of a record from a plan item.
