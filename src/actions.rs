@@ -585,7 +585,7 @@ mod tests {
     use super::*;
     use crate::audit::{read_trail, verify, ActorKind, RecordKind};
     use crate::filter::SocketFilter;
-    use crate::model::{Family, Inode, TcpState};
+    use crate::model::TcpState;
     use crate::policy::Mode;
     use crate::sys::fake::FakeSystem;
 
@@ -595,23 +595,7 @@ mod tests {
     };
 
     fn socket(cookie: u64) -> KernelSocket {
-        KernelSocket {
-            netns: NS,
-            family: Family::Ipv4,
-            state: TcpState::CloseWait,
-            local: "127.0.0.1:8080".parse().expect("addr"),
-            remote: format!("127.0.0.1:{}", 10_000 + cookie)
-                .parse()
-                .expect("addr"),
-            interface: 0,
-            cookie: Cookie(cookie),
-            inode: Inode(0),
-            uid: 0,
-            recv_q: 0,
-            send_q: 0,
-            timer: None,
-            tcp: None,
-        }
+        crate::sys::fake::socket(NS, cookie, TcpState::CloseWait)
     }
 
     fn item(snap: &Snapshot, index: usize, action: Action, escalated: bool) -> PlanItem {

@@ -241,7 +241,7 @@ mod tests {
 
     use super::*;
     use crate::filter::Pattern;
-    use crate::model::{Family, KernelSocket, Owner, Pid, Process, ProcessId, StateSet, TcpTimes};
+    use crate::model::{KernelSocket, Owner, Pid, Process, ProcessId, StateSet};
     use crate::sys::fake::FakeSystem;
 
     const HOST: NetnsId = NetnsId {
@@ -263,23 +263,11 @@ mod tests {
 
     fn sock(netns: NetnsId, cookie: u64, state: TcpState, port: u16, idle_ms: u32) -> KernelSocket {
         KernelSocket {
-            netns,
-            family: Family::Ipv4,
-            state,
             local: format!("127.0.0.1:{port}").parse().expect("addr"),
             remote: "127.0.0.1:40000".parse().expect("addr"),
-            interface: 0,
-            cookie: Cookie(cookie),
             inode: Inode(cookie * 10),
-            uid: 0,
-            recv_q: 0,
-            send_q: 0,
-            timer: None,
-            tcp: Some(TcpTimes {
-                last_ack_recv_ms: idle_ms,
-                last_data_sent_ms: idle_ms,
-                last_data_recv_ms: 0,
-            }),
+            tcp: Some(crate::sys::fake::idle(idle_ms)),
+            ..crate::sys::fake::socket(netns, cookie, state)
         }
     }
 

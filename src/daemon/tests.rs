@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 
 use super::*;
-use crate::model::{Cookie, Family, Inode, KernelSocket, NetnsId, TcpState, TcpTimes};
+use crate::model::{Cookie, KernelSocket, NetnsId, TcpState};
+use crate::sys::fake;
 use crate::sys::fake::FakeSystem;
 
 const NS: NetnsId = NetnsId {
@@ -26,25 +27,8 @@ fn netns() -> Netns {
 /// A socket in `state`; `idle_ms` is its tcp_info age, `None` for no tcp_info at all.
 fn sock(cookie: u64, state: TcpState, idle_ms: Option<u32>) -> KernelSocket {
     KernelSocket {
-        netns: NS,
-        family: Family::Ipv4,
-        state,
-        local: "127.0.0.1:8080".parse().expect("addr"),
-        remote: format!("127.0.0.1:{}", 40000 + cookie)
-            .parse()
-            .expect("addr"),
-        interface: 0,
-        cookie: Cookie(cookie),
-        inode: Inode(0),
-        uid: 0,
-        recv_q: 0,
-        send_q: 0,
-        timer: None,
-        tcp: idle_ms.map(|ms| TcpTimes {
-            last_ack_recv_ms: ms,
-            last_data_sent_ms: ms,
-            last_data_recv_ms: 0,
-        }),
+        tcp: idle_ms.map(fake::idle),
+        ..fake::socket(NS, cookie, state)
     }
 }
 

@@ -11,7 +11,41 @@ use super::{
     CommandOutcome, DestroyOutcome, NamespaceList, NetnsDump, OwnerScan, RestartOutcome, Signal,
     SignalOutcome, SysError, System, SystemdError,
 };
-use crate::model::{Cookie, Inode, KernelSocket, Netns, Owner, ProcessId, StateSet};
+use crate::model::{
+    Cookie, Family, Inode, KernelSocket, Netns, NetnsId, Owner, ProcessId, StateSet, TcpState,
+    TcpTimes,
+};
+
+/// A plain IPv4 socket for tests: `127.0.0.1:8080` ↔ `127.0.0.1:(40000 + cookie)`, no inode
+/// (ownerless), no timer, no `tcp_info`; a test changes what it cares about with `..`.
+pub fn socket(netns: NetnsId, cookie: u64, state: TcpState) -> KernelSocket {
+    let remote =
+        std::net::SocketAddr::from(([127, 0, 0, 1], 40_000u16.wrapping_add(cookie as u16)));
+    KernelSocket {
+        netns,
+        family: Family::Ipv4,
+        state,
+        local: std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+        remote,
+        interface: 0,
+        cookie: Cookie(cookie),
+        inode: Inode(0),
+        uid: 0,
+        recv_q: 0,
+        send_q: 0,
+        timer: None,
+        tcp: None,
+    }
+}
+
+/// `tcp_info` times for a socket idle for `ms` (last ACK received and last data sent).
+pub fn idle(ms: u32) -> TcpTimes {
+    TcpTimes {
+        last_ack_recv_ms: ms,
+        last_data_sent_ms: ms,
+        last_data_recv_ms: 0,
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct FakeSystem {
