@@ -1,13 +1,14 @@
 //! Table tests of the engine: each case is a policy, a few fake sockets, some history, and
 //! the plan it must produce, one line per item: `rule action target: decision`.
 
+use crate::sys::fake;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::model::{AgeSource, Family, Inode, KernelSocket, NetnsId, Owner, Process};
+use crate::model::{Family, Inode, KernelSocket, NetnsId, Process};
 use crate::policy::load_str;
 
 const SELF_PID: i32 = 999;
@@ -77,39 +78,20 @@ fn sock(
     let (local, remote) = conn.split_once(" -> ").expect("`local -> remote`");
     let local: SocketAddr = local.parse().expect("local");
     let remote: SocketAddr = remote.parse().expect("remote");
-    StuckSocket {
-        socket: KernelSocket {
-            netns: HOST,
-            family: if local.is_ipv4() {
-                Family::Ipv4
-            } else {
-                Family::Ipv6
-            },
-            state,
-            local,
-            remote,
-            interface: 0,
-            cookie: Cookie(cookie),
-            inode: Inode(if owners.is_empty() { 0 } else { 5000 + cookie }),
-            uid: owners.first().map_or(0, |p| p.uid),
-            recv_q: 0,
-            send_q: 0,
-            timer: None,
-            tcp: None,
+    let socket = KernelSocket {
+        family: if local.is_ipv4() {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
         },
-        owners: owners
-            .iter()
-            .map(|p| Owner {
-                process: Arc::clone(p),
-                fd: 3,
-            })
-            .collect(),
-        age: Age {
-            secs: humantime::parse_duration(age).expect("age").as_secs(),
-            source: AgeSource::TcpInfo,
-            lower_bound: false,
-        },
-    }
+        local,
+        remote,
+        inode: Inode(if owners.is_empty() { 0 } else { 5000 + cookie }),
+        uid: owners.first().map_or(0, |p| p.uid),
+        ..fake::socket(HOST, cookie, state)
+    };
+    let age = humantime::parse_duration(age).expect("age").as_secs();
+    fake::stuck(socket, owners, age)
 }
 
 use TcpState::{CloseWait, FinWait2, Listen, SynSent};

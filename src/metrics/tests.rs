@@ -1,7 +1,7 @@
 //! render() for built snapshots, plans and reports: exact lines, escaping, cumulative
 //! buckets, counters that accumulate and gauges that are replaced.
 
-use std::net::SocketAddr;
+use crate::sys::fake;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -9,8 +9,7 @@ use std::time::{Duration, SystemTime};
 use super::*;
 use crate::engine::{PlanItem, Target};
 use crate::model::{
-    Age, AgeSource, Cookie, Family, Inode, KernelSocket, Netns, NetnsId, Owner, Pid, Process,
-    ProcessId, StuckSocket,
+    Cookie, Inode, KernelSocket, Netns, NetnsId, Pid, Process, ProcessId, StuckSocket,
 };
 use crate::policy::Action;
 
@@ -49,37 +48,13 @@ fn sock(
     age_secs: u64,
     owners: &[&Arc<Process>],
 ) -> StuckSocket {
-    let local: SocketAddr = "10.0.0.1:8080".parse().expect("addr");
-    let remote: SocketAddr = "10.0.0.2:40000".parse().expect("addr");
-    StuckSocket {
-        socket: KernelSocket {
-            netns,
-            family: Family::Ipv4,
-            state,
-            local,
-            remote,
-            interface: 0,
-            cookie: Cookie(cookie),
-            inode: Inode(cookie),
-            uid: 0,
-            recv_q: 0,
-            send_q: 0,
-            timer: None,
-            tcp: None,
-        },
-        owners: owners
-            .iter()
-            .map(|p| Owner {
-                process: Arc::clone(p),
-                fd: 3,
-            })
-            .collect(),
-        age: Age {
-            secs: age_secs,
-            source: AgeSource::TcpInfo,
-            lower_bound: false,
-        },
-    }
+    let socket = KernelSocket {
+        local: "10.0.0.1:8080".parse().expect("addr"),
+        remote: "10.0.0.2:40000".parse().expect("addr"),
+        inode: Inode(cookie),
+        ..fake::socket(netns, cookie, state)
+    };
+    fake::stuck(socket, owners, age_secs)
 }
 
 fn snapshot(taken_at: u64, sockets: Vec<StuckSocket>) -> Snapshot {

@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
@@ -12,8 +13,8 @@ use super::{
     SignalOutcome, SysError, System, SystemdError,
 };
 use crate::model::{
-    Cookie, Family, Inode, KernelSocket, Netns, NetnsId, Owner, ProcessId, StateSet, TcpState,
-    TcpTimes,
+    Age, AgeSource, Cookie, Family, Inode, KernelSocket, Netns, NetnsId, Owner, Process, ProcessId,
+    StateSet, StuckSocket, TcpState, TcpTimes,
 };
 
 /// A plain IPv4 socket for tests: `127.0.0.1:8080` ↔ `127.0.0.1:(40000 + cookie)`, no inode
@@ -35,6 +36,25 @@ pub fn socket(netns: NetnsId, cookie: u64, state: TcpState) -> KernelSocket {
         send_q: 0,
         timer: None,
         tcp: None,
+    }
+}
+
+/// A stuck socket held by `owners` (each under fd 3), aged `age_secs` by `tcp_info`.
+pub fn stuck(socket: KernelSocket, owners: &[&Arc<Process>], age_secs: u64) -> StuckSocket {
+    StuckSocket {
+        socket,
+        owners: owners
+            .iter()
+            .map(|p| Owner {
+                process: Arc::clone(p),
+                fd: 3,
+            })
+            .collect(),
+        age: Age {
+            secs: age_secs,
+            source: AgeSource::TcpInfo,
+            lower_bound: false,
+        },
     }
 }
 
