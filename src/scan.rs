@@ -25,7 +25,7 @@ pub struct Snapshot {
     pub unreadable_processes: usize,
     /// (namespace, cookie, state) of every socket the dumps returned, before the age and
     /// port selectors: what a watcher observes to age sockets by first sight.
-    pub seen: Vec<(NetnsId, Cookie, TcpState)>,
+    pub seen: Vec<SocketKey>,
 }
 
 impl Snapshot {
@@ -58,9 +58,13 @@ pub enum ScanError {
     Sys(#[from] SysError),
 }
 
-/// How long the agent has watched each socket, for ages by observation (the daemon fills
-/// this; a one-shot scan has none).
-pub type Observations = HashMap<(Cookie, TcpState), SystemTime>;
+/// Identifies a socket in a state across passes. The namespace is part of it because
+/// kernels before 5.12 number cookies per namespace.
+pub type SocketKey = (NetnsId, Cookie, TcpState);
+
+/// When the agent first saw each socket in its state, for ages by observation (the daemon
+/// fills this; a one-shot scan has none).
+pub type Observations = HashMap<SocketKey, SystemTime>;
 
 /// Scan the selected namespaces for sockets matching `filter`.
 pub fn scan(
@@ -112,7 +116,7 @@ pub fn scan_in(
                         tcp_fin_timeout: dump.tcp_fin_timeout,
                         uptime,
                         observed: observations
-                            .get(&(socket.cookie, socket.state))
+                            .get(&(socket.netns, socket.cookie, socket.state))
                             .and_then(|first| now.duration_since(*first).ok()),
                     };
                     let age = age::estimate(&socket, &ctx);
@@ -488,7 +492,7 @@ mod tests {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
         let mut seen = Observations::new();
         seen.insert(
-            (Cookie(3), TcpState::FinWait1),
+            (HOST, Cookie(3), TcpState::FinWait1),
             now - Duration::from_secs(900),
         );
         let snap = scan(&sys, &SocketFilter::default(), &seen, now).expect("scan");

@@ -423,12 +423,12 @@ fn pass(sys: &FakeSystem) -> (Snapshot, Plan) {
     let mut seen = Observations::new();
     for (cookie, secs) in [(1, 7200), (2, 600), (3, 30)] {
         seen.insert(
-            (Cookie(cookie), TcpState::CloseWait),
+            (HOST, Cookie(cookie), TcpState::CloseWait),
             now() - Duration::from_secs(secs),
         );
     }
     seen.insert(
-        (Cookie(4), TcpState::FinWait2),
+        (ODD, Cookie(4), TcpState::FinWait2),
         now() - Duration::from_secs(45),
     );
     let filter = SocketFilter {

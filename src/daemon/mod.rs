@@ -569,8 +569,8 @@ impl<'a> Daemon<'a> {
         self.observations.update(&snap.seen, &dumped, now);
         for s in &snap.sockets {
             let since = now - Duration::from_secs(s.age.secs);
-            self.observations
-                .backdate(s.socket.cookie, s.socket.state, since);
+            let key = (s.socket.netns, s.socket.cookie, s.socket.state);
+            self.observations.backdate(key, since);
         }
         match self.observations.save() {
             Ok(_) => self.last_save_error = None,

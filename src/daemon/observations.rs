@@ -3,7 +3,7 @@
 //! does not reset ages. A first-seen time only ever moves earlier: to first sight, or to
 //! when the kernel's evidence says the socket entered its state, so an age never shrinks.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Cookie, NetnsId, TcpState};
-use crate::scan::Observations;
+use crate::scan::{Observations, SocketKey};
 
 pub const FILE_NAME: &str = "observations.json";
 const FORMAT_VERSION: u32 = 1;
@@ -57,7 +57,6 @@ pub struct ObservationStore {
     path: PathBuf,
     boot_id: String,
     times: Observations,
-    netns: HashMap<(Cookie, TcpState), NetnsId>,
     /// Changed since the last save.
     dirty: bool,
 }
@@ -70,7 +69,6 @@ impl ObservationStore {
             path: state_dir.join(FILE_NAME),
             boot_id: boot_id.to_string(),
             times: Observations::new(),
-            netns: HashMap::new(),
             dirty: false,
         };
         let text = match fs::read_to_string(&store.path) {
@@ -104,16 +102,14 @@ impl ObservationStore {
             return (store, Some(warning));
         }
         for e in file.sockets {
-            let key = (Cookie(e.cookie), e.state);
+            let netns = NetnsId {
+                dev: e.netns_dev,
+                inode: e.netns_inode,
+            };
             let first = SystemTime::UNIX_EPOCH + Duration::from_millis(e.first_seen_ms);
-            store.times.insert(key, first);
-            store.netns.insert(
-                key,
-                NetnsId {
-                    dev: e.netns_dev,
-                    inode: e.netns_inode,
-                },
-            );
+            store
+                .times
+                .insert((netns, Cookie(e.cookie), e.state), first);
         }
         (store, None)
     }
@@ -144,49 +140,35 @@ impl ObservationStore {
         self.times.is_empty()
     }
 
-    pub fn first_seen(&self, cookie: Cookie, state: TcpState) -> Option<SystemTime> {
-        self.times.get(&(cookie, state)).copied()
+    pub fn first_seen(&self, key: SocketKey) -> Option<SystemTime> {
+        self.times.get(&key).copied()
     }
 
     /// Record one pass: every socket `seen` gets a first-seen time of `now` unless it has
     /// one; sockets of the namespaces in `dumped` that were not seen are forgotten (closed,
     /// or moved to another state). Namespaces not dumped this pass keep theirs.
-    pub fn update(
-        &mut self,
-        seen: &[(NetnsId, Cookie, TcpState)],
-        dumped: &[NetnsId],
-        now: SystemTime,
-    ) {
+    pub fn update(&mut self, seen: &[SocketKey], dumped: &[NetnsId], now: SystemTime) {
         let mut present = HashSet::with_capacity(seen.len());
-        for &(netns, cookie, state) in seen {
-            let key = (cookie, state);
+        for &key in seen {
             present.insert(key);
             if let std::collections::hash_map::Entry::Vacant(v) = self.times.entry(key) {
                 v.insert(now);
-                self.netns.insert(key, netns);
                 self.dirty = true;
             }
         }
         let dumped: HashSet<NetnsId> = dumped.iter().copied().collect();
-        let gone: Vec<(Cookie, TcpState)> = self
-            .netns
-            .iter()
-            .filter(|(key, ns)| dumped.contains(ns) && !present.contains(key))
-            .map(|(key, _)| *key)
-            .collect();
-        for key in gone {
-            self.times.remove(&key);
-            self.netns.remove(&key);
-            self.dirty = true;
-        }
+        let before = self.times.len();
+        self.times
+            .retain(|key, _| !dumped.contains(&key.0) || present.contains(key));
+        self.dirty |= self.times.len() != before;
     }
 
     /// The kernel's evidence says the socket has been in `state` since at least `since`:
     /// move its first-seen time there when that is earlier by more than a second (ages are
     /// whole seconds; smaller moves would rewrite the file every pass). Then a later pass
     /// whose `tcp_info` figure was reset by traffic still reports the older age.
-    pub fn backdate(&mut self, cookie: Cookie, state: TcpState, since: SystemTime) {
-        if let Some(first) = self.times.get_mut(&(cookie, state)) {
+    pub fn backdate(&mut self, key: SocketKey, since: SystemTime) {
+        if let Some(first) = self.times.get_mut(&key) {
             if first
                 .duration_since(since)
                 .is_ok_and(|d| d > Duration::from_secs(1))
@@ -223,17 +205,14 @@ impl ObservationStore {
         let mut sockets: Vec<Entry> = self
             .times
             .iter()
-            .map(|(&(cookie, state), first)| {
-                let netns = self.netns.get(&(cookie, state)).copied();
-                Entry {
-                    netns_dev: netns.map_or(0, |n| n.dev),
-                    netns_inode: netns.map_or(0, |n| n.inode),
-                    cookie: cookie.0,
-                    state,
-                    first_seen_ms: first
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                }
+            .map(|(&(netns, cookie, state), first)| Entry {
+                netns_dev: netns.dev,
+                netns_inode: netns.inode,
+                cookie: cookie.0,
+                state,
+                first_seen_ms: first
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             })
             .collect();
         sockets.sort_by_key(|e| (e.netns_inode, e.cookie, e.state));
@@ -296,7 +275,7 @@ mod tests {
         store.update(&[cw], &[NS], at(0));
         store.update(&[cw], &[NS], at(10));
         assert_eq!(
-            store.first_seen(Cookie(7), TcpState::CloseWait),
+            store.first_seen((NS, Cookie(7), TcpState::CloseWait)),
             Some(at(0))
         );
         assert!(store.save().expect("save"));
@@ -309,7 +288,7 @@ mod tests {
         assert!(warning.is_none(), "{warning:?}");
         again.update(&[cw], &[NS], at(20));
         assert_eq!(
-            again.first_seen(Cookie(7), TcpState::CloseWait),
+            again.first_seen((NS, Cookie(7), TcpState::CloseWait)),
             Some(at(0)),
             "a restart must not reset the age"
         );
@@ -322,28 +301,30 @@ mod tests {
         let (mut store, _) = ObservationStore::load(dir.path(), "b");
         store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(100));
         store.save().expect("save");
-        store.backdate(Cookie(1), TcpState::CloseWait, at(0));
+        store.backdate((NS, Cookie(1), TcpState::CloseWait), at(0));
         assert_eq!(
-            store.first_seen(Cookie(1), TcpState::CloseWait),
+            store.first_seen((NS, Cookie(1), TcpState::CloseWait)),
             Some(at(0))
         );
         assert!(store.save().expect("save"), "moved earlier: saved");
-        store.backdate(Cookie(1), TcpState::CloseWait, at(50));
+        store.backdate((NS, Cookie(1), TcpState::CloseWait), at(50));
         store.backdate(
-            Cookie(1),
-            TcpState::CloseWait,
+            (NS, Cookie(1), TcpState::CloseWait),
             at(0) - Duration::from_millis(900),
         );
         assert_eq!(
-            store.first_seen(Cookie(1), TcpState::CloseWait),
+            store.first_seen((NS, Cookie(1), TcpState::CloseWait)),
             Some(at(0))
         );
         assert!(
             !store.save().expect("save"),
             "later or sub-second: unchanged"
         );
-        store.backdate(Cookie(2), TcpState::CloseWait, at(0));
-        assert_eq!(store.first_seen(Cookie(2), TcpState::CloseWait), None);
+        store.backdate((NS, Cookie(2), TcpState::CloseWait), at(0));
+        assert_eq!(
+            store.first_seen((OTHER, Cookie(2), TcpState::CloseWait)),
+            None
+        );
     }
 
     #[test]
@@ -360,12 +341,21 @@ mod tests {
         );
         // OTHER's dump failed this pass: its socket keeps its age; NS's socket 1 is gone.
         store.update(&[], &[NS], at(5));
-        assert_eq!(store.first_seen(Cookie(1), TcpState::CloseWait), None);
-        assert_eq!(store.first_seen(Cookie(2), TcpState::FinWait2), Some(at(0)));
+        assert_eq!(store.first_seen((NS, Cookie(1), TcpState::CloseWait)), None);
+        assert_eq!(
+            store.first_seen((OTHER, Cookie(2), TcpState::FinWait2)),
+            Some(at(0))
+        );
         // A socket that changes state starts a new age in the new state.
         store.update(&[(OTHER, Cookie(2), TcpState::LastAck)], &[OTHER], at(9));
-        assert_eq!(store.first_seen(Cookie(2), TcpState::FinWait2), None);
-        assert_eq!(store.first_seen(Cookie(2), TcpState::LastAck), Some(at(9)));
+        assert_eq!(
+            store.first_seen((OTHER, Cookie(2), TcpState::FinWait2)),
+            None
+        );
+        assert_eq!(
+            store.first_seen((OTHER, Cookie(2), TcpState::LastAck)),
+            Some(at(9))
+        );
     }
 
     #[test]

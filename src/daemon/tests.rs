@@ -210,7 +210,8 @@ action = "destroy"
     // A new daemon (a restart) continues from the persisted first sight at t(0).
     let mut d = setup.daemon(&sys, Capabilities::all());
     assert_eq!(
-        d.observations().first_seen(Cookie(9), TcpState::SynRecv),
+        d.observations()
+            .first_seen((NS, Cookie(9), TcpState::SynRecv)),
         Some(t(0))
     );
     assert_eq!(d.pass(t(59)).stuck, 0);
@@ -331,7 +332,8 @@ fn an_age_never_goes_backwards_when_traffic_resets_tcp_info() {
     let s = d.pass(t(10));
     assert_eq!(s.stuck, 1, "still 2 h (and 10 s) old: {s}");
     assert_eq!(
-        d.observations().first_seen(Cookie(1), TcpState::CloseWait),
+        d.observations()
+            .first_seen((NS, Cookie(1), TcpState::CloseWait)),
         Some(t(0) - Duration::from_secs(7_200))
     );
 }
