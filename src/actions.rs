@@ -3,7 +3,7 @@
 //! before acting, with an intent record (fsynced) before and an outcome record after.
 //! If an intent cannot be recorded, nothing more is done (fail closed).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -568,14 +568,6 @@ fn report(
         message,
         intent_seq,
     }
-}
-
-/// Cookies a plan would destroy (for tests and summaries).
-pub fn destroy_targets(plan: &Plan) -> HashSet<Cookie> {
-    plan.to_act()
-        .filter(|i| matches!(i.action, Action::Destroy))
-        .flat_map(|i| i.sockets.iter().copied())
-        .collect()
 }
 
 #[cfg(test)]

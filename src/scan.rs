@@ -2,7 +2,7 @@
 //! owners (only when there are candidates) and aged. Pure over [`System`].
 
 use std::collections::{HashMap, HashSet};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::age::{self, AgeContext};
 use crate::filter::{NetnsSelector, SocketFilter};
@@ -232,16 +232,11 @@ fn unreadable_warning(unreadable: &[(crate::model::Pid, std::io::ErrorKind)]) ->
     )
 }
 
-/// Turn a `Duration` since the epoch into whole seconds, for records.
-pub fn epoch_secs(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_secs()
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use std::time::Duration;
 
     use super::*;
     use crate::filter::Pattern;

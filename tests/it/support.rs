@@ -1,11 +1,8 @@
 //! Shared helpers for the integration tests: root gating, throwaway network namespaces,
 //! leaking servers, and running the built binary.
 
-#![allow(dead_code)]
-
-use std::io;
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -231,10 +228,4 @@ pub fn scan_json(args: &[&str]) -> Vec<serde_json::Value> {
 pub fn kill_child(mut child: Child) {
     let _ = child.kill();
     let _ = child.wait();
-}
-
-pub fn drop_fd(_fd: OwnedFd) {}
-
-pub fn io_other(msg: &str) -> io::Error {
-    io::Error::other(msg.to_string())
 }
