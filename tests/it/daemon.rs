@@ -536,3 +536,78 @@ fn bad_configuration_exits_78_with_its_location() {
     assert_eq!(code, 78, "{err}");
     assert!(err.contains("policy.toml:1:8"), "{err}");
 }
+
+/// GET /metrics from inside `ns` (the daemon listens on that namespace's loopback).
+fn scrape(ns: &TestNetns, port: u16) -> Option<String> {
+    ns.enter(move || {
+        use std::io::Read;
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut reply = String::new();
+        conn.read_to_string(&mut reply).ok()?;
+        Some(reply)
+    })
+}
+
+#[test]
+fn run_serves_its_metrics_on_the_listen_address() {
+    if !root_or_skip("daemon metrics") {
+        return;
+    }
+    let work = Workdir::new(DESTROY_CW);
+    let ns = TestNetns::new();
+    let _leak = leak_close_wait(&ns, "127.0.0.1:0", 2);
+    // The daemon runs inside the test namespace, so its listener is on that loopback only.
+    let port: u16 = 19_477;
+    let stderr = File::create(work.path("daemon.log")).expect("log");
+    let child = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ns.path().display()))
+        .arg(env!("CARGO_BIN_EXE_sockwarden"))
+        .arg("run")
+        .arg("--config")
+        .arg(work.path("sockwarden.toml"))
+        .arg("--policy")
+        .arg(work.path("policy.toml"))
+        .args(["--interval", "1s", "--netns", "host"])
+        .arg("--audit-log")
+        .arg(work.path("audit.jsonl"))
+        .arg("--state-dir")
+        .arg(work.path("state"))
+        .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(stderr))
+        .spawn()
+        .expect("spawn sockwarden run in the test namespace");
+    let agent = Agent {
+        child: Some(child),
+        log: work.path("daemon.log"),
+    };
+    let body = agent.wait_for(15, "metrics counting 2 destroys", || {
+        let reply = scrape(&ns, port)?;
+        reply
+            .contains(
+                "sockwarden_actions_total{action=\"destroy\",rule=\"cw\",outcome=\"destroyed\"} 2",
+            )
+            .then_some(reply)
+    });
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("text/plain; version=0.0.4"), "{body}");
+    for family in [
+        "# TYPE sockwarden_stuck_sockets gauge",
+        "# TYPE sockwarden_stuck_socket_age_seconds histogram",
+        "# TYPE sockwarden_scan_duration_seconds histogram",
+        "# TYPE sockwarden_passes_total counter",
+        "# TYPE sockwarden_capability gauge",
+    ] {
+        assert!(body.contains(family), "missing `{family}`:\n{body}");
+    }
+    assert!(
+        body.contains("sockwarden_capability{capability=\"sock_destroy\"} 1"),
+        "{body}"
+    );
+    assert_eq!(agent.stop(), 0);
+}
