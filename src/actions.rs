@@ -247,7 +247,7 @@ fn exec(
             }
         }
     }
-    match ctx.sys.run_command(argv, EXEC_TIMEOUT) {
+    match ctx.sys.run_command(argv, &item.env, EXEC_TIMEOUT) {
         CommandOutcome::Exited { code: Some(0), .. } => ("exited-0".into(), None, None),
         CommandOutcome::Exited { code, stderr } => (
             "failed".into(),
@@ -601,6 +601,7 @@ mod tests {
             sockets: vec![cookie],
             socket_indices: vec![index],
             argv: None,
+            env: Vec::new(),
             decision: Decision::Act,
             why: "close-wait for 10m".into(),
         }

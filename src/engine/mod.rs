@@ -86,9 +86,13 @@ pub struct PlanItem {
     pub sockets: Vec<Cookie>,
     /// Their indices in [`EngineInput::sockets`].
     pub socket_indices: Vec<usize>,
-    /// For `exec`: the command with its placeholders filled in.
+    /// For `exec`: the command with its placeholders filled in (values read from processes
+    /// escaped, see [`exec_values`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub argv: Option<Vec<String>>,
+    /// For `exec`: the exact placeholder values as `SOCKWARDEN_<NAME>` environment variables.
+    #[serde(skip)]
+    pub env: Vec<(String, String)>,
     pub decision: Decision,
     /// Human explanation, e.g. "close-wait for 12m (tcp-info) >= 10m, owner api(1234)
     /// holds 57 matching sockets".
@@ -773,9 +777,12 @@ impl<'a> Planner<'a> {
                 }
             },
         };
-        let argv = match &g.action {
-            Action::Exec { command } => Some(self.argv(r, g.sockets[0], command)),
-            _ => None,
+        let (argv, env) = match &g.action {
+            Action::Exec { command } => {
+                let values = self.exec_values(r, g.sockets[0]);
+                (Some(render_command(command, &values)), exec_env(&values))
+            }
+            _ => (None, Vec::new()),
         };
         let why = self.why(r, &g);
         self.items.push(PlanItem {
@@ -791,6 +798,7 @@ impl<'a> Planner<'a> {
                 .collect(),
             socket_indices: g.sockets,
             argv,
+            env,
             decision,
             why,
         });
@@ -942,41 +950,92 @@ impl<'a> Planner<'a> {
         why
     }
 
-    fn argv(&self, r: usize, i: usize, command: &[String]) -> Vec<String> {
+    /// Every placeholder's exact value for socket `i` under rule `r`.
+    fn exec_values(&self, r: usize, i: usize) -> Vec<ExecValue> {
         let rule = &self.input.policies.rules[r];
         let s = &self.input.sockets[i];
         let k = &s.socket;
         let owner = self.principal(r, i);
-        let field = |name: &str| -> Option<String> {
-            Some(match name {
-                "rule" => rule.name.clone(),
-                "cookie" => k.cookie.to_string(),
-                "state" => k.state.name().to_string(),
-                "local" => k.local.to_string(),
-                "remote" => k.remote.to_string(),
-                "local_port" => k.local.port().to_string(),
-                "remote_port" => k.remote.port().to_string(),
-                "netns" => self
-                    .input
-                    .netns_names
-                    .get(&k.netns)
-                    .cloned()
-                    .unwrap_or_else(|| k.netns.to_string()),
-                "age" => s.age.secs.to_string(),
-                "uid" => k.uid.to_string(),
-                "pid" => owner.map(|p| p.id.pid.to_string()).unwrap_or_default(),
-                "comm" => owner.map(|p| p.comm.clone()).unwrap_or_default(),
-                "unit" => owner.and_then(|p| p.unit.clone()).unwrap_or_default(),
-                _ => return None,
-            })
+        let netns = self
+            .input
+            .netns_names
+            .get(&k.netns)
+            .cloned()
+            .unwrap_or_else(|| k.netns.to_string());
+        let plain = |name: &'static str, value: String| ExecValue {
+            name,
+            value,
+            from_process: false,
         };
-        // Placeholders were validated at load time, so rendering cannot fail; keep the raw
-        // argument if it somehow does rather than invent one.
-        command
-            .iter()
-            .map(|a| render_arg(a, &field).unwrap_or_else(|_| a.clone()))
-            .collect()
+        let chosen = |name: &'static str, value: String| ExecValue {
+            name,
+            value,
+            from_process: true,
+        };
+        vec![
+            plain("rule", rule.name.clone()),
+            plain("cookie", k.cookie.to_string()),
+            plain("state", k.state.name().to_string()),
+            plain("local", k.local.to_string()),
+            plain("remote", k.remote.to_string()),
+            plain("local_port", k.local.port().to_string()),
+            plain("remote_port", k.remote.port().to_string()),
+            chosen("netns", netns),
+            plain("age", s.age.secs.to_string()),
+            plain("uid", k.uid.to_string()),
+            plain(
+                "pid",
+                owner.map(|p| p.id.pid.to_string()).unwrap_or_default(),
+            ),
+            chosen("comm", owner.map(|p| p.comm.clone()).unwrap_or_default()),
+            chosen(
+                "unit",
+                owner.and_then(|p| p.unit.clone()).unwrap_or_default(),
+            ),
+        ]
     }
+}
+
+/// One `exec` placeholder's value. Values chosen by whoever runs a process (its comm, its
+/// unit, a namespace named after it) are escaped where they are spliced into an argument,
+/// so that a newline or an escape sequence in a name cannot forge a log line or a
+/// terminal; the exact bytes reach the command as `SOCKWARDEN_<NAME>`.
+#[derive(Debug, Clone)]
+struct ExecValue {
+    name: &'static str,
+    value: String,
+    from_process: bool,
+}
+
+/// The command's arguments with placeholders filled in.
+fn render_command(command: &[String], values: &[ExecValue]) -> Vec<String> {
+    let field = |name: &str| -> Option<String> {
+        let v = values.iter().find(|v| v.name == name)?;
+        Some(if v.from_process {
+            crate::output::escape(&v.value).into_owned()
+        } else {
+            v.value.clone()
+        })
+    };
+    // Placeholders were validated at load time, so rendering cannot fail; keep the raw
+    // argument if it somehow does rather than invent one.
+    command
+        .iter()
+        .map(|a| render_arg(a, &field).unwrap_or_else(|_| a.clone()))
+        .collect()
+}
+
+/// `SOCKWARDEN_COMM=…` and the rest: the exact values, for scripts that need them.
+fn exec_env(values: &[ExecValue]) -> Vec<(String, String)> {
+    values
+        .iter()
+        .map(|v| {
+            (
+                format!("SOCKWARDEN_{}", v.name.to_ascii_uppercase()),
+                v.value.clone(),
+            )
+        })
+        .collect()
 }
 
 /// When the rule's escalation applies to `owner`, the words that say why.

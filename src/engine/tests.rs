@@ -1159,6 +1159,54 @@ command = ["/usr/local/bin/notify", "--rule={rule}", "{pid}", "{comm}", "{unit}"
     assert_eq!(json["items"][0]["action"]["kind"], "exec");
 }
 
+/// A process chooses its own name: in an argument it is escaped (a newline cannot forge a
+/// second log line), in `SOCKWARDEN_COMM` it is exact.
+#[test]
+fn exec_escapes_process_chosen_values_in_arguments_and_passes_them_exactly_in_env() {
+    let evil = process(
+        4242,
+        "x\n;id>/tmp/p\u{1b}[2J",
+        Some("a\u{202e}b.service"),
+        1000,
+    );
+    let policy = r#"
+mode = "enforce"
+[[rule]]
+name = "notify"
+states = ["close-wait"]
+older_than = "1m"
+action = "exec"
+command = ["/usr/bin/logger", "--", "stuck {comm} in {unit}"]
+"#;
+    let case = Case {
+        policy,
+        sockets: vec![sock(
+            7,
+            CloseWait,
+            "10.0.0.1:8080 -> 10.0.0.2:5000",
+            "2m",
+            &[&evil],
+        )],
+        ..Case::default()
+    };
+    let (plan, _) = run(&case);
+    let item = &plan.items[0];
+    assert_eq!(
+        item.argv.as_deref().expect("argv")[2],
+        "stuck x\\n;id>/tmp/p\\x1b[2J in a\\u{202e}b.service"
+    );
+    let env: HashMap<&str, &str> = item
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env["SOCKWARDEN_COMM"], "x\n;id>/tmp/p\u{1b}[2J");
+    assert_eq!(env["SOCKWARDEN_UNIT"], "a\u{202e}b.service");
+    assert_eq!(env["SOCKWARDEN_PID"], "4242");
+    assert_eq!(env["SOCKWARDEN_RULE"], "notify");
+    assert_eq!(env.len(), crate::policy::EXEC_PLACEHOLDERS.len());
+}
+
 #[test]
 fn explain_lists_every_matching_rule_and_why_not() {
     let c = cast();

@@ -73,6 +73,7 @@ fn snapshot(taken_at: u64, sockets: Vec<StuckSocket>) -> Snapshot {
             },
         ],
         sockets,
+        unseen: Vec::new(),
         warnings: vec![],
         owners_scanned: true,
         unreadable_processes: 0,
@@ -93,6 +94,7 @@ fn item(rule: &str, action: Action, decision: Decision) -> PlanItem {
         sockets: vec![Cookie(1)],
         socket_indices: vec![0],
         argv: None,
+        env: Vec::new(),
         decision,
         why: String::new(),
     }
@@ -301,6 +303,8 @@ fn every_family_has_help_and_type_before_its_samples() {
             "sockwarden_last_pass_timestamp_seconds",
             "sockwarden_mode",
             "sockwarden_capability",
+            "sockwarden_unseen_namespaces",
+            "sockwarden_audit_head_seq",
             "sockwarden_build_info",
         ]
     );

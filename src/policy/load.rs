@@ -674,6 +674,31 @@ impl<'a> FileCtx<'a> {
             }
             argv.push(arg);
         }
+        if let Some(code) = super::exec::code_argument(&argv) {
+            let script = &argv[code];
+            let used = std::cell::RefCell::new(Vec::new());
+            let _ = render_arg(script, &|n| {
+                used.borrow_mut().push(n.to_string());
+                Some(String::new())
+            });
+            if let Some(found) = used.into_inner().into_iter().next() {
+                let span = items.get(code).map_or_else(|| v.span(), |item| item.span());
+                self.error(
+                    span,
+                    format!(
+                        "placeholder inside code that `{}` runs: a process can name itself so that `{{{found}}}` becomes code run as root",
+                        argv[0]
+                    ),
+                    format!(
+                        "pass values as whole arguments or read them from the environment, e.g. \
+                         `command = [\"/bin/sh\", \"-c\", \"logger -t sockwarden -- \\\"$1\\\"\", \"sh\", \"{{{found}}}\"]` \
+                         or `\"logger -t sockwarden -- \\\"$SOCKWARDEN_{}\\\"\"` in the script",
+                        found.to_ascii_uppercase()
+                    ),
+                );
+                ok = false;
+            }
+        }
         ok.then_some(argv)
     }
 

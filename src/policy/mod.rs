@@ -3,6 +3,7 @@
 //! [`PolicySet`], [`Guards`] and [`Rule`], key by key.
 
 mod diagnostic;
+mod exec;
 mod load;
 mod values;
 

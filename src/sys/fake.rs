@@ -98,6 +98,7 @@ impl System for FakeSystem {
         Ok(NamespaceList {
             namespaces: self.namespaces.clone(),
             warnings: Vec::new(),
+            unseen: Vec::new(),
         })
     }
 
@@ -213,7 +214,12 @@ impl System for FakeSystem {
         })
     }
 
-    fn run_command(&self, argv: &[String], _timeout: Duration) -> CommandOutcome {
+    fn run_command(
+        &self,
+        argv: &[String],
+        _env: &[(String, String)],
+        _timeout: Duration,
+    ) -> CommandOutcome {
         self.record(format!("exec {}", argv.join(" ")));
         CommandOutcome::Exited {
             code: Some(0),

@@ -5,9 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use std::io::{self, Read};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::io;
 
 use super::netlink::DiagSocket;
 use super::systemd::Systemd;
@@ -146,52 +144,12 @@ impl System for LinuxSystem {
         connection.restart_unit(unit, timeout)
     }
 
-    fn run_command(&self, argv: &[String], timeout: Duration) -> CommandOutcome {
-        run_command(argv, timeout)
-    }
-}
-
-/// Run argv directly (no shell), stdin from /dev/null, stdout discarded, stderr kept (the
-/// first 4 KiB) for the audit record; killed at the time limit.
-fn run_command(argv: &[String], timeout: Duration) -> CommandOutcome {
-    let Some((program, args)) = argv.split_first() else {
-        return CommandOutcome::NotStarted {
-            error: "empty command".into(),
-        };
-    };
-    let mut child = match Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Ok(child) => child,
-        Err(e) => {
-            return CommandOutcome::NotStarted {
-                error: format!("{program}: {e}"),
-            }
-        }
-    };
-    let deadline = Instant::now() + timeout;
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let mut stderr = String::new();
-                if let Some(pipe) = child.stderr.take() {
-                    let _ = pipe.take(4096).read_to_string(&mut stderr);
-                }
-                return CommandOutcome::Exited {
-                    code: status.code(),
-                    stderr,
-                };
-            }
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Ok(None) | Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return CommandOutcome::TimedOut;
-            }
-        }
+    fn run_command(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        timeout: Duration,
+    ) -> CommandOutcome {
+        super::exec::run_command(argv, env, timeout)
     }
 }
