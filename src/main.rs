@@ -18,7 +18,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => exit::OK,
         Err(err) => {
-            eprintln!("sockwarden: error: {err:#}");
+            eprintln!(
+                "sockwarden: error: {}",
+                sockwarden::output::escape(&format!("{err:#}"))
+            );
             exit::ERROR
         }
     };

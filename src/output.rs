@@ -4,7 +4,9 @@
 //! `scan --json` prints one [`SocketRecord`](crate::record::SocketRecord) per line;
 //! `scan --summary --json` one [`SummaryRow`] per line.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use serde::Serialize;
@@ -13,6 +15,64 @@ use crate::duration;
 use crate::model::{Age, Netns, NetnsId, StuckSocket, TcpState};
 use crate::record::SocketRecord;
 use crate::scan::Snapshot;
+
+/// Text chosen by other processes (comm, cmdline, unit, container and namespace names) made
+/// safe for a terminal, the way GNU `ls` and systemd's `cescape()` show file names: control
+/// characters, newlines, invisible format characters and bidi overrides become visible
+/// escapes (`\n`, `\x1b`, `\u{202e}`), and a backslash is doubled so the escapes are
+/// unambiguous. JSON output keeps the exact text; every human table and message uses this.
+pub fn escape(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(needs_escape) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x80 && needs_escape(c) => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c if needs_escape(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Characters a terminal would act on or hide: C0/C1 controls and DEL, bidi embeddings,
+/// overrides and isolates, zero-width and other invisible format characters, line and
+/// paragraph separators, and the backslash that introduces our own escapes.
+fn needs_escape(c: char) -> bool {
+    c == '\\'
+        || c.is_control()
+        || matches!(c as u32,
+            0x061c | 0x115f | 0x1160 | 0x180e | 0x200b..=0x200f | 0x2028..=0x202e
+            | 0x2060..=0x206f | 0x3164 | 0xfeff | 0xfff9..=0xfffb | 0xe0000..=0xe007f)
+}
+
+/// An error and its causes in one line, `context: cause: cause`, each cause left out when
+/// the message before it already says it (typed errors here put their source's text in
+/// their own message, so `{:#}` would print it twice).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut last = text.clone();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let message = c.to_string();
+        if !last.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        last = message;
+        cause = c.source();
+    }
+    text
+}
 
 /// Write one JSON object per line.
 pub fn json_lines<T: Serialize>(
@@ -56,12 +116,18 @@ pub fn owners_cell(s: &StuckSocket, unreadable_processes: usize) -> String {
 }
 
 /// A plain table: columns padded to their widest cell, the last column cut to `width`.
+/// Every cell is [`escape`]d: a cell can never move the cursor or forge a row.
 pub fn table(
     out: &mut dyn Write,
     header: &[&str],
     rows: &[Vec<String>],
     width: Option<usize>,
 ) -> io::Result<()> {
+    let escaped: Vec<Vec<Cow<'_, str>>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| escape(cell)).collect())
+        .collect();
+    let rows = &escaped;
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -89,7 +155,7 @@ pub fn table(
     };
     line(&mut header.iter().copied())?;
     for row in rows {
-        line(&mut row.iter().map(String::as_str))?;
+        line(&mut row.iter().map(|c| c.as_ref()))?;
     }
     Ok(())
 }
@@ -234,4 +300,55 @@ pub fn summary_table(
         &cells,
         width,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_shows_what_a_terminal_would_act_on() {
+        for (raw, shown) in [
+            ("java", "java"),
+            ("ünïcode ok", "ünïcode ok"),
+            ("a\nb", "a\\nb"),
+            ("\u{1b}[2J\u{1b}[Hfake", "\\x1b[2J\\x1b[Hfake"),
+            ("x\ty\r", "x\\ty\\r"),
+            ("\u{7f}\u{85}", "\\x7f\\u{85}"),
+            ("evil\u{202e}txt.exe", "evil\\u{202e}txt.exe"),
+            ("zero\u{200b}width", "zero\\u{200b}width"),
+            ("back\\slash", "back\\\\slash"),
+        ] {
+            assert_eq!(escape(raw), shown, "{raw:?}");
+        }
+    }
+
+    /// A hostile name cannot clear the screen or add a row: every cell is escaped.
+    #[test]
+    fn a_table_row_stays_one_line() {
+        let mut out = Vec::new();
+        let rows = vec![vec![
+            "\u{1b}[2J\u{1b}[H fake\nX".to_string(),
+            "1".to_string(),
+        ]];
+        table(&mut out, &["NAME", "N"], &rows, None).expect("table");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("\\x1b[2J\\x1b[H fake\\nX"), "{text}");
+    }
+
+    /// Regression (output-contract issue): `stat(/nonexistent): No such file or directory
+    /// (os error 2): No such file or directory (os error 2)`.
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        let io = std::io::Error::from_raw_os_error(libc::ENOENT);
+        let sys = crate::sys::SysError::new("stat(/nonexistent)", io);
+        let err = anyhow::Error::new(sys).context("listing namespaces");
+        let text = error_chain(err.as_ref());
+        assert_eq!(
+            text,
+            "listing namespaces: stat(/nonexistent): No such file or directory (os error 2)"
+        );
+    }
 }

@@ -71,8 +71,7 @@ fn check(args: &CheckArgs) -> anyhow::Result<i32> {
             Ok(exit::OK)
         }
         Err(diagnostics) => {
-            eprint!("{diagnostics}");
-            eprintln!("{} error(s); nothing was loaded", diagnostics.len());
+            eprintln!("{diagnostics}");
             Ok(exit::CONFIG)
         }
     }
@@ -82,7 +81,7 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
     let policies = match policy::load_paths(&args.policy) {
         Ok(p) => p,
         Err(diagnostics) => {
-            eprint!("{diagnostics}");
+            eprintln!("{diagnostics}");
             return Ok(exit::CONFIG);
         }
     };

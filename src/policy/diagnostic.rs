@@ -146,7 +146,11 @@ impl fmt::Display for Diagnostics {
             write!(f, "{d}")?;
         }
         let n = self.0.len();
-        write!(f, "\n{n} error{} in policy", if n == 1 { "" } else { "s" })
+        write!(
+            f,
+            "\n{n} error{} in policy; nothing was loaded",
+            if n == 1 { "" } else { "s" }
+        )
     }
 }
 
