@@ -20,13 +20,17 @@ pub mod exit {
     pub const FOUND: i32 = 1;
     /// An error: bad flag value, missing permission, kernel or I/O failure.
     pub const ERROR: i32 = 2;
+    /// `scan`, `clean`: nothing (else) to report, but some network namespace could not be
+    /// read, so this is not an all-clear.
+    pub const INCOMPLETE: i32 = 3;
     /// A policy or configuration file is invalid (EX_CONFIG).
     pub const CONFIG: i32 = 78;
 }
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 ok / nothing found, 1 stuck sockets found (scan) or checks failed (doctor,
-audit verify), 2 error, 78 invalid policy or configuration.
+audit verify), 2 error, 3 incomplete: some network namespace could not be read (scan,
+clean), 78 invalid policy or configuration.
 
 Examples:
   sockwarden scan                              every stuck socket in every namespace
@@ -92,7 +96,8 @@ Ages and their evidence (AGE-FROM / age_source):
   observed      first seen by the agent; a one-shot scan cannot observe, so these are 0
 A leading ≥ (JSON: age_is_lower_bound) marks an age the socket may exceed.
 
-Exit codes: 0 nothing matched, 1 stuck sockets found, 2 error.";
+Exit codes: 0 nothing matched, 1 stuck sockets found, 2 error, 3 nothing matched in what
+could be read but some namespace could not be (not an all-clear: see the warnings).";
 
 #[derive(Debug, Args)]
 pub struct ScanArgs {
@@ -177,6 +182,29 @@ pub struct AuditLogArg {
         default_value = DEFAULT_AUDIT_LOG
     )]
     pub path: PathBuf,
+
+    /// Keyed mode: the file holding the key that seals the trail's records with an HMAC
+    /// (root-only, e.g. `head -c 32 /dev/urandom`). Writers of a keyed trail need it; so does
+    /// `audit verify`.
+    #[arg(long = "audit-key", value_name = "PATH", env = "SOCKWARDEN_AUDIT_KEY")]
+    pub key: Option<PathBuf>,
+}
+
+impl AuditLogArg {
+    /// The key, loaded and checked (owned by root, readable by no one else).
+    pub fn key(&self) -> anyhow::Result<Option<crate::audit::AuditKey>> {
+        self.key
+            .as_deref()
+            .map(crate::audit::AuditKey::load)
+            .transpose()
+            .map_err(Into::into)
+    }
+
+    /// The trail opened for appending, with its key.
+    pub fn open(&self) -> anyhow::Result<crate::audit::AuditLog> {
+        let key = self.key()?;
+        Ok(crate::audit::AuditLog::open(&self.path)?.with_key(key))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,6 +33,33 @@ pub enum AuditError {
         problem: String,
         consequence: &'static str,
     },
+    /// The log's directory or file is unsafe to write (a symlink, missing, or writable by
+    /// someone other than root).
+    #[error("audit log: {source}; {consequence}")]
+    Refused {
+        #[source]
+        source: crate::sys::files::FileError,
+        consequence: &'static str,
+    },
+    /// The trail is shorter than its anchor says, or its end was rewritten.
+    #[error(
+        "audit log {}: {problem}; refusing to extend it; {consequence} — run `sockwarden audit verify --audit-log {}` \
+         and investigate; to start over, move the trail and its `.head` file aside",
+        path.display(),
+        path.display()
+    )]
+    Truncated {
+        path: PathBuf,
+        problem: String,
+        consequence: &'static str,
+    },
+    /// The trail's records are sealed with a key the writer does not have.
+    #[error("audit log {}: {problem}; {consequence} — pass the trail's key with --audit-key (or SOCKWARDEN_AUDIT_KEY)", path.display())]
+    Key {
+        path: PathBuf,
+        problem: String,
+        consequence: &'static str,
+    },
     /// The trail could not be read.
     #[error("cannot read audit log {}: {source}", path.display())]
     Read {
@@ -56,7 +83,11 @@ impl AuditError {
             AuditError::Write { source, .. } | AuditError::Read { source, .. } => {
                 source.raw_os_error()
             }
-            AuditError::Damaged { .. } | AuditError::NotFound { .. } => None,
+            AuditError::Refused { source, .. } => source.errno(),
+            AuditError::Damaged { .. }
+            | AuditError::NotFound { .. }
+            | AuditError::Truncated { .. }
+            | AuditError::Key { .. } => None,
         }
     }
 

@@ -51,8 +51,10 @@
 //! bytes as `text` and `saved_to`. A damaged last *complete* line is never repaired: the
 //! writer refuses to extend a chain that does not verify (no action is taken).
 
+mod anchor;
 mod error;
 mod history;
+mod prune;
 mod query;
 mod read;
 mod record;
@@ -62,18 +64,22 @@ mod writer;
 /// Where the trail lives unless `--audit-log` (or `SOCKWARDEN_AUDIT_LOG`) says otherwise.
 pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/sockwarden/audit.jsonl";
 
+pub use anchor::{anchor_name, checkpoint_name, Anchor, AuditKey, Checkpoint};
 pub use error::AuditError;
 pub use history::{history, history_from, past_outcome, HISTORY_LOOKBACK};
+pub use prune::{prune, PruneReport};
 pub use query::{
     outcome_results, parse_when, result_of, summarize, Filter, HourCount, Summary, Tally,
 };
 pub use read::{read_trail, rotated_files, rotated_name, trail_files, SkippedLine, Trail};
 pub use record::{
-    line_hash, open_line, seal, sha256_hex, Action, ActionKind, Actor, ActorKind, AuditRecord,
-    LineError, Mode, NewRecord, Note, NoteEvent, Outcome, ProcessRecord, RecordKind, TornBytes,
-    GENESIS_PREV,
+    line_hash, open_line, open_line_with, seal, seal_with, sha256_hex, Action, ActionKind, Actor,
+    ActorKind, AuditRecord, LineError, Mode, NewRecord, Note, NoteEvent, Outcome, ProcessRecord,
+    RecordKind, StartPoint, TornBytes, GENESIS_PREV,
 };
-pub use verify::{verify, BadRecord, TornTail, VerifyFailure, VerifyReport};
+pub use verify::{
+    verify, verify_with, BadRecord, TornTail, VerifyFailure, VerifyOptions, VerifyReport,
+};
 pub use writer::{AuditLog, DEFAULT_MAX_SIZE};
 
 #[cfg(test)]

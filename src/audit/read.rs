@@ -37,14 +37,33 @@ pub fn rotated_files(live: &Path) -> io::Result<Vec<PathBuf>> {
     for entry in entries {
         let entry = entry?;
         let file_name = entry.file_name().to_string_lossy().into_owned();
-        if let Some(digits) = file_name.strip_prefix(&prefix) {
-            if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
-                found.push(file_name);
-            }
+        if is_rotated(&file_name, &prefix) {
+            found.push(file_name);
         }
     }
     found.sort();
     Ok(found.into_iter().map(|n| live.with_file_name(n)).collect())
+}
+
+/// The names of the rotated files of live file `live` in `dir`, oldest first.
+pub(crate) fn rotated_names(
+    dir: &crate::sys::files::SafeDir,
+    live: &std::ffi::OsStr,
+) -> io::Result<Vec<std::ffi::OsString>> {
+    let prefix = format!("{}.", live.to_string_lossy());
+    let mut found: Vec<std::ffi::OsString> = dir
+        .names()?
+        .into_iter()
+        .filter(|n| is_rotated(&n.to_string_lossy(), &prefix))
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+fn is_rotated(file_name: &str, prefix: &str) -> bool {
+    file_name
+        .strip_prefix(prefix)
+        .is_some_and(|digits| digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Every file of the trail in chain order: rotated files, then the live file if it exists.

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::anchor::AuditKey;
 use crate::record::SocketRecord;
 
 /// The global mode the actor ran in (`observe`, `enforce`) and the kind of an action
@@ -146,6 +147,12 @@ pub enum NoteEvent {
     ReloadFailed,
     /// The writer found a torn final line (a crash mid-write) and moved it out of the way.
     Repair,
+    /// `audit prune` removed old rotated files; `checkpoint` says where the trail starts now.
+    Prune,
+    /// A writer found records but no anchor file (first write after an upgrade, or the
+    /// anchor was deleted) and wrote a new one: cuts from the end before this are not
+    /// detectable by the anchor.
+    Anchor,
 }
 
 /// The bytes of a torn final line that a writer removed, kept as evidence.
@@ -170,6 +177,16 @@ pub struct Note {
     pub detail: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub torn: Option<TornBytes>,
+    /// `prune` notes: the first record that was kept (its seq and prev).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<StartPoint>,
+}
+
+/// Where a trail starts after old files were pruned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartPoint {
+    pub seq: u64,
+    pub prev: String,
 }
 
 /// One line of the audit trail. Field names are a stable interface: add fields, never
@@ -206,6 +223,9 @@ pub struct AuditRecord {
     pub outcome: Option<Outcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<Note>,
+    /// Keyed mode: the id of the key whose HMAC is this record's `hash`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
     /// sha256 hex of the previous record's line (without its newline).
     pub prev: String,
     /// sha256 hex of this line up to the `,"hash":` suffix, closed with `}`. Always last.
@@ -344,6 +364,7 @@ impl NewRecord {
                 event,
                 detail: Some(detail.into()),
                 torn: None,
+                checkpoint: None,
             }),
             ..NewRecord::bare(RecordKind::Note, actor, mode)
         }
@@ -402,6 +423,7 @@ impl NewRecord {
             intent_seq: self.intent_seq,
             outcome: self.outcome,
             note: self.note,
+            key_id: None,
             prev,
             hash: String::new(),
         }
@@ -412,15 +434,19 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// sha256 of `bytes` as lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(64);
-    for b in digest {
+/// `bytes` as lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
         out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
         out.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
     }
     out
+}
+
+/// sha256 of `bytes` as lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
 }
 
 /// The hash the next record's `prev` must carry: sha256 of this line without its newline.
@@ -428,14 +454,28 @@ pub fn line_hash(line: &[u8]) -> String {
     sha256_hex(line)
 }
 
+/// [`seal_with`] without a key: the seal is a plain sha256.
+pub fn seal(record: &mut AuditRecord) -> Result<Vec<u8>, serde_json::Error> {
+    seal_with(record, None)
+}
+
 /// Serialize `record` into its line (without the newline), filling `record.hash`.
 ///
-/// The record is serialized without `hash` into `{…}`; `hash` is sha256 of those bytes;
-/// the line is those bytes with the closing `}` replaced by `,"hash":"<hex>"}`.
-pub fn seal(record: &mut AuditRecord) -> Result<Vec<u8>, serde_json::Error> {
+/// The record is serialized without `hash` into `{…}`; `hash` is sha256 of those bytes —
+/// or, with a key, their HMAC-SHA256 (and `key_id` names the key inside the sealed bytes,
+/// so a keyed record cannot be passed off as an unkeyed one); the line is those bytes with
+/// the closing `}` replaced by `,"hash":"<hex>"}`.
+pub fn seal_with(
+    record: &mut AuditRecord,
+    key: Option<&AuditKey>,
+) -> Result<Vec<u8>, serde_json::Error> {
     record.hash.clear();
+    record.key_id = key.map(|k| k.id().to_string());
     let mut body = serde_json::to_vec(&*record)?;
-    let hash = sha256_hex(&body);
+    let hash = match key {
+        Some(k) => k.mac_hex(&body),
+        None => sha256_hex(&body),
+    };
     body.pop(); // the closing brace
     body.extend_from_slice(b",\"hash\":\"");
     body.extend_from_slice(hash.as_bytes());
@@ -453,6 +493,10 @@ pub enum LineError {
     NoSeal,
     /// The line's content does not match its own hash.
     BadSeal,
+    /// The record is sealed with a key (its id) and no key was given to check it.
+    Keyed { key_id: String },
+    /// The record is sealed with another key than the one given.
+    OtherKey { key_id: String, given: String },
 }
 
 impl fmt::Display for LineError {
@@ -470,12 +514,26 @@ impl fmt::Display for LineError {
             LineError::BadSeal => {
                 f.write_str("content does not match its own hash: the record was modified")
             }
+            LineError::Keyed { key_id } => write!(
+                f,
+                "the record is sealed with audit key {key_id}: pass --audit-key (or SOCKWARDEN_AUDIT_KEY) to check it"
+            ),
+            LineError::OtherKey { key_id, given } => write!(
+                f,
+                "the record is sealed with audit key {key_id}, not with the given key {given}"
+            ),
         }
     }
 }
 
-/// Parse one line (without newline) and check its own hash.
+/// [`open_line_with`] without a key: keyed records cannot be checked.
 pub fn open_line(line: &[u8]) -> Result<AuditRecord, LineError> {
+    open_line_with(line, None)
+}
+
+/// Parse one line (without newline) and check its own seal: sha256, or for a keyed record
+/// the HMAC under `key`.
+pub fn open_line_with(line: &[u8], key: Option<&AuditKey>) -> Result<AuditRecord, LineError> {
     let record: AuditRecord = serde_json::from_slice(line).map_err(|e| LineError::Parse {
         message: e.to_string(),
         eof: e.classify() == serde_json::error::Category::Eof,
@@ -500,7 +558,18 @@ pub fn open_line(line: &[u8]) -> Result<AuditRecord, LineError> {
     }
     let mut sealed = body.to_vec();
     sealed.push(b'}');
-    if sha256_hex(&sealed) != record.hash {
+    let computed = match (&record.key_id, key) {
+        (None, _) => sha256_hex(&sealed),
+        (Some(id), None) => return Err(LineError::Keyed { key_id: id.clone() }),
+        (Some(id), Some(k)) if id != k.id() => {
+            return Err(LineError::OtherKey {
+                key_id: id.clone(),
+                given: k.id().to_string(),
+            })
+        }
+        (Some(_), Some(k)) => k.mac_hex(&sealed),
+    };
+    if computed != record.hash {
         return Err(LineError::BadSeal);
     }
     Ok(record)

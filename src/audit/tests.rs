@@ -11,6 +11,7 @@ use crate::engine::{History, OwnerKey, PastAction, PastOutcome, TargetKey};
 use crate::model::{AgeSource, Cookie, Family, Pid, ProcessId, TcpState};
 use crate::policy::Pattern;
 use crate::record::{OwnerRecord, SocketRecord};
+use std::os::unix::fs::DirBuilderExt;
 
 fn actor() -> Actor {
     Actor {
@@ -66,8 +67,14 @@ fn note(detail: &str) -> NewRecord {
     NewRecord::note(actor(), Mode::Observe, NoteEvent::Start, detail)
 }
 
+/// The live file in a fresh private directory (writers never create the directory).
 fn log_in(dir: &Path) -> PathBuf {
-    dir.join("audit").join("audit.jsonl")
+    let audit = dir.join("audit");
+    std::fs::DirBuilder::new()
+        .mode(0o750)
+        .create(&audit)
+        .expect("mkdir");
+    audit.join("audit.jsonl")
 }
 
 fn broken(report: &VerifyReport) -> &BadRecord {
@@ -409,10 +416,7 @@ fn write_errors_say_no_action_was_taken_and_how_to_fix_it() {
     let err = AuditLog::open(&blocker.join("audit.jsonl")).expect_err("cannot open under a file");
     let msg = err.to_string();
     assert!(
-        msg.starts_with(&format!(
-            "audit log {}",
-            blocker.join("audit.jsonl").display()
-        )),
+        msg.starts_with(&format!("audit log: {}", blocker.display())),
         "{msg}"
     );
     assert!(
@@ -420,6 +424,8 @@ fn write_errors_say_no_action_was_taken_and_how_to_fix_it() {
         "{msg}"
     );
 
+    // The directory is held open from `open`: replacing it afterwards cannot redirect the
+    // writes elsewhere; the append fails and says no action was taken.
     let path = log_in(dir.path());
     let mut log = AuditLog::open(&path).expect("open");
     fs::remove_dir_all(path.parent().expect("parent")).expect("rm");
@@ -427,10 +433,10 @@ fn write_errors_say_no_action_was_taken_and_how_to_fix_it() {
     let err = log.append(destroy_intent(1)).expect_err("open fails");
     let msg = err.to_string();
     assert!(
-        msg.contains("open failed") && msg.contains("no action was taken"),
+        msg.contains("cannot open") && msg.contains("no action was taken"),
         "{msg}"
     );
-    assert_eq!(err.errno(), Some(libc::ENOTDIR));
+    assert_eq!(err.errno(), Some(libc::ENOENT));
 }
 
 #[test]
@@ -1014,4 +1020,287 @@ fn history_reads_the_trail_across_rotation() {
         .expect("history")
         .actions
         .is_empty());
+}
+
+// ---- the trail tells the whole truth -------------------------------------------------
+
+fn write_records(path: &Path, n: u64) -> AuditLog {
+    let mut log = AuditLog::open(path).expect("open");
+    for cookie in 0..n {
+        log.append(destroy_intent(cookie)).expect("append");
+    }
+    log
+}
+
+fn truncated(report: &VerifyReport) -> &str {
+    match &report.failure {
+        Some(VerifyFailure::Truncated { problem }) => problem,
+        other => panic!("expected a truncated trail, got {other:?}\n{report}"),
+    }
+}
+
+/// Lines of the live file, each with its newline.
+fn lines_of(path: &Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .expect("read")
+        .split_inclusive('\n')
+        .map(str::to_string)
+        .collect()
+}
+
+/// Regression (trust issue): deleting the last records or emptying the live file verified
+/// as intact. The anchor names the head; a shorter trail fails and says how much is gone,
+/// and no writer extends it.
+#[test]
+fn a_trail_shorter_than_its_anchor_fails_and_is_not_extended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = write_records(&path, 5);
+    assert_eq!(log.head().map(|(s, _)| s), Some(5));
+    let report = verify(&path);
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.anchor_seq, Some(5));
+
+    let lines = lines_of(&path);
+    fs::write(&path, lines[..3].concat()).expect("cut the last two records");
+    let report = verify(&path);
+    assert_eq!(report.exit_code(), 1, "{report}");
+    let problem = truncated(&report);
+    assert!(problem.contains("2 record(s) are missing"), "{problem}");
+    let err = log.append(destroy_intent(9)).expect_err("refuses");
+    assert!(err.to_string().contains("removed from its end"), "{err}");
+    assert!(err.to_string().contains("no action was taken"), "{err}");
+
+    fs::write(&path, "").expect("empty the live file");
+    let report = verify(&path);
+    assert!(
+        truncated(&report).contains("5 record(s) are missing"),
+        "{report}"
+    );
+    assert!(log.append(destroy_intent(9)).is_err());
+}
+
+/// Regression: cutting the last line short read as a crash and was then "repaired". A torn
+/// line is a crash only when the anchor agrees (it names the record before the torn line).
+#[test]
+fn a_torn_line_is_a_crash_only_if_the_anchor_agrees() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = write_records(&path, 3);
+    let lines = lines_of(&path);
+    // Tampering: the last whole record cut in half.
+    let cut = format!("{}{}", lines[..2].concat(), &lines[2][..lines[2].len() / 2]);
+    fs::write(&path, &cut).expect("cut");
+    let report = verify(&path);
+    let problem = truncated(&report);
+    assert!(problem.contains("not a crash"), "{problem}");
+    let err = log.append(destroy_intent(9)).expect_err("no repair");
+    assert!(
+        err.to_string().contains("cut after it was written"),
+        "{err}"
+    );
+    assert_eq!(fs::read_to_string(&path).expect("read"), cut, "untouched");
+
+    // A crash: a record half written after the anchor named seq 3.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = write_records(&path, 3);
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .expect("open");
+    use std::io::Write as _;
+    f.write_all(b"{\"seq\":4,\"time\":\"2026").expect("write");
+    let report = verify(&path);
+    assert!(report.is_intact(), "{report}");
+    assert!(report.torn_tail.is_some());
+    log.append(destroy_intent(9))
+        .expect("repaired and appended");
+    let report = verify(&path);
+    assert!(report.is_intact(), "{report}");
+}
+
+/// Deleting the anchor cannot hide a cut: verify fails without one, and the writer that
+/// finds none says so in the chain, where the next verify shows it.
+#[test]
+fn a_missing_anchor_fails_verify_and_is_recorded_when_a_new_one_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = write_records(&path, 2);
+    let anchor = path.with_file_name(anchor_name(&path));
+    fs::remove_file(&anchor).expect("rm anchor");
+    let report = verify(&path);
+    assert!(truncated(&report).contains("no anchor file"), "{report}");
+    let relaxed = verify_with(
+        &path,
+        &VerifyOptions {
+            no_anchor: true,
+            ..VerifyOptions::default()
+        },
+    );
+    assert!(relaxed.is_intact(), "{relaxed}");
+
+    log.append(destroy_intent(9)).expect("append");
+    let report = verify(&path);
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.anchor_restarts, [3], "{report}");
+    assert!(report.to_string().contains("started a new one"), "{report}");
+    let records = read_trail(&path).expect("read").records;
+    assert_eq!(
+        records[2].note.as_ref().map(|n| n.event),
+        Some(NoteEvent::Anchor)
+    );
+}
+
+fn key(byte: u8) -> AuditKey {
+    AuditKey::from_bytes(vec![byte; 32])
+}
+
+/// Keyed mode: records sealed with an HMAC. Anyone who can write the file but lacks the key
+/// cannot reseal an edit, cannot pass keyed records off as unkeyed, and cannot append.
+#[test]
+fn a_keyed_trail_catches_a_reseal_without_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open").with_key(Some(key(7)));
+    for cookie in 0..3 {
+        log.append(destroy_intent(cookie)).expect("append");
+    }
+    let with_key = VerifyOptions {
+        key: Some(key(7)),
+        ..VerifyOptions::default()
+    };
+    let report = verify_with(&path, &with_key);
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.keyed_records, 3);
+    let without = verify(&path);
+    assert_eq!(without.exit_code(), 2, "{without}");
+    assert!(without.to_string().contains("--audit-key"), "{without}");
+
+    // An unkeyed rewrite of the whole trail (what a plain sha256 chain allows).
+    let records = read_trail(&path).expect("read").records;
+    let mut prev = GENESIS_PREV.to_string();
+    let mut forged = String::new();
+    for mut r in records {
+        r.why = Some("nothing to see".into());
+        r.prev = prev.clone();
+        let line = seal(&mut r).expect("seal");
+        prev = line_hash(&line);
+        forged.push_str(&String::from_utf8(line).expect("utf8"));
+        forged.push('\n');
+    }
+    fs::write(&path, &forged).expect("write forged");
+    let report = verify_with(&path, &with_key);
+    assert_eq!(report.exit_code(), 1, "{report}");
+
+    // A writer without the key (or with another) refuses to extend a keyed trail.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut keyed = AuditLog::open(&path).expect("open").with_key(Some(key(7)));
+    keyed.append(destroy_intent(1)).expect("append");
+    let err = AuditLog::open(&path)
+        .expect("open")
+        .append(destroy_intent(2))
+        .expect_err("no key");
+    assert!(err.to_string().contains("--audit-key"), "{err}");
+    let err = AuditLog::open(&path)
+        .expect("open")
+        .with_key(Some(key(8)))
+        .append(destroy_intent(2))
+        .expect_err("other key");
+    assert!(err.to_string().contains("the key given is"), "{err}");
+}
+
+/// Retention: removing old rotated files by hand leaves a trail that never verifies again;
+/// `prune` removes them with a checkpoint that the chain attests, so the rest verifies. A
+/// checkpoint file without a prune note in the chain is a forgery.
+#[test]
+fn prune_removes_old_files_and_what_remains_verifies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open").with_max_size(1500);
+    for cookie in 0..12 {
+        log.append(destroy_intent(cookie)).expect("append");
+    }
+    let rotated = rotated_files(&path).expect("list");
+    assert!(rotated.len() >= 3, "{rotated:?}");
+    let report = prune(
+        &mut log,
+        SystemTime::now() + Duration::from_secs(60),
+        actor(),
+        Mode::Enforce,
+    )
+    .expect("prune");
+    assert_eq!(report.removed.len(), rotated.len(), "{report:?}");
+    let starts = report.starts_at.expect("starts");
+    assert!(starts > 1);
+    let verified = verify(&path);
+    assert!(verified.is_intact(), "{verified}");
+    assert_eq!(verified.pruned_before, Some(starts));
+    assert_eq!(verified.first_seq, Some(starts));
+    log.append(destroy_intent(99)).expect("the chain goes on");
+    assert!(verify(&path).is_intact());
+
+    // Files removed by hand, with a forged checkpoint: nothing in the chain attests it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open").with_max_size(1500);
+    for cookie in 0..12 {
+        log.append(destroy_intent(cookie)).expect("append");
+    }
+    let rotated = rotated_files(&path).expect("list");
+    fs::remove_file(&rotated[0]).expect("rm");
+    let report = verify(&path);
+    assert_eq!(report.exit_code(), 1, "{report}");
+    assert!(report.to_string().contains("--from-seq"), "{report}");
+    let first = read_trail(&path).expect("read").records[0].clone();
+    let checkpoint = Checkpoint {
+        seq: first.seq,
+        prev: first.prev.clone(),
+        time: "2026-12-01T00:00:00.000Z".into(),
+        removed: vec![],
+    };
+    fs::write(
+        path.with_file_name(checkpoint_name(&path)),
+        serde_json::to_string(&checkpoint).expect("json"),
+    )
+    .expect("forge");
+    let report = verify(&path);
+    assert!(truncated(&report).contains("no `prune` note"), "{report}");
+    // A copy that starts later is checked from where it starts.
+    let copy = verify_with(
+        &path,
+        &VerifyOptions {
+            from_seq: Some(first.seq),
+            ..VerifyOptions::default()
+        },
+    );
+    assert!(copy.is_intact(), "{copy}");
+}
+
+/// Refused like sshd's StrictModes: a log directory others can write, a symlink where the
+/// log should be (a dangling one planted to make root create its target), a missing
+/// directory (a mistyped path must not start a second trail).
+#[test]
+fn unsafe_log_locations_are_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let audit_dir = path.parent().expect("parent").to_path_buf();
+    fs::set_permissions(&audit_dir, fs::Permissions::from_mode(0o777)).expect("chmod");
+    let err = AuditLog::open(&path).expect_err("world-writable dir");
+    assert!(err.to_string().contains("writable by others"), "{err}");
+    assert!(err.to_string().contains("chmod go-w"), "{err}");
+    fs::set_permissions(&audit_dir, fs::Permissions::from_mode(0o750)).expect("chmod");
+
+    let planted = dir.path().join("planted-target");
+    std::os::unix::fs::symlink(&planted, &path).expect("symlink");
+    let err = AuditLog::open(&path).expect_err("symlink");
+    assert!(err.to_string().contains("symbolic link"), "{err}");
+    assert!(!planted.exists(), "root created the link's target");
+
+    let mistyped = dir.path().join("nonexistent/dir/x.jsonl");
+    let err = AuditLog::open(&mistyped).expect_err("missing dir");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    assert!(!dir.path().join("nonexistent").exists());
 }

@@ -1,20 +1,26 @@
-//! The appender: one locked, fsynced write per record (or per batch), torn-tail repair and
-//! rotation, safe with several writers (the daemon and a one-off `clean`) on the same file.
+//! The appender: one locked, fsynced write per record (or per batch), torn-tail repair,
+//! rotation and the anchor, safe with several writers (the daemon and a one-off `clean`)
+//! on the same file. Every file is opened relative to the log's directory, never through a
+//! symlink, and only in a directory no one but root can write.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use nix::fcntl::{Flock, FlockArg, RenameFlags};
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::stat::{fstat, fstatat};
 
+use super::anchor::{self, Anchor, AuditKey};
 use super::error::AuditError;
-use super::read::{rotated_files, rotated_name};
+use super::read::{rotated_name, rotated_names};
 use super::record::{
-    line_hash, open_line, seal, sha256_hex, Actor, AuditRecord, Mode, NewRecord, NoteEvent,
-    RecordKind, TornBytes, GENESIS_PREV,
+    line_hash, open_line_with, seal_with, sha256_hex, Actor, AuditRecord, LineError, Mode,
+    NewRecord, NoteEvent, RecordKind, TornBytes, GENESIS_PREV,
 };
+use crate::sys::files::SafeDir;
 
 /// Rotate the live file once it has grown past this many bytes.
 pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
@@ -22,13 +28,19 @@ pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
 /// How far back the tail reader reads at a time.
 const TAIL_CHUNK: u64 = 16 * 1024;
 
-/// An append handle on an audit trail. Cheap: the file is opened and locked per append, so
-/// a rotation or repair by another writer is always seen.
+/// An append handle on an audit trail. The directory is opened (and checked) once; the live
+/// file is opened and locked per append, so a rotation or repair by another writer is
+/// always seen.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
+    dir: SafeDir,
+    name: OsString,
     host: String,
     max_size: u64,
+    key: Option<AuditKey>,
+    /// The head after this handle's last append.
+    head: Option<(u64, String)>,
 }
 
 /// The last good record: the next one continues from it.
@@ -36,6 +48,8 @@ pub struct AuditLog {
 struct Head {
     seq: u64,
     hash: String,
+    /// The key id of the head record (keyed trails refuse unkeyed writers).
+    key_id: Option<String>,
 }
 
 impl Head {
@@ -43,6 +57,15 @@ impl Head {
         Head {
             seq: 0,
             hash: GENESIS_PREV.to_string(),
+            key_id: None,
+        }
+    }
+
+    fn of(record: &AuditRecord, line: &[u8]) -> Head {
+        Head {
+            seq: record.seq,
+            hash: line_hash(line),
+            key_id: record.key_id.clone(),
         }
     }
 }
@@ -57,28 +80,35 @@ struct Tail {
 }
 
 impl AuditLog {
-    /// Open (creating the directory, mode 0750, and the file, mode 0640) the live file of a
-    /// trail. Fails when the file cannot be opened for appending.
+    /// Open the live file of a trail (creating the file, mode 0640, but never its
+    /// directory: a mistyped path must not start a second trail). Refuses a directory or
+    /// file that is a symlink, or that anyone but root can write.
     pub fn open(path: &Path) -> Result<AuditLog, AuditError> {
-        let err = |call, e| AuditError::write(path.to_path_buf(), call, e, None);
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.is_dir() {
-                DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o750)
-                    .create(dir)
-                    .map_err(|e| err("mkdir", e))?;
-            }
-        }
-        open_live(path).map_err(|e| err("open", e))?;
+        let refused = |source| AuditError::Refused {
+            source,
+            consequence: super::error::consequence(None),
+        };
+        let (dir, name) = anchor::live_dir(path).map_err(refused)?;
+        dir.check_private().map_err(refused)?;
+        dir.open_append(&name, 0o640).map_err(refused)?;
         let host = nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
         Ok(AuditLog {
             path: path.to_path_buf(),
+            dir,
+            name,
             host,
             max_size: DEFAULT_MAX_SIZE,
+            key: None,
+            head: None,
         })
+    }
+
+    /// Seal every record written from now on with `key` (keyed mode).
+    pub fn with_key(mut self, key: Option<AuditKey>) -> AuditLog {
+        self.key = key;
+        self
     }
 
     /// Rotate once the live file passes `bytes` (default [`DEFAULT_MAX_SIZE`]).
@@ -91,28 +121,41 @@ impl AuditLog {
         &self.path
     }
 
+    pub(super) fn dir(&self) -> &SafeDir {
+        &self.dir
+    }
+
+    pub(super) fn name(&self) -> &OsStr {
+        &self.name
+    }
+
+    /// The head (seq, line hash) after this handle's last append, to publish elsewhere.
+    pub fn head(&self) -> Option<(u64, &str)> {
+        self.head.as_ref().map(|(s, h)| (*s, h.as_str()))
+    }
+
     /// Append one record: lock, find the chain head (repairing a torn tail), rotate if the
-    /// file is full, write the line in one `write(2)` and fsync it. When this returns `Err`
-    /// for an intent, the caller must not act; the error says so and how to fix it.
+    /// file is full, write the line in one `write(2)`, fsync it, then the anchor. When this
+    /// returns `Err` for an intent, the caller must not act; the error says so and how to
+    /// fix it.
     pub fn append(&mut self, record: NewRecord) -> Result<AuditRecord, AuditError> {
-        let kind = record.kind;
-        let (file, head) = self.lock_live(kind, &record.actor, record.mode)?;
-        let mut rec = record.into_record(
-            head.seq + 1,
-            SystemTime::now(),
-            self.host.clone(),
-            head.hash,
-        );
-        self.write_record(&file, &mut rec, kind)?;
-        Ok(rec)
+        let mut written = self.append_batch(vec![record])?;
+        written.pop().ok_or_else(|| {
+            AuditError::write(
+                self.path.clone(),
+                "write",
+                io::Error::other("nothing written"),
+                None,
+            )
+        })
     }
 
     /// Append `records` as one group commit: one lock, the records chained in order and
-    /// written with one `write(2)` (more only if the kernel writes short), then ONE fsync.
-    /// All or nothing: on `Err` whatever part of the batch reached the file is truncated
-    /// away and none of it counts as written (for intents: act on none of them). Rotation
-    /// happens only between batches, so a batch may carry the live file past the rotation
-    /// size. An empty batch writes nothing.
+    /// written with one `write(2)` (more only if the kernel writes short), then ONE fsync,
+    /// then the anchor. All or nothing: on `Err` whatever part of the batch reached the
+    /// file is truncated away and none of it counts as written (for intents: act on none
+    /// of them). Rotation happens only between batches, so a batch may carry the live file
+    /// past the rotation size. An empty batch writes nothing.
     pub fn append_batch(
         &mut self,
         records: Vec<NewRecord>,
@@ -126,18 +169,28 @@ impl AuditLog {
         let time = SystemTime::now();
         let mut bytes = Vec::with_capacity(records.len() * 1024);
         let mut written = Vec::with_capacity(records.len());
+        let head_hash = head.hash.clone();
         let (mut seq, mut prev) = (head.seq, head.hash);
         for record in records {
             seq += 1;
             let mut rec = record.into_record(seq, time, self.host.clone(), prev);
-            let line =
-                seal(&mut rec).map_err(|e| self.werr("serialize", kind)(io::Error::other(e)))?;
+            let line = seal_with(&mut rec, self.key.as_ref())
+                .map_err(|e| self.werr("serialize", kind)(io::Error::other(e)))?;
             prev = line_hash(&line);
             bytes.extend_from_slice(&line);
             bytes.push(b'\n');
             written.push(rec);
         }
+        let len_before = file.metadata().map_err(self.werr("fstat", kind))?.len();
         self.write_synced(&file, &bytes, kind)?;
+        if let Err(e) = self.write_anchor(seq, &prev, kind) {
+            // All or nothing: records the anchor does not vouch for are not written. Put
+            // the old anchor back in case the new one reached the disk after all.
+            let _ = file.set_len(len_before);
+            let _ = file.sync_data();
+            let _ = self.write_anchor(head.seq, &head_hash, kind);
+            return Err(e);
+        }
         Ok(written)
     }
 
@@ -145,26 +198,73 @@ impl AuditLog {
         move |e| AuditError::write(self.path.clone(), call, e, Some(kind))
     }
 
+    /// After the records are durable: the anchor names the new head. A crash between the
+    /// two leaves the anchor behind the trail, which is fine; the reverse never happens.
+    fn write_anchor(&mut self, seq: u64, hash: &str, kind: RecordKind) -> Result<(), AuditError> {
+        let anchor = Anchor::new(seq, hash.to_string(), self.key.as_ref());
+        anchor::write_side(&self.dir, &anchor::anchor_name(&self.path), &anchor)
+            .map_err(self.werr("write of the anchor", kind))?;
+        self.head = Some((seq, hash.to_string()));
+        Ok(())
+    }
+
+    fn open_live(&self, kind: RecordKind) -> Result<File, AuditError> {
+        self.dir
+            .open_append(&self.name, 0o640)
+            .map_err(|source| AuditError::Refused {
+                source,
+                consequence: super::error::consequence(Some(kind)),
+            })
+    }
+
     /// Open and lock the current live file, repaired and rotated as needed, with its head.
     fn lock_live(
-        &self,
+        &mut self,
         kind: RecordKind,
         actor: &Actor,
         mode: Mode,
     ) -> Result<(Flock<File>, Head), AuditError> {
         // Each retry means another writer renamed the file under us; a handful is plenty.
         for _ in 0..64 {
-            let file = open_live(&self.path).map_err(self.werr("open", kind))?;
+            let file = self.open_live(kind)?;
             let file = Flock::lock(file, FlockArg::LockExclusive)
                 .map_err(|(_, errno)| self.werr("flock", kind)(io::Error::from(errno)))?;
-            let ours = file.metadata().map_err(self.werr("fstat", kind))?;
-            match fs::metadata(&self.path) {
-                Ok(m) if m.dev() == ours.dev() && m.ino() == ours.ino() => {}
-                Ok(_) => continue,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(self.werr("stat", kind)(e)),
+            let ours = fstat(&*file).map_err(|e| self.werr("fstat", kind)(e.into()))?;
+            match fstatat(
+                self.dir.as_fd(),
+                self.name.as_os_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(m) if m.st_dev == ours.st_dev && m.st_ino == ours.st_ino => {}
+                Ok(_) | Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(self.werr("stat", kind)(e.into())),
             }
-            let head = self.head_repairing(&file, ours.len(), kind, actor, mode)?;
+            let len = u64::try_from(ours.st_size).unwrap_or(0);
+            let head = self.head_repairing(&file, len, kind, actor, mode)?;
+            if let Some(id) = &head.key_id {
+                match &self.key {
+                    Some(k) if k.id() == id => {}
+                    Some(k) => {
+                        return Err(AuditError::Key {
+                            path: self.path.clone(),
+                            problem: format!(
+                                "the trail is sealed with audit key {id}, but the key given is {}",
+                                k.id()
+                            ),
+                            consequence: super::error::consequence(Some(kind)),
+                        })
+                    }
+                    None => {
+                        return Err(AuditError::Key {
+                            path: self.path.clone(),
+                            problem: format!(
+                                "the trail is sealed with audit key {id} and no key was given: an unkeyed record would break it"
+                            ),
+                            consequence: super::error::consequence(Some(kind)),
+                        })
+                    }
+                }
+            }
             let len = file.metadata().map_err(self.werr("fstat", kind))?.len();
             if len >= self.max_size {
                 self.rotate(&file, kind)?;
@@ -172,7 +272,9 @@ impl AuditLog {
             }
             if len == 0 {
                 // A file just created (here or by another writer): make its name durable.
-                sync_dir(&self.path).map_err(self.werr("fsync of the directory", kind))?;
+                self.dir
+                    .sync()
+                    .map_err(self.werr("fsync of the directory", kind))?;
             }
             return Ok((file, head));
         }
@@ -181,9 +283,10 @@ impl AuditLog {
         )))
     }
 
-    /// The head of the chain, after repairing a torn tail of the live file.
+    /// The head of the chain, after repairing a torn tail of the live file, checked
+    /// against the anchor: a trail that ends before its anchor was cut short.
     fn head_repairing(
-        &self,
+        &mut self,
         file: &File,
         len: u64,
         kind: RecordKind,
@@ -192,23 +295,98 @@ impl AuditLog {
     ) -> Result<Head, AuditError> {
         let tail = read_tail(file, len).map_err(self.werr("read", kind))?;
         let mut head = match &tail.last {
-            Some((offset, line)) => self.head_of(*offset, line, kind)?,
+            Some((offset, line)) => self.head_of(&self.path, *offset, line, kind)?,
             None => self.head_of_rotated(kind)?,
         };
+        let anchor: Option<Anchor> = anchor::read_side(&self.dir, &anchor::anchor_name(&self.path))
+            .map_err(|e| self.truncated(kind, e))?;
         if let Some((offset, torn)) = tail.torn {
-            head = self.repair(file, offset, &torn, head, kind, actor, mode)?;
+            head = self.repair(
+                file,
+                offset,
+                &torn,
+                head,
+                anchor.as_ref(),
+                kind,
+                actor,
+                mode,
+            )?;
+        }
+        match anchor {
+            Some(a) if a.seq > head.seq => {
+                return Err(self.truncated(
+                    kind,
+                    format!(
+                        "the trail ends at seq {} but its anchor says seq {} was written: {} record(s) were removed from its end",
+                        head.seq,
+                        a.seq,
+                        a.seq - head.seq
+                    ),
+                ))
+            }
+            Some(a) if a.seq == head.seq && a.hash != head.hash => {
+                return Err(self.truncated(
+                    kind,
+                    format!(
+                        "the head record (seq {}) is not the one its anchor names: the end of the trail was rewritten",
+                        head.seq
+                    ),
+                ))
+            }
+            Some(_) => {}
+            None if head.seq > 0 => {
+                // Records but no anchor: the first write after an upgrade, or the anchor
+                // was deleted. Say so in the chain, where it cannot be taken back.
+                let note = NewRecord::note(
+                    actor.clone(),
+                    mode,
+                    NoteEvent::Anchor,
+                    format!(
+                        "no anchor file beside a trail of {} record(s): a new anchor starts at seq {}; records removed from the end before this are not detectable by the anchor",
+                        head.seq,
+                        head.seq + 1
+                    ),
+                );
+                head = self.write_note(file, note, head, kind)?;
+            }
+            None => {}
         }
         Ok(head)
     }
 
-    fn head_of(&self, offset: u64, line: &[u8], kind: RecordKind) -> Result<Head, AuditError> {
-        match open_line(line) {
-            Ok(r) => Ok(Head {
-                seq: r.seq,
-                hash: line_hash(line),
-            }),
+    fn truncated(&self, kind: RecordKind, problem: String) -> AuditError {
+        AuditError::Truncated {
+            path: self.path.clone(),
+            problem,
+            consequence: super::error::consequence(Some(kind)),
+        }
+    }
+
+    fn head_of(
+        &self,
+        path: &Path,
+        offset: u64,
+        line: &[u8],
+        kind: RecordKind,
+    ) -> Result<Head, AuditError> {
+        match open_line_with(line, self.key.as_ref()) {
+            Ok(r) => Ok(Head::of(&r, line)),
+            Err(LineError::Keyed { key_id }) | Err(LineError::OtherKey { key_id, .. }) => {
+                // Let the key check name the problem.
+                let r: AuditRecord =
+                    serde_json::from_slice(line).map_err(|e| AuditError::Damaged {
+                        path: path.to_path_buf(),
+                        offset,
+                        problem: e.to_string(),
+                        consequence: super::error::consequence(Some(kind)),
+                    })?;
+                Ok(Head {
+                    key_id: Some(key_id),
+                    ..Head::of(&r, line)
+                })
+            }
             Err(e) => Err(AuditError::Damaged {
-                path: self.path.clone(),
+                path: path.to_path_buf(),
                 offset,
                 problem: e.to_string(),
                 consequence: super::error::consequence(Some(kind)),
@@ -219,36 +397,31 @@ impl AuditLog {
     /// The head when the live file holds no complete record: the newest rotated file's last
     /// record, or the genesis.
     fn head_of_rotated(&self, kind: RecordKind) -> Result<Head, AuditError> {
-        let rotated = rotated_files(&self.path).map_err(self.werr("read directory", kind))?;
+        let rotated =
+            rotated_names(&self.dir, &self.name).map_err(self.werr("read directory", kind))?;
         let Some(newest) = rotated.last() else {
             return Ok(Head::genesis());
         };
-        let file = File::open(newest)
-            .map_err(|e| AuditError::write(newest.clone(), "open", e, Some(kind)))?;
+        let newest_path = self.dir.join(newest);
+        let file = self
+            .dir
+            .open_read(newest)
+            .map_err(|e| AuditError::write(newest_path.clone(), "open", e, Some(kind)))?;
         let len = file.metadata().map_err(self.werr("fstat", kind))?.len();
         let tail = read_tail(&file, len)
-            .map_err(|e| AuditError::write(newest.clone(), "read", e, Some(kind)))?;
+            .map_err(|e| AuditError::write(newest_path.clone(), "read", e, Some(kind)))?;
         match tail.last {
-            Some((offset, line)) => match open_line(&line) {
-                Ok(r) => Ok(Head {
-                    seq: r.seq,
-                    hash: line_hash(&line),
-                }),
-                Err(e) => Err(AuditError::Damaged {
-                    path: newest.clone(),
-                    offset,
-                    problem: e.to_string(),
-                    consequence: super::error::consequence(Some(kind)),
-                }),
-            },
+            Some((offset, line)) => self.head_of(&newest_path, offset, &line, kind),
             None => Ok(Head::genesis()),
         }
     }
 
-    /// Deal with a final line that has no newline (a crash mid-write). A complete record that
-    /// continues the chain only gets its newline back. Anything else is saved byte for byte
-    /// to a side file `<log>.torn-<offset>-<sha256 prefix>`, truncated away, and described in
-    /// a `note` record (event `repair`) carrying its length, sha256 and text.
+    /// Deal with a final line that has no newline. A complete record that continues the
+    /// chain only gets its newline back. Anything else is a crash mid-write only if the
+    /// anchor agrees (it names the record before the torn line, or is behind): then it is
+    /// saved byte for byte to a side file `<log>.torn-<offset>-<sha256 prefix>`, truncated
+    /// away, and described in a `note` record (event `repair`). If the anchor says the
+    /// torn record was written whole, the line was cut afterwards: refuse.
     #[allow(clippy::too_many_arguments)]
     fn repair(
         &self,
@@ -256,6 +429,7 @@ impl AuditLog {
         offset: u64,
         torn: &[u8],
         head: Head,
+        anchor: Option<&Anchor>,
         kind: RecordKind,
         actor: &Actor,
         mode: Mode,
@@ -263,30 +437,39 @@ impl AuditLog {
         // ext4 may leave NULs where a write did not reach the disk before a crash.
         let trimmed_len = torn.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
         let trimmed = &torn[..trimmed_len];
-        if let Ok(r) = open_line(trimmed) {
+        if let Ok(r) = open_line_with(trimmed, self.key.as_ref()) {
             if r.seq == head.seq + 1 && r.prev == head.hash {
                 file.set_len(offset + trimmed_len as u64)
                     .map_err(self.werr("truncate", kind))?;
                 write_once(file, offset + trimmed_len as u64, b"\n")
                     .map_err(self.werr("write", kind))?;
                 file.sync_data().map_err(self.werr("fsync", kind))?;
-                return Ok(Head {
-                    seq: r.seq,
-                    hash: line_hash(trimmed),
-                });
+                return Ok(Head::of(&r, trimmed));
             }
         }
+        if let Some(a) = anchor.filter(|a| a.seq > head.seq) {
+            return Err(self.truncated(
+                kind,
+                format!(
+                    "the final line is cut short, but the anchor says seq {} was written whole: the trail was cut after it was written, not by a crash",
+                    a.seq
+                ),
+            ));
+        }
         let sha = sha256_hex(torn);
-        let name = self
-            .path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let side = self
-            .path
-            .with_file_name(format!("{name}.torn-{offset}-{}", &sha[..12]));
-        save_durably(&side, torn)
-            .map_err(|e| AuditError::write(side.clone(), "save torn bytes", e, Some(kind)))?;
+        let side_name = format!(
+            "{}.torn-{offset}-{}",
+            self.name.to_string_lossy(),
+            &sha[..12]
+        );
+        let side = self.path.with_file_name(&side_name);
+        let saved = (|| {
+            let mut f = self.dir.create_new(OsStr::new(&side_name), 0o640)?;
+            f.write_all(torn)?;
+            f.sync_all()?;
+            self.dir.sync()
+        })();
+        saved.map_err(|e| AuditError::write(side.clone(), "save torn bytes", e, Some(kind)))?;
         file.set_len(offset).map_err(self.werr("truncate", kind))?;
         file.sync_data().map_err(self.werr("fsync", kind))?;
         let mut note = NewRecord::note(
@@ -310,29 +493,33 @@ impl AuditLog {
                 saved_to: side.display().to_string(),
             });
         }
+        self.write_note(file, note, head, kind)
+    }
+
+    /// Write one note record after `head` (inside the caller's lock) and return the new head.
+    fn write_note(
+        &self,
+        file: &File,
+        note: NewRecord,
+        head: Head,
+        kind: RecordKind,
+    ) -> Result<Head, AuditError> {
         let mut rec = note.into_record(
             head.seq + 1,
             SystemTime::now(),
             self.host.clone(),
             head.hash,
         );
-        let hash = self.write_record(file, &mut rec, kind)?;
-        Ok(Head { seq: rec.seq, hash })
-    }
-
-    /// Seal `rec`, write its line in one `write(2)` at the end of `file` and fsync; returns
-    /// the line's hash (the next record's `prev`).
-    fn write_record(
-        &self,
-        file: &File,
-        rec: &mut AuditRecord,
-        kind: RecordKind,
-    ) -> Result<String, AuditError> {
-        let mut line = seal(rec).map_err(|e| self.werr("serialize", kind)(io::Error::other(e)))?;
+        let mut line = seal_with(&mut rec, self.key.as_ref())
+            .map_err(|e| self.werr("serialize", kind)(io::Error::other(e)))?;
         let hash = line_hash(&line);
         line.push(b'\n');
         self.write_synced(file, &line, kind)?;
-        Ok(hash)
+        Ok(Head {
+            seq: rec.seq,
+            hash,
+            key_id: rec.key_id,
+        })
     }
 
     /// Write whole lines at the end of `file` and fsync them. On failure the file is cut
@@ -352,7 +539,7 @@ impl AuditLog {
     /// Rename the full live file to `<log>.<first seq, 20 digits>` so the names sort in order.
     fn rotate(&self, file: &File, kind: RecordKind) -> Result<(), AuditError> {
         let first = read_first_line(file).map_err(self.werr("read", kind))?;
-        let seq = match open_line(&first) {
+        let seq = match serde_json::from_slice::<AuditRecord>(&first) {
             Ok(r) => r.seq,
             Err(e) => {
                 return Err(AuditError::Damaged {
@@ -364,46 +551,19 @@ impl AuditLog {
             }
         };
         let rotated = rotated_name(&self.path, seq);
-        let dir = open_dir(&self.path).map_err(self.werr("open directory", kind))?;
-        let (Some(from), Some(to)) = (self.path.file_name(), rotated.file_name()) else {
+        let Some(to) = rotated.file_name() else {
             return Err(self.werr("rename", kind)(io::Error::other(
                 "audit log path has no file name",
             )));
         };
         // NOREPLACE: never overwrite an existing rotated file.
-        nix::fcntl::renameat2(&dir, from, &dir, to, RenameFlags::RENAME_NOREPLACE).map_err(
-            |errno| {
-                AuditError::write(
-                    rotated.clone(),
-                    "rename (rotation)",
-                    io::Error::from(errno),
-                    Some(kind),
-                )
-            },
-        )?;
-        dir.sync_all()
+        self.dir
+            .rename(&self.name, to, true)
+            .map_err(|e| AuditError::write(rotated.clone(), "rename (rotation)", e, Some(kind)))?;
+        self.dir
+            .sync()
             .map_err(self.werr("fsync of the directory", kind))
     }
-}
-
-fn open_live(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .open(path)
-}
-
-fn open_dir(path: &Path) -> io::Result<File> {
-    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => File::open(dir),
-        None => File::open("."),
-    }
-}
-
-fn sync_dir(path: &Path) -> io::Result<()> {
-    open_dir(path)?.sync_all()
 }
 
 /// One `write(2)` of `bytes` at the end of `file` (opened O_APPEND, at length `len`), more
@@ -428,19 +588,7 @@ fn write_once(file: &File, len: u64, bytes: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
-fn save_durably(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o640)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    sync_dir(path)
-}
-
-fn read_first_line(file: &File) -> io::Result<Vec<u8>> {
+pub(super) fn read_first_line(file: &File) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     let mut offset = 0u64;
     loop {
@@ -457,6 +605,12 @@ fn read_first_line(file: &File) -> io::Result<Vec<u8>> {
         out.extend_from_slice(&chunk);
         offset += n as u64;
     }
+}
+
+/// The last complete line of `file`, if any.
+pub(super) fn read_last_line(file: &File) -> io::Result<Option<Vec<u8>>> {
+    let len = file.metadata()?.len();
+    Ok(read_tail(file, len)?.last.map(|(_, line)| line))
 }
 
 /// Read back from the end of `file` (of length `len`) just far enough to find the last
@@ -507,18 +661,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("f");
         let long = "x".repeat(40_000);
-        fs::write(&p, format!("a\n{long}\nzz")).expect("write");
+        std::fs::write(&p, format!("a\n{long}\nzz")).expect("write");
         let f = File::open(&p).expect("open");
         let len = f.metadata().expect("meta").len();
         let t = read_tail(&f, len).expect("tail");
         assert_eq!(t.last, Some((2, long.clone().into_bytes())));
         assert_eq!(t.torn, Some((len - 2, b"zz".to_vec())));
 
-        fs::write(&p, "only torn").expect("write");
+        std::fs::write(&p, "only torn").expect("write");
         let t = read_tail(&File::open(&p).expect("open"), 9).expect("tail");
         assert_eq!((t.last, t.torn), (None, Some((0, b"only torn".to_vec()))));
 
-        fs::write(&p, "one\n").expect("write");
+        std::fs::write(&p, "one\n").expect("write");
         let t = read_tail(&File::open(&p).expect("open"), 4).expect("tail");
         assert_eq!((t.last, t.torn), (Some((0, b"one".to_vec())), None));
     }

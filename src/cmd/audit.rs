@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 
 use crate::audit::{
-    read_trail, result_of, summarize, verify, ActionKind, AuditRecord, Filter, RecordKind, Summary,
-    Tally, Trail, VerifyReport,
+    prune, read_trail, result_of, summarize, verify_with, ActionKind, Actor, ActorKind,
+    AuditRecord, Filter, Mode, RecordKind, Summary, Tally, Trail, VerifyOptions, VerifyReport,
 };
 use crate::cli::{parse_glob_arg, AuditLogArg};
 use crate::duration;
@@ -29,21 +29,40 @@ pub enum AuditCommand {
     /// Incident review: actions per rule, per unit and per outcome, and interventions per hour.
     #[command(after_help = SUMMARY_HELP)]
     Summary(SummaryArgs),
+    /// Retention: remove whole rotated files older than a time, leaving a checkpoint so
+    /// that the rest still verifies.
+    #[command(after_help = PRUNE_HELP)]
+    Prune(PruneArgs),
 }
 
 const VERIFY_HELP: &str = "\
 Checks that every line is a sealed record, that seq increases by one and that each record's
-prev is the hash of the line before, from the oldest rotated file to the live file. A final
-line cut off by a crash mid-write is reported as torn, not as tampering; the next write
-repairs it. Keep the printed head hash elsewhere to anchor the chain.
+prev is the hash of the line before, from the oldest rotated file to the live file, and
+that the trail ends where its anchor (PATH.head, rewritten by every writer) says: a trail
+cut short, emptied or with its end rewritten fails. A final line cut off by a crash
+mid-write is reported as torn, not as tampering, when the anchor agrees; the next write
+repairs it. A trail starts at seq 1, or where `audit prune` left a checkpoint that a prune
+note in the chain attests. Keep the printed head hash elsewhere (a ticket, the journal):
+the daemon also publishes the head seq as a metric.
 
-Exit codes: 0 chain intact, 1 chain broken or tampered (the first bad record is printed),
-2 the trail cannot be read.
+Exit codes: 0 chain intact, 1 chain broken, tampered or cut short (the first bad record or
+the missing part is printed), 2 the trail cannot be read (or is keyed and no key given).
 
 Examples:
   sockwarden audit verify
-  sockwarden audit verify --audit-log /srv/audit/audit.jsonl
+  sockwarden audit verify --audit-log /srv/audit/audit.jsonl --audit-key /etc/sockwarden/audit.key
+  sockwarden audit verify --audit-log copy.jsonl --from-seq 52001 --no-anchor
   sockwarden audit verify --json | jq .head_hash";
+
+const PRUNE_HELP: &str = "\
+Removes the rotated files (PATH.<seq>) whose records are all older than --before; the live
+file is never removed. First a `prune` note naming the first record kept is written to the
+trail, then the checkpoint file PATH.start, then the files go: `audit verify` then checks
+the trail from the checkpoint. Removing rotated files by hand instead makes verify fail.
+
+Examples:
+  sockwarden audit prune --before 90d
+  sockwarden audit prune --before '2026-09-01 00:00'";
 
 const SHOW_HELP: &str = "\
 Times are UTC. --since/--until take a duration meaning that long ago (2h, 30m, 1day) or a
@@ -70,6 +89,25 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub log: AuditLogArg,
     /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Check the chain alone, without comparing its end with the anchor file (for a copy).
+    #[arg(long)]
+    pub no_anchor: bool,
+    /// Accept a trail that starts at this seq (a copy of the newer part of a trail).
+    #[arg(long, value_name = "SEQ")]
+    pub from_seq: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub log: AuditLogArg,
+    /// Remove rotated files whose every record is older than this: a duration ago (90d) or
+    /// a UTC time (2026-09-01 00:00).
+    #[arg(long, value_name = "WHEN")]
+    pub before: String,
+    /// Print what was removed as one JSON object.
     #[arg(long)]
     pub json: bool,
 }
@@ -160,9 +198,48 @@ pub fn run(cmd: AuditCommand) -> anyhow::Result<i32> {
 pub fn run_to(cmd: AuditCommand, out: &mut dyn Write, width: Option<usize>) -> anyhow::Result<i32> {
     match cmd {
         AuditCommand::Verify(args) => {
-            let report = verify(&args.log.path);
+            let options = VerifyOptions {
+                key: args.log.key()?,
+                no_anchor: args.no_anchor,
+                from_seq: args.from_seq,
+            };
+            let report = verify_with(&args.log.path, &options);
             print_verify(out, &report, args.json)?;
             Ok(report.exit_code())
+        }
+        AuditCommand::Prune(args) => {
+            let now = SystemTime::now();
+            let before = crate::audit::parse_when(&args.before, now)
+                .map_err(|e| anyhow::anyhow!("--before: {e}"))?;
+            let mut log = args.log.open()?;
+            let report = prune(
+                &mut log,
+                before,
+                Actor::current(ActorKind::Cli),
+                Mode::Enforce,
+            )?;
+            if args.json {
+                output::json_lines(out, [&report])?;
+            } else if report.removed.is_empty() {
+                writeln!(
+                    out,
+                    "nothing to prune: no rotated file holds only records older than {}",
+                    args.before
+                )?;
+            } else {
+                writeln!(
+                    out,
+                    "removed {} file(s) ({} records); the trail now starts at seq {} (prune note seq {})",
+                    report.removed.len(),
+                    report.removed_records,
+                    report.starts_at.unwrap_or(0),
+                    report.note_seq.unwrap_or(0)
+                )?;
+                for f in &report.removed {
+                    writeln!(out, "  {}", f.display())?;
+                }
+            }
+            Ok(0)
         }
         AuditCommand::Show(args) => {
             let filter = args.filter.to_filter(SystemTime::now())?;

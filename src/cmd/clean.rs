@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::actions::{self, ActContext, ActionReport};
-use crate::audit::{self, Actor, ActorKind, AuditLog};
+use crate::audit::{self, Actor, ActorKind};
 use crate::cli::{exit, AuditLogArg, SelectArgs};
 use crate::engine::{self, Decision, EngineInput, Plan, RunOptions};
 use crate::filter::SocketFilter;
@@ -97,7 +97,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
     let policies = match load_policies(args) {
         Ok(p) => p,
         Err(diagnostics) => {
-            eprint!("{diagnostics}");
+            eprintln!("{diagnostics}");
             return Ok(exit::CONFIG);
         }
     };
@@ -109,7 +109,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
     let now = SystemTime::now();
     let snap = scan::scan(sys, &filter, &Observations::new(), now)?;
     for warning in &snap.warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", crate::output::escape(warning));
     }
     let history =
         audit::history(&args.audit.path, now - audit::HISTORY_LOOKBACK).with_context(|| {
@@ -163,7 +163,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
         return Ok(exit::OK);
     }
 
-    let mut audit = AuditLog::open(&args.audit.path)?;
+    let mut audit = args.audit.open()?;
     let mut ctx = ActContext {
         sys,
         audit: &mut audit,

@@ -312,7 +312,7 @@ fn a_full_disk_under_the_audit_log_means_no_action() {
     let log = mnt.join("audit.jsonl");
     // A 16 KiB tmpfs, filled, mounted in a private mount namespace of the child only.
     let script = format!(
-        "mount -t tmpfs -o size=16k tmpfs {mnt} && touch {log} && (dd if=/dev/zero of={mnt}/fill bs=1k 2>/dev/null; true) && exec \"$0\" \"$@\"",
+        "mount -t tmpfs -o size=16k,mode=0750 tmpfs {mnt} && touch {log} && (dd if=/dev/zero of={mnt}/fill bs=1k 2>/dev/null; true) && exec \"$0\" \"$@\"",
         mnt = mnt.display(),
         log = log.display()
     );
