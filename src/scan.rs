@@ -23,6 +23,9 @@ pub struct Snapshot {
     pub owners_scanned: bool,
     /// Processes whose fds could not be read (their sockets' owners may be missing).
     pub unreadable_processes: usize,
+    /// Namespaces that exist but could not be read (not entered, not dumped, or hidden):
+    /// a scan with any is not an all-clear.
+    pub unseen: Vec<String>,
     /// (namespace, cookie, state) of every socket the dumps returned, before the age and
     /// port selectors: what a watcher observes to age sockets by first sight.
     pub seen: Vec<SocketKey>,
@@ -73,22 +76,37 @@ pub fn scan(
     observations: &Observations,
     now: SystemTime,
 ) -> Result<Snapshot, ScanError> {
-    let (namespaces, mut warnings) = list_namespaces(sys, &filter.netns)?;
-    let mut snap = scan_in(sys, &namespaces, filter, observations, now)?;
+    let listed = list_namespaces(sys, &filter.netns)?;
+    let mut snap = scan_in(sys, &listed.namespaces, filter, observations, now)?;
+    let mut warnings = listed.warnings;
     warnings.append(&mut snap.warnings);
     snap.warnings = warnings;
+    let mut unseen = listed.unseen;
+    unseen.append(&mut snap.unseen);
+    snap.unseen = unseen;
     Ok(snap)
+}
+
+/// The namespaces a selector picked, with what listing them could not see.
+#[derive(Debug, Clone, Default)]
+pub struct Listed {
+    pub namespaces: Vec<Netns>,
+    pub warnings: Vec<String>,
+    /// Namespaces known to exist that could not be listed (only for `--netns all`).
+    pub unseen: Vec<String>,
 }
 
 /// The namespaces `selector` picks (this walks `/proc/*/ns/net`), with the warnings of
 /// listing them. A watcher lists them now and then and scans them with [`scan_in`].
-pub fn list_namespaces(
-    sys: &dyn System,
-    selector: &NetnsSelector,
-) -> Result<(Vec<Netns>, Vec<String>), ScanError> {
+pub fn list_namespaces(sys: &dyn System, selector: &NetnsSelector) -> Result<Listed, ScanError> {
     let list = sys.namespaces()?;
+    let all = matches!(selector, NetnsSelector::All);
     let namespaces = select_namespaces(sys, list.namespaces, selector)?;
-    Ok((namespaces, list.warnings))
+    Ok(Listed {
+        namespaces,
+        warnings: list.warnings,
+        unseen: if all { list.unseen } else { Vec::new() },
+    })
 }
 
 /// [`scan`] over namespaces already listed: no `/proc` walk unless some socket needs an
@@ -101,6 +119,7 @@ pub fn scan_in(
     now: SystemTime,
 ) -> Result<Snapshot, ScanError> {
     let mut warnings = Vec::new();
+    let mut unseen = Vec::new();
     let only_one = namespaces.len() == 1;
     let uptime = sys.uptime();
 
@@ -134,7 +153,10 @@ pub fn scan_in(
             // The one namespace asked for failing is an error; one of many failing (it
             // vanished, or we may not enter it) is a warning and the scan goes on.
             Err(e) if only_one => return Err(e.into()),
-            Err(e) => warnings.push(format!("namespace {}: {e}", netns.name)),
+            Err(e) => {
+                warnings.push(format!("namespace {}: {e}", netns.name));
+                unseen.push(format!("namespace {}", netns.name));
+            }
         }
     }
 
@@ -182,6 +204,7 @@ pub fn scan_in(
         warnings,
         owners_scanned,
         unreadable_processes,
+        unseen,
         seen,
     })
 }

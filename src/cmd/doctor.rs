@@ -119,9 +119,9 @@ fn destroy() -> Check {
     match probe::destroy_support() {
         Ok(DestroyOutcome::Destroyed) => check("sock-destroy", Status::Ok, "SOCK_DESTROY works (probed on a socket of our own in a throwaway namespace)", None),
         Ok(DestroyOutcome::Unsupported) => check("sock-destroy", Status::Fail, "the kernel refused SOCK_DESTROY (EOPNOTSUPP): built without CONFIG_INET_DIAG_DESTROY", Some("use a kernel with CONFIG_INET_DIAG_DESTROY=y; destroy actions cannot work here, signal and restart still can")),
-        Ok(DestroyOutcome::NotPermitted) => check("sock-destroy", Status::Fail, "SOCK_DESTROY not permitted", Some("run as root or grant CAP_NET_ADMIN")),
+        Ok(DestroyOutcome::NotPermitted) => check("sock-destroy", Status::Fail, "SOCK_DESTROY not permitted: this process lacks CAP_NET_ADMIN", Some(&privilege_hint(&["CAP_NET_ADMIN"]))),
         Ok(other) => check("sock-destroy", Status::Warn, format!("probe destroy answered {other:?}"), None),
-        Err(e) => check("sock-destroy", Status::Warn, format!("could not probe: {e}"), Some("run as root so the probe can make a throwaway namespace")),
+        Err(e) => check("sock-destroy", Status::Warn, format!("could not probe: {e}"), Some(&privilege_hint(&["CAP_SYS_ADMIN", "CAP_NET_ADMIN"]))),
     }
 }
 
@@ -135,11 +135,12 @@ fn capabilities(caps: Option<Capabilities>) -> Check {
         );
     };
     let wanted = [Cap::NetAdmin, Cap::Kill, Cap::SysPtrace, Cap::SysAdmin];
-    let missing: Vec<String> = wanted
-        .into_iter()
-        .filter(|c| !caps.has(*c))
+    let lacking: Vec<Cap> = wanted.into_iter().filter(|c| !caps.has(*c)).collect();
+    let missing: Vec<String> = lacking
+        .iter()
         .map(|c| format!("{} ({})", c.name(), c.needed_for()))
         .collect();
+    let names: Vec<&str> = lacking.iter().map(|c| c.name()).collect();
     if missing.is_empty() {
         check(
             "capabilities",
@@ -152,7 +153,7 @@ fn capabilities(caps: Option<Capabilities>) -> Check {
             "capabilities",
             Status::Warn,
             format!("missing: {}", missing.join(", ")),
-            Some("run as root, or grant them (systemd: AmbientCapabilities=)"),
+            Some(&privilege_hint(&names)),
         )
     }
 }
@@ -223,9 +224,26 @@ fn namespaces() -> Check {
         check(
             "namespaces",
             Status::Warn,
-            format!("{n} network namespace(s) visible; {}", list.warnings.join("; ")),
-            Some("run as root (CAP_SYS_PTRACE to see other processes' namespaces, CAP_SYS_ADMIN to enter them)"),
+            format!(
+                "{n} network namespace(s) visible; {}",
+                list.warnings.join("; ")
+            ),
+            Some(&privilege_hint(&["CAP_SYS_PTRACE", "CAP_SYS_ADMIN"])),
         )
+    }
+}
+
+/// What to do about missing capabilities: "run as root" helps only a process that is not
+/// root already; a root process without them runs under a reduced capability set.
+fn privilege_hint(caps: &[&str]) -> String {
+    let list = caps.join(", ");
+    if nix::unistd::geteuid().is_root() {
+        format!(
+            "this process runs as root but without {list}: its capability set was reduced (systemd: add them to \
+             CapabilityBoundingSet= and AmbientCapabilities=; a container: --cap-add / securityContext.capabilities.add)"
+        )
+    } else {
+        format!("run as root, or grant {list} (systemd: AmbientCapabilities=)")
     }
 }
 

@@ -68,6 +68,10 @@ pub struct RunArgs {
     #[arg(long = "audit-log", value_name = "PATH", env = "SOCKWARDEN_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
 
+    /// Keyed mode: the key file that seals audit records with an HMAC [default: none].
+    #[arg(long = "audit-key", value_name = "PATH", env = "SOCKWARDEN_AUDIT_KEY")]
+    pub audit_key: Option<PathBuf>,
+
     /// Where observed first-seen times are kept [default: /var/lib/sockwarden].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -109,6 +113,8 @@ impl RunArgs {
                 interval: self.interval,
                 mode: self.mode,
                 audit_log: self.audit_log.clone(),
+                audit_key: self.audit_key.clone(),
+                audit_retention: None,
                 state_dir: self.state_dir.clone(),
                 metrics_listen: self.metrics_listen,
                 metrics_textfile: self.metrics_textfile.clone(),
@@ -153,6 +159,7 @@ pub fn run(args: &RunArgs, sys: &dyn System) -> anyhow::Result<i32> {
         policies,
         Capabilities::default(),
         &observations::boot_id(),
+        std::time::SystemTime::now(),
     );
     if let Some(metrics) = metrics {
         daemon = daemon.with_metrics(metrics);

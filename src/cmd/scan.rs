@@ -27,12 +27,20 @@ pub fn run(args: &ScanArgs, sys: &dyn System) -> anyhow::Result<i32> {
 
     // Notes for people go to stderr so that stdout stays clean for scripts.
     for warning in &snap.warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", crate::output::escape(warning));
     }
+    let unseen = if snap.unseen.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; NOT seen: {} (see the warnings above): this is not an all-clear",
+            output::escape(&snap.unseen.join(", "))
+        )
+    };
     if !args.json {
         let ns = snap.namespaces.len();
         if snap.sockets.is_empty() {
-            eprintln!("no stuck sockets in {ns} network namespace(s)");
+            eprintln!("no stuck sockets in {ns} network namespace(s){unseen}");
         } else if snap
             .sockets
             .iter()
@@ -40,20 +48,27 @@ pub fn run(args: &ScanArgs, sys: &dyn System) -> anyhow::Result<i32> {
         {
             eprintln!(
                 "{} socket(s) in {ns} namespace(s); ages marked ≥0s have no kernel evidence and a \
-                 one-shot scan cannot observe them (the daemon can)",
+                 one-shot scan cannot observe them (the daemon can){unseen}",
                 snap.sockets.len()
             );
         } else {
             eprintln!(
-                "{} socket(s) in {ns} network namespace(s)",
+                "{} socket(s) in {ns} network namespace(s){unseen}",
                 snap.sockets.len()
             );
         }
+    } else if !snap.unseen.is_empty() {
+        eprintln!(
+            "warning: NOT seen: {}",
+            output::escape(&snap.unseen.join(", "))
+        );
     }
-    Ok(if snap.sockets.is_empty() {
-        exit::OK
-    } else {
+    Ok(if !snap.sockets.is_empty() {
         exit::FOUND
+    } else if !snap.unseen.is_empty() {
+        exit::INCOMPLETE
+    } else {
+        exit::OK
     })
 }
 

@@ -18,15 +18,19 @@ pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/sockwarden/audit.jsonl";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/sockwarden";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_NAMESPACE_REFRESH: Duration = Duration::from_secs(60);
+/// Retention shorter than a day is more likely a typo than a policy.
+pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Shorter intervals would make the agent a load of its own.
 pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The keys of `sockwarden.toml`, in the order the example documents them.
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 11] = [
     "policy",
     "interval",
     "mode",
     "audit_log",
+    "audit_key",
+    "audit_retention",
     "state_dir",
     "metrics_listen",
     "metrics_textfile",
@@ -44,6 +48,10 @@ pub struct Config {
     /// Overrides the policies' `mode` when set.
     pub mode: Option<Mode>,
     pub audit_log: PathBuf,
+    /// Keyed mode: the file with the key that seals the audit records (HMAC).
+    pub audit_key: Option<PathBuf>,
+    /// Prune rotated audit files older than this (hourly); off when `None`.
+    pub audit_retention: Option<Duration>,
     /// Where `observations.json` (first-seen times) lives.
     pub state_dir: PathBuf,
     /// Prometheus listener; off when `None`.
@@ -63,6 +71,8 @@ pub struct Settings {
     pub interval: Option<Duration>,
     pub mode: Option<Mode>,
     pub audit_log: Option<PathBuf>,
+    pub audit_key: Option<PathBuf>,
+    pub audit_retention: Option<Duration>,
     pub state_dir: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     pub metrics_textfile: Option<PathBuf>,
@@ -78,6 +88,8 @@ impl Settings {
             interval: self.interval.or(base.interval),
             mode: self.mode.or(base.mode),
             audit_log: self.audit_log.or(base.audit_log),
+            audit_key: self.audit_key.or(base.audit_key),
+            audit_retention: self.audit_retention.or(base.audit_retention),
             state_dir: self.state_dir.or(base.state_dir),
             metrics_listen: self.metrics_listen.or(base.metrics_listen),
             metrics_textfile: self.metrics_textfile.or(base.metrics_textfile),
@@ -93,6 +105,8 @@ impl Settings {
             interval: self.interval.unwrap_or(DEFAULT_INTERVAL),
             mode: self.mode,
             audit_log: self.audit_log.unwrap_or_else(|| DEFAULT_AUDIT_LOG.into()),
+            audit_key: self.audit_key,
+            audit_retention: self.audit_retention,
             state_dir: self.state_dir.unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
             metrics_listen: self.metrics_listen,
             metrics_textfile: self.metrics_textfile,
@@ -229,6 +243,12 @@ impl Parser<'_> {
         if let Some(v) = doc.get("audit_log") {
             s.audit_log = self.path("audit_log", v);
         }
+        if let Some(v) = doc.get("audit_key") {
+            s.audit_key = self.path("audit_key", v);
+        }
+        if let Some(v) = doc.get("audit_retention") {
+            s.audit_retention = self.duration("audit_retention", v, MIN_RETENTION);
+        }
         if let Some(v) = doc.get("state_dir") {
             s.state_dir = self.path("state_dir", v);
         }
@@ -316,6 +336,8 @@ policy = "/srv/policies"
 interval = "5s"
 mode = "enforce"
 audit_log = "/srv/audit.jsonl"
+audit_key = "/etc/sockwarden/audit.key"
+audit_retention = "90d"
 state_dir = "/srv/state"
 metrics_listen = "127.0.0.1:9477"
 metrics_textfile = "/srv/sockwarden.prom"
@@ -338,6 +360,8 @@ namespace_refresh = "2m"
                 interval: Duration::from_secs(1),
                 mode: Some(Mode::Observe),
                 audit_log: "/srv/audit.jsonl".into(),
+                audit_key: Some("/etc/sockwarden/audit.key".into()),
+                audit_retention: Some(Duration::from_secs(90 * 86400)),
                 state_dir: "/srv/state".into(),
                 metrics_listen: Some("127.0.0.1:9477".parse().expect("addr")),
                 metrics_textfile: Some("/srv/sockwarden.prom".into()),

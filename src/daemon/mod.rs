@@ -35,6 +35,8 @@ use signals::Signals;
 #[derive(Debug)]
 pub enum LoadError {
     Config(ConfigError),
+    /// `audit_key` names a file that is not a usable key.
+    AuditKey(crate::sys::files::FileError),
     Policy {
         path: PathBuf,
         diagnostics: policy::Diagnostics,
@@ -45,6 +47,7 @@ impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             LoadError::Config(e) => write!(f, "{e}"),
+            LoadError::AuditKey(e) => write!(f, "audit_key: {e}"),
             LoadError::Policy { path, diagnostics } => write!(
                 f,
                 "{diagnostics}\n(policy loaded from {}; check it with `sockwarden policy check {}`)",
@@ -71,6 +74,9 @@ impl Sources {
     pub fn load(&self) -> Result<(Config, PolicySet), LoadError> {
         let file = config::load(&self.config, self.explicit).map_err(LoadError::Config)?;
         let config = self.flags.clone().over(file.unwrap_or_default()).resolve();
+        if let Some(key) = &config.audit_key {
+            audit::AuditKey::load(key).map_err(LoadError::AuditKey)?;
+        }
         let policies = policy::load_paths(std::slice::from_ref(&config.policy)).map_err(|d| {
             LoadError::Policy {
                 path: config.policy.clone(),
@@ -240,6 +246,11 @@ pub struct PassSummary {
     pub observed: usize,
     /// Items turned into observe because the action cannot work here.
     pub degraded: usize,
+    /// Namespaces that exist but could not be read this pass: the pass is not an all-clear.
+    pub unseen: usize,
+    /// The audit trail's head seq after this pass's records (publish it elsewhere to
+    /// anchor the trail).
+    pub audit_head: Option<u64>,
     #[serde(skip)]
     pub duration: Duration,
     /// Why the pass stopped early, when it did.
@@ -269,6 +280,12 @@ impl fmt::Display for PassSummary {
         if self.degraded > 0 {
             write!(f, " ({} degraded to observe)", self.degraded)?;
         }
+        if self.unseen > 0 {
+            write!(f, "; {} namespace(s) NOT seen", self.unseen)?;
+        }
+        if let Some(seq) = self.audit_head {
+            write!(f, "; audit head {seq}")?;
+        }
         if let Some(e) = &self.error {
             write!(f, "; FAILED: {e}")?;
         }
@@ -293,6 +310,8 @@ pub struct Daemon<'a> {
     /// The namespaces being watched and when they were listed.
     namespaces: Option<(Vec<Netns>, Instant)>,
     namespace_warnings: Vec<String>,
+    /// What the last listing could not see (reported with every pass until it can).
+    namespace_unseen: Vec<String>,
     relist: bool,
     caps: Capabilities,
     actor: Actor,
@@ -301,11 +320,13 @@ pub struct Daemon<'a> {
     last_save_error: Option<String>,
     metrics: Option<Arc<Metrics>>,
     last_textfile_error: Option<String>,
+    /// When rotated audit files were last pruned (`audit_retention`).
+    last_prune: Option<Instant>,
 }
 
 impl<'a> Daemon<'a> {
-    /// A daemon on loaded settings. Warnings (e.g. a state file from another boot) are
-    /// logged.
+    /// A daemon on loaded settings, starting at `now`. Warnings (e.g. a state file from
+    /// another boot) are logged.
     pub fn new(
         sys: &'a dyn System,
         sources: Sources,
@@ -313,8 +334,13 @@ impl<'a> Daemon<'a> {
         policies: PolicySet,
         caps: Capabilities,
         boot_id: &str,
+        now: SystemTime,
     ) -> Daemon<'a> {
-        let (observations, warning) = ObservationStore::load(&config.state_dir, boot_id);
+        let booted_at = now
+            .checked_sub(sys.uptime())
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let (observations, warning) =
+            ObservationStore::load(&config.state_dir, boot_id, booted_at, now);
         if let Some(w) = warning {
             warn!("{w}");
         }
@@ -326,6 +352,7 @@ impl<'a> Daemon<'a> {
             observations,
             namespaces: None,
             namespace_warnings: Vec::new(),
+            namespace_unseen: Vec::new(),
             relist: true,
             caps,
             actor: Actor::current(ActorKind::Daemon),
@@ -334,6 +361,7 @@ impl<'a> Daemon<'a> {
             last_save_error: None,
             metrics: None,
             last_textfile_error: None,
+            last_prune: None,
         }
     }
 
@@ -362,6 +390,10 @@ impl<'a> Daemon<'a> {
         let Some(m) = &self.metrics else { return };
         if summary.error.is_some() {
             m.observe_failed_pass();
+        }
+        m.set_unseen_namespaces(summary.unseen);
+        if let Some(seq) = summary.audit_head {
+            m.set_audit_head(seq);
         }
         let Some(path) = &self.config.metrics_textfile else {
             return;
@@ -425,10 +457,24 @@ impl<'a> Daemon<'a> {
     pub fn note(&self, event: NoteEvent, detail: String) {
         let mut record = NewRecord::note(self.actor.clone(), self.mode(), event, detail);
         record.policy_digest = Some(self.policies.digest().to_string());
-        let written = AuditLog::open(&self.config.audit_log).and_then(|mut log| log.append(record));
+        let written = self
+            .open_audit()
+            .and_then(|mut log| log.append(record).map_err(|e| e.to_string()));
         if let Err(e) = written {
             error!("cannot record the {event:?} note: {e}");
         }
+    }
+
+    /// The audit trail, with its key in keyed mode (read again each time: cheap, and a
+    /// replaced key file is seen).
+    fn open_audit(&self) -> Result<AuditLog, String> {
+        let key = match &self.config.audit_key {
+            Some(path) => Some(audit::AuditKey::load(path).map_err(|e| format!("audit_key: {e}"))?),
+            None => None,
+        };
+        AuditLog::open(&self.config.audit_log)
+            .map(|log| log.with_key(key))
+            .map_err(|e| e.to_string())
     }
 
     /// The start note's text.
@@ -585,6 +631,7 @@ impl<'a> Daemon<'a> {
         let scan_took = scan_started.elapsed();
         summary.watched = snap.seen.len();
         summary.stuck = snap.sockets.len();
+        summary.unseen = self.namespace_unseen.len() + snap.unseen.len();
         let (plan, reports) = self.decide_and_act(&snap, now, summary)?;
         if let Some(m) = &self.metrics {
             m.observe_pass(&snap, &plan, &reports, scan_took);
@@ -654,8 +701,7 @@ impl<'a> Daemon<'a> {
             return Ok((plan, Vec::new()));
         }
 
-        let mut log = AuditLog::open(&self.config.audit_log).map_err(|e| {
-            let text = format!("{e}");
+        let mut log = self.open_audit().map_err(|text| {
             error!("{text}");
             text
         })?;
@@ -667,6 +713,7 @@ impl<'a> Daemon<'a> {
             dry_run: plan.mode == Mode::Observe,
         };
         let result = actions::carry_out(&plan, snap, &mut ctx);
+        summary.audit_head = log.head().map(|(seq, _)| seq);
         // Our own records changed the trail: the next pass reads it again.
         self.history.key = None;
         let reports = match result {
@@ -694,6 +741,36 @@ impl<'a> Daemon<'a> {
         Ok((plan, reports))
     }
 
+    /// With `audit_retention` set: once an hour, prune the rotated audit files whose records
+    /// are all older than the retention (as `sockwarden audit prune`).
+    pub fn prune_if_due(&mut self, now: SystemTime) {
+        let Some(retention) = self.config.audit_retention else {
+            return;
+        };
+        if self
+            .last_prune
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(3600))
+        {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        let before = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
+        let result = self.open_audit().and_then(|mut log| {
+            audit::prune(&mut log, before, self.actor.clone(), self.mode())
+                .map_err(|e| e.to_string())
+        });
+        match result {
+            Ok(r) if r.removed.is_empty() => debug!("audit retention: nothing to prune"),
+            Ok(r) => info!(
+                "audit retention: pruned {} rotated file(s) ({} records); the trail starts at seq {}",
+                r.removed.len(),
+                r.removed_records,
+                r.starts_at.unwrap_or(0)
+            ),
+            Err(e) => error!("audit retention: {e}"),
+        }
+    }
+
     /// The namespaces to scan: listed at start, every `namespace_refresh`, and after a
     /// namespace could not be dumped; in between, the last list (no `/proc` walk).
     fn namespaces(&mut self) -> Result<Vec<Netns>, String> {
@@ -703,13 +780,15 @@ impl<'a> Daemon<'a> {
             }
             _ => scan::list_namespaces(self.sys, &NetnsSelector::parse(&self.config.netns)),
         };
-        let (list, warnings) = fresh.map_err(|e| format!("listing namespaces: {e}"))?;
-        if warnings != self.namespace_warnings {
-            for w in &warnings {
+        let listed = fresh.map_err(|e| format!("listing namespaces: {e}"))?;
+        let list = listed.namespaces;
+        if listed.warnings != self.namespace_warnings {
+            for w in &listed.warnings {
                 warn!("{w}");
             }
-            self.namespace_warnings = warnings;
+            self.namespace_warnings = listed.warnings;
         }
+        self.namespace_unseen = listed.unseen;
         debug!(count = list.len(), "listed network namespaces");
         self.relist = false;
         self.namespaces = Some((list.clone(), Instant::now()));
@@ -734,6 +813,7 @@ impl<'a> Daemon<'a> {
             if Instant::now() >= next_pass {
                 let summary = self.pass(SystemTime::now());
                 log_pass(&summary);
+                self.prune_if_due(SystemTime::now());
                 let status = summary.to_string();
                 let sent = if ready {
                     notifier.status(&status)

@@ -4,9 +4,9 @@
 //! when the kernel's evidence says the socket entered its state, so an age never shrinks.
 
 use std::collections::HashSet;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, DirBuilder};
+use std::io;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -64,7 +64,15 @@ pub struct ObservationStore {
 impl ObservationStore {
     /// Load `<state_dir>/observations.json`. A missing file is an empty store; a file from
     /// another boot, or one that cannot be read, is set aside with a warning (returned).
-    pub fn load(state_dir: &Path, boot_id: &str) -> (ObservationStore, Option<String>) {
+    /// First-seen times before `booted_at` or after `now` cannot be true (a forged
+    /// `first_seen_ms = 1` would make every "older than" rule fire at once): they are
+    /// dropped, with a warning.
+    pub fn load(
+        state_dir: &Path,
+        boot_id: &str,
+        booted_at: SystemTime,
+        now: SystemTime,
+    ) -> (ObservationStore, Option<String>) {
         let mut store = ObservationStore {
             path: state_dir.join(FILE_NAME),
             boot_id: boot_id.to_string(),
@@ -101,15 +109,33 @@ impl ObservationStore {
             );
             return (store, Some(warning));
         }
+        let mut dropped = 0usize;
+        // The boot time is known to the second or so; allow for that.
+        let earliest = booted_at
+            .checked_sub(Duration::from_secs(5))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let latest = now + Duration::from_secs(5);
         for e in file.sockets {
             let netns = NetnsId {
                 dev: e.netns_dev,
                 inode: e.netns_inode,
             };
             let first = SystemTime::UNIX_EPOCH + Duration::from_millis(e.first_seen_ms);
+            if first < earliest || first > latest {
+                dropped += 1;
+                continue;
+            }
             store
                 .times
                 .insert((netns, Cookie(e.cookie), e.state), first);
+        }
+        if dropped > 0 {
+            store.dirty = true;
+            let warning = format!(
+                "{}: dropped {dropped} first-seen time(s) from before this boot or in the future (the file was edited, or the clock jumped); those sockets are aged from now",
+                store.path.display()
+            );
+            return (store, Some(warning));
         }
         (store, None)
     }
@@ -226,22 +252,18 @@ impl ObservationStore {
             path: self.path.clone(),
             source: io::Error::other(e),
         })?;
-        let tmp = self.path.with_extension("json.tmp");
-        let mut out = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o640)
-            .open(&tmp)
-            .map_err(err("create", &tmp))?;
-        out.write_all(&bytes).map_err(err("write", &tmp))?;
-        out.sync_all().map_err(err("fsync", &tmp))?;
-        drop(out);
-        fs::rename(&tmp, &self.path).map_err(err("rename", &self.path))?;
-        // The rename is durable only once the directory is.
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(err("fsync", &dir))?;
+        let safe = crate::sys::files::SafeDir::open(&dir).map_err(|e| SaveError {
+            call: "open",
+            path: dir.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        safe.check_private().map_err(|e| SaveError {
+            call: "check",
+            path: dir.clone(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        safe.replace(std::ffi::OsStr::new(FILE_NAME), &bytes, 0o640)
+            .map_err(err("replace", &self.path))?;
         self.dirty = false;
         Ok(true)
     }
@@ -259,6 +281,10 @@ pub fn boot_id() -> String {
 mod tests {
     use super::*;
 
+    fn far_future() -> SystemTime {
+        SystemTime::now() + Duration::from_secs(10 * 365 * 86400)
+    }
+
     const NS: NetnsId = NetnsId { dev: 4, inode: 100 };
     const OTHER: NetnsId = NetnsId { dev: 4, inode: 200 };
 
@@ -269,7 +295,8 @@ mod tests {
     #[test]
     fn first_seen_is_set_once_and_survives_a_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, warning) = ObservationStore::load(dir.path(), "boot-a");
+        let (mut store, warning) =
+            ObservationStore::load(dir.path(), "boot-a", SystemTime::UNIX_EPOCH, far_future());
         assert!(warning.is_none() && store.is_empty());
         let cw = (NS, Cookie(7), TcpState::CloseWait);
         store.update(&[cw], &[NS], at(0));
@@ -284,7 +311,8 @@ mod tests {
             "no rewrite at rest"
         );
 
-        let (mut again, warning) = ObservationStore::load(dir.path(), "boot-a");
+        let (mut again, warning) =
+            ObservationStore::load(dir.path(), "boot-a", SystemTime::UNIX_EPOCH, far_future());
         assert!(warning.is_none(), "{warning:?}");
         again.update(&[cw], &[NS], at(20));
         assert_eq!(
@@ -298,7 +326,8 @@ mod tests {
     #[test]
     fn kernel_evidence_only_ever_moves_first_sight_earlier() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = ObservationStore::load(dir.path(), "b");
+        let (mut store, _) =
+            ObservationStore::load(dir.path(), "b", SystemTime::UNIX_EPOCH, far_future());
         store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(100));
         store.save().expect("save");
         store.backdate((NS, Cookie(1), TcpState::CloseWait), at(0));
@@ -330,7 +359,8 @@ mod tests {
     #[test]
     fn sockets_no_longer_seen_are_forgotten_only_in_namespaces_that_were_dumped() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = ObservationStore::load(dir.path(), "b");
+        let (mut store, _) =
+            ObservationStore::load(dir.path(), "b", SystemTime::UNIX_EPOCH, far_future());
         store.update(
             &[
                 (NS, Cookie(1), TcpState::CloseWait),
@@ -361,15 +391,18 @@ mod tests {
     #[test]
     fn another_boot_or_a_broken_file_starts_afresh_with_a_warning() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (mut store, _) = ObservationStore::load(dir.path(), "boot-a");
+        let (mut store, _) =
+            ObservationStore::load(dir.path(), "boot-a", SystemTime::UNIX_EPOCH, far_future());
         store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
         store.save().expect("save");
-        let (other_boot, warning) = ObservationStore::load(dir.path(), "boot-b");
+        let (other_boot, warning) =
+            ObservationStore::load(dir.path(), "boot-b", SystemTime::UNIX_EPOCH, far_future());
         assert!(other_boot.is_empty());
         assert!(warning.expect("warned").contains("another boot"));
 
         fs::write(dir.path().join(FILE_NAME), b"{not json").expect("write");
-        let (broken, warning) = ObservationStore::load(dir.path(), "boot-a");
+        let (broken, warning) =
+            ObservationStore::load(dir.path(), "boot-a", SystemTime::UNIX_EPOCH, far_future());
         assert!(broken.is_empty());
         assert!(warning.expect("warned").contains("not a valid state file"));
     }
@@ -378,7 +411,8 @@ mod tests {
     fn save_creates_the_state_directory_and_reports_what_failed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let nested = dir.path().join("a/b");
-        let (mut store, _) = ObservationStore::load(&nested, "b");
+        let (mut store, _) =
+            ObservationStore::load(&nested, "b", SystemTime::UNIX_EPOCH, far_future());
         store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
         store.save().expect("save into a new directory");
         assert!(nested.join(FILE_NAME).is_file());
@@ -386,9 +420,47 @@ mod tests {
         // A state "directory" that is a file cannot hold the state file.
         let blocker = dir.path().join("file");
         fs::write(&blocker, b"").expect("write");
-        let (mut store, _) = ObservationStore::load(&blocker, "b");
+        let (mut store, _) =
+            ObservationStore::load(&blocker, "b", SystemTime::UNIX_EPOCH, far_future());
         store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
         let err = store.save().expect_err("cannot write");
         assert!(err.to_string().contains("state directory"), "{err}");
+    }
+
+    /// Regression (trust issue): a forged `first_seen_ms = 1` made an "older than 1h" rule
+    /// fire at once. Times before this boot or in the future are dropped, with a warning.
+    #[test]
+    fn first_seen_times_before_this_boot_or_in_the_future_are_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let now = SystemTime::now();
+        let booted = now - Duration::from_secs(3600);
+        let ms = |t: SystemTime| {
+            t.duration_since(SystemTime::UNIX_EPOCH)
+                .expect("after epoch")
+                .as_millis()
+        };
+        let text = format!(
+            r#"{{"version":1,"boot_id":"b","sockets":[
+{{"netns_dev":4,"netns_inode":1,"cookie":1,"state":"close-wait","first_seen_ms":1}},
+{{"netns_dev":4,"netns_inode":1,"cookie":2,"state":"close-wait","first_seen_ms":{future}}},
+{{"netns_dev":4,"netns_inode":1,"cookie":3,"state":"close-wait","first_seen_ms":{good}}}]}}"#,
+            future = ms(now + Duration::from_secs(86400)),
+            good = ms(now - Duration::from_secs(600)),
+        );
+        fs::write(dir.path().join(FILE_NAME), text).expect("write");
+        let (store, warning) = ObservationStore::load(dir.path(), "b", booted, now);
+        let warning = warning.expect("a warning");
+        assert!(
+            warning.contains("dropped 2 first-seen time(s)"),
+            "{warning}"
+        );
+        assert_eq!(store.len(), 1);
+        let ns = NetnsId { dev: 4, inode: 1 };
+        assert!(store
+            .first_seen((ns, Cookie(3), TcpState::CloseWait))
+            .is_some());
+        assert!(store
+            .first_seen((ns, Cookie(1), TcpState::CloseWait))
+            .is_none());
     }
 }

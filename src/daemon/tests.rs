@@ -36,7 +36,7 @@ fn fake(sockets: Vec<KernelSocket>) -> FakeSystem {
     FakeSystem {
         namespaces: vec![netns()],
         sockets,
-        uptime: Duration::from_secs(86_400),
+        uptime: Duration::from_secs(100_000_000),
         ..FakeSystem::default()
     }
 }
@@ -69,7 +69,7 @@ impl Setup {
     fn daemon<'a>(&self, sys: &'a FakeSystem, caps: Capabilities) -> Daemon<'a> {
         let sources = self.sources();
         let (config, policies) = sources.load().expect("valid settings");
-        Daemon::new(sys, sources, config, policies, caps, "boot")
+        Daemon::new(sys, sources, config, policies, caps, "boot", t(1_000_000))
     }
     fn records(&self) -> Vec<Value> {
         records(&self.path("audit.jsonl"))
@@ -230,7 +230,15 @@ fn an_unwritable_audit_log_means_no_action_and_the_loop_goes_on() {
     let mut sources = setup.sources();
     sources.flags.audit_log = Some(setup.path("blocker/audit.jsonl"));
     let (config, policies) = sources.load().expect("valid");
-    let mut d = Daemon::new(&sys, sources, config, policies, Capabilities::all(), "b");
+    let mut d = Daemon::new(
+        &sys,
+        sources,
+        config,
+        policies,
+        Capabilities::all(),
+        "b",
+        t(1_000_000),
+    );
     let s = d.pass(t(0));
     assert!(
         s.error.as_deref().is_some_and(|e| e.contains("audit log")),
@@ -303,8 +311,16 @@ fn each_pass_feeds_the_metrics_and_the_textfile() {
     sources.flags.metrics_textfile = Some(setup.path("sockwarden.prom"));
     let (config, policies) = sources.load().expect("valid");
     let metrics = crate::metrics::Metrics::new();
-    let mut d = Daemon::new(&sys, sources, config, policies, Capabilities::all(), "b")
-        .with_metrics(std::sync::Arc::clone(&metrics));
+    let mut d = Daemon::new(
+        &sys,
+        sources,
+        config,
+        policies,
+        Capabilities::all(),
+        "b",
+        t(1_000_000),
+    )
+    .with_metrics(std::sync::Arc::clone(&metrics));
     d.pass(t(0));
     let text = std::fs::read_to_string(setup.path("sockwarden.prom")).expect("textfile");
     assert_eq!(text, metrics.render());

@@ -71,6 +71,10 @@ struct State {
     /// (guard, rule) -> count.
     refusals: BTreeMap<(String, String), u64>,
     capabilities: BTreeMap<String, bool>,
+    /// Namespaces that exist but could not be read in the last pass.
+    unseen_namespaces: u64,
+    /// The audit trail's head seq after the daemon's last write.
+    audit_head: Option<u64>,
 }
 
 /// A fixed-bucket histogram; `counts[i]` is the number of observations in bucket `i` alone
@@ -145,6 +149,8 @@ impl Metrics {
                 actions: BTreeMap::new(),
                 refusals: BTreeMap::new(),
                 capabilities: BTreeMap::new(),
+                unseen_namespaces: 0,
+                audit_head: None,
             }),
         })
     }
@@ -208,6 +214,16 @@ impl Metrics {
     /// `systemd`, `cap_net_admin`).
     pub fn set_capability(&self, name: &str, available: bool) {
         self.lock().capabilities.insert(name.to_string(), available);
+    }
+
+    /// How many namespaces the last pass could not read (not an all-clear when > 0).
+    pub fn set_unseen_namespaces(&self, n: usize) {
+        self.lock().unseen_namespaces = u64::try_from(n).unwrap_or(u64::MAX);
+    }
+
+    /// The audit trail's head seq after the daemon's last write.
+    pub fn set_audit_head(&self, seq: u64) {
+        self.lock().audit_head = Some(seq);
     }
 
     /// The whole exposition in the Prometheus text format 0.0.4.
@@ -333,6 +349,26 @@ impl Metrics {
                 &[("capability", cap)],
                 Value::Int(u64::from(*ok)),
             );
+        }
+
+        let name = "sockwarden_unseen_namespaces";
+        text::header(
+            &mut out,
+            name,
+            "Network namespaces that exist but could not be read in the last pass (not entered, not dumped, or hidden): when above 0 the pass is not an all-clear.",
+            Kind::Gauge,
+        );
+        text::sample(&mut out, name, &[], Value::Int(st.unseen_namespaces));
+
+        let name = "sockwarden_audit_head_seq";
+        text::header(
+            &mut out,
+            name,
+            "The seq of the newest audit record the daemon wrote: a trail that verifies shorter than this was cut.",
+            Kind::Gauge,
+        );
+        if let Some(seq) = st.audit_head {
+            text::sample(&mut out, name, &[], Value::Int(seq));
         }
 
         let name = "sockwarden_build_info";

@@ -3,7 +3,9 @@
 //! tested without root through [`fake::FakeSystem`].
 
 pub mod caps;
+pub mod exec;
 pub mod fake;
+pub mod files;
 pub mod linux;
 pub mod netlink;
 pub mod netns;
@@ -56,6 +58,9 @@ pub struct NamespaceList {
     pub namespaces: Vec<Netns>,
     /// Human-readable reasons why some namespaces or processes could not be inspected.
     pub warnings: Vec<String>,
+    /// Namespaces known to exist that could not be listed (e.g. other users' processes'
+    /// namespaces hidden without privilege): what a scan did not see.
+    pub unseen: Vec<String>,
 }
 
 /// One namespace's sock_diag dump.
@@ -144,8 +149,14 @@ pub trait System {
     /// Restart a unit through systemd's D-Bus API and wait (bounded) for the job.
     fn restart_unit(&self, unit: &str, timeout: Duration) -> Result<RestartOutcome, SystemdError>;
 
-    /// Run a command (argv, never through a shell) with a time limit.
-    fn run_command(&self, argv: &[String], timeout: Duration) -> CommandOutcome;
+    /// Run a command (argv, never through a shell) with exactly `env` (plus `PATH`) and a
+    /// time limit that kills its whole process group.
+    fn run_command(
+        &self,
+        argv: &[String],
+        env: &[(String, String)],
+        timeout: Duration,
+    ) -> CommandOutcome;
 }
 
 /// How a command run by an `exec` action ended.

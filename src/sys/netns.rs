@@ -128,6 +128,9 @@ fn list_namespaces_in(proc_root: &Path, run_netns: &Path) -> NamespaceList {
     list.namespaces.extend(named);
     list.namespaces.extend(by_pid);
     if let Some(w) = visibility_warning(denied_other_uid, others) {
+        list.unseen.push(format!(
+            "the namespaces of {denied_other_uid} process(es) of other users"
+        ));
         list.warnings.push(w);
     }
     list
