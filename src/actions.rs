@@ -1,20 +1,26 @@
-//! Actions: carry a plan out precisely — destroy by full id and cookie, signal through a
-//! pidfd, restart through systemd, exec without a shell — re-verifying each target right
-//! before acting, with an intent record (fsynced) before and an outcome record after.
-//! If an intent cannot be recorded, nothing more is done (fail closed).
+//! Actions: carry a plan out precisely — destroy by full id and cookie, signal through the
+//! pidfd taken at scan time, restart through systemd, exec without a shell — after deciding
+//! again, at act time, on freshly read facts: one re-scan and one re-plan for the whole
+//! plan (is the socket there, who holds it now, do the guards still allow it). An item the
+//! fresh decision does not confirm is skipped, with the reason, in the audit log. An intent
+//! record (fsynced) comes before every action and an outcome after; if an intent cannot be
+//! recorded, nothing more is done (fail closed).
 
-use std::collections::HashMap;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
 use crate::audit::{self, Actor, AuditError, AuditLog, NewRecord, Outcome, ProcessRecord};
-use crate::engine::{Decision, HeldReason, Plan, PlanItem, Target};
-use crate::model::{Cookie, KernelSocket, Netns, NetnsId, StateSet, StuckSocket};
-use crate::policy::{self, Action};
+use crate::decide::{Decider, Planned};
+use crate::engine::{Decision, HeldReason, PlanItem, Target, TargetKey};
+use crate::model::{Inode, KernelSocket, Netns, NetnsId, Process, StateSet, StuckSocket};
+use crate::policy::{self, Action, ActionKind};
 use crate::record::SocketRecord;
-use crate::scan::Snapshot;
-use crate::sys::{CommandOutcome, DestroyOutcome, RestartOutcome, SignalOutcome, System};
+use crate::scan::{Snapshot, SocketKey};
+use crate::sys::{
+    CommandOutcome, DestroyOutcome, HolderCheck, RestartOutcome, SignalOutcome, System,
+};
 
 /// Destroy intents and outcomes are written in batches of this many records, one fsync
 /// each (100,000 sockets: 50 fsyncs instead of 200,000).
@@ -32,6 +38,8 @@ pub struct ActContext<'a> {
     pub policy_digest: String,
     /// Record the plan as dry-run records and touch nothing.
     pub dry_run: bool,
+    /// The time of the act-time decision (after any confirmation): the clock's now.
+    pub now: SystemTime,
 }
 
 /// What came of one plan item, for the command's report (the audit log has the same).
@@ -41,8 +49,8 @@ pub struct ActionReport {
     pub action: String,
     pub target: String,
     /// destroyed, already-gone, tuple-reused, unsupported, not-permitted, not-confirmed,
-    /// delivered, exited, pid-reused, restarted, already-in-progress, exited-0, failed,
-    /// skipped, logged, dry-run, observed.
+    /// delivered, exited, pid-reused, no-longer-held, restarted, already-in-progress,
+    /// exited-0, failed, skipped, logged, dry-run, observed.
     pub result: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<i32>,
@@ -71,30 +79,197 @@ impl ActionReport {
     }
 }
 
-/// Carry out `plan` (made from `snap`). Items held by observe mode, and every item in a
-/// dry run, become `dry-run` records; items held by other guards are only reported by the
-/// caller. Returns one report per recorded item. An `Err` means an audit record could not
-/// be written: every action before it is recorded, none after it was attempted.
+/// (result, errno, message) of one action.
+type Result3 = (String, Option<i32>, Option<String>);
+
+/// Carry out `planned.plan` (made from `planned.snap` by `decider`). Items held by observe
+/// mode, and every item in a dry run, become `dry-run` records; items held by other guards
+/// are only reported by the caller. Items to act on are decided again first, on a fresh
+/// scan; only what that decision confirms is done. Returns one report per recorded item.
+/// An `Err` means an audit record could not be written: every action before it is
+/// recorded, none after it was attempted.
 pub fn carry_out(
-    plan: &Plan,
-    snap: &Snapshot,
+    planned: &Planned,
+    decider: &Decider<'_>,
     ctx: &mut ActContext<'_>,
 ) -> Result<Vec<ActionReport>, AuditError> {
+    let Planned { snap, plan } = planned;
     let mut reports = Vec::new();
     let mut plan_only: Vec<(&PlanItem, &str)> = Vec::new();
-    let mut destroys: Vec<&PlanItem> = Vec::new();
+    let mut to_act: Vec<&PlanItem> = Vec::new();
     for item in &plan.items {
         match (&item.decision, ctx.dry_run) {
             (Decision::Held(HeldReason::Observe), _) => plan_only.push((item, "observed")),
             (Decision::Act, true) => plan_only.push((item, "dry-run")),
             (Decision::Held(_), _) => {}
-            (Decision::Act, false) if matches!(item.action, Action::Destroy) => destroys.push(item),
-            (Decision::Act, false) => reports.push(act_one(item, snap, ctx)?),
+            (Decision::Act, false) => to_act.push(item),
         }
     }
     reports.extend(record_plan_only(&plan_only, snap, ctx)?);
-    reports.extend(destroy_all(&destroys, snap, ctx)?);
+    if to_act.is_empty() {
+        return Ok(reports);
+    }
+
+    // Decide again on what is true now, with the trail as it is now (another writer may
+    // have acted meanwhile).
+    let now = ctx.now;
+    let fresh = audit::history(ctx.audit.path(), now - audit::HISTORY_LOOKBACK)
+        .map_err(|e| format!("re-reading the audit history: {e}"))
+        .and_then(|history| {
+            decider
+                .decide(&history, now)
+                .map_err(|e| format!("re-scanning: {e}"))
+        });
+    let fresh = match fresh {
+        Ok(fresh) => fresh,
+        Err(why) => {
+            let failed: Vec<(&PlanItem, Result3)> = to_act
+                .iter()
+                .map(|item| {
+                    let message = format!("act-time re-check failed ({why}): nothing was done");
+                    (*item, ("failed".to_string(), None, Some(message)))
+                })
+                .collect();
+            reports.extend(record_not_acted(&failed, snap, ctx)?);
+            return Ok(reports);
+        }
+    };
+    let recheck = Recheck::new(&fresh);
+    let mut destroys: Vec<&PlanItem> = Vec::new();
+    let mut others: Vec<(&PlanItem, &PlanItem)> = Vec::new();
+    let mut skipped: Vec<(&PlanItem, Result3)> = Vec::new();
+    for item in to_act {
+        match recheck.verdict(item, snap) {
+            Ok(now) if now.action.kind() == ActionKind::Destroy => destroys.push(now),
+            Ok(now) => others.push((item, now)),
+            Err((result, message)) => skipped.push((item, (result.into(), None, Some(message)))),
+        }
+    }
+    reports.extend(record_not_acted(&skipped, snap, ctx)?);
+    for (planned_item, now) in others {
+        reports.push(act_one(planned_item, now, snap, &fresh.snap, ctx)?);
+    }
+    reports.extend(destroy_all(&destroys, &fresh.snap, ctx)?);
     Ok(reports)
+}
+
+/// The act-time decision, indexed by what each item does to what.
+struct Recheck<'f> {
+    fresh: &'f Planned,
+    items: HashMap<ItemKey<'f>, &'f PlanItem>,
+    seen: HashSet<SocketKey>,
+}
+
+/// An item is the same decision when the same rule does the same kind of action to the
+/// same target (a socket also in the same namespace).
+type ItemKey<'a> = (&'a str, ActionKind, TargetKey, Option<NetnsId>);
+
+fn item_key<'a>(item: &'a PlanItem, snap: &Snapshot) -> ItemKey<'a> {
+    let netns = match item.target {
+        Target::Socket { .. } => first_socket(item, snap).map(|s| s.socket.netns),
+        _ => None,
+    };
+    (
+        item.rule.as_str(),
+        item.action.kind(),
+        item.target.key(),
+        netns,
+    )
+}
+
+impl<'f> Recheck<'f> {
+    fn new(fresh: &'f Planned) -> Recheck<'f> {
+        let items = fresh
+            .plan
+            .items
+            .iter()
+            .map(|i| (item_key(i, &fresh.snap), i))
+            .collect();
+        let seen = fresh.snap.seen.iter().copied().collect();
+        Recheck { fresh, items, seen }
+    }
+
+    /// The fresh item that confirms `item`, or why there is none: (result, message).
+    fn verdict(
+        &self,
+        item: &PlanItem,
+        snap: &Snapshot,
+    ) -> Result<&'f PlanItem, (&'static str, String)> {
+        if let Some(now) = self.items.get(&item_key(item, snap)) {
+            return match &now.decision {
+                Decision::Act => Ok(now),
+                Decision::Held(reason) => Err(("skipped", format!("at act time: held: {reason}"))),
+            };
+        }
+        let fresh = &self.fresh.snap;
+        let rule = &item.rule;
+        Err(match &item.target {
+            Target::Socket { .. } => {
+                let Some(s) = first_socket(item, snap) else {
+                    return Err(("skipped", "the plan names no socket".into()));
+                };
+                let k = &s.socket;
+                if fresh.netns(k.netns).is_none() {
+                    (
+                        "skipped",
+                        format!(
+                            "namespace {} could not be read again at act time: nothing was done",
+                            snap.netns_name(k.netns)
+                        ),
+                    )
+                } else if !self.seen.contains(&(k.netns, k.cookie, k.state)) {
+                    (
+                        "already-gone",
+                        format!(
+                            "gone, or no longer {}, when re-scanned at act time",
+                            k.state
+                        ),
+                    )
+                } else {
+                    let owners = fresh
+                        .sockets
+                        .iter()
+                        .find(|f| f.socket.cookie == k.cookie && f.socket.netns == k.netns)
+                        .map(owner_names)
+                        .unwrap_or_else(|| "-".into());
+                    (
+                        "skipped",
+                        format!(
+                            "at act time rule `{rule}` no longer acts on it (owners now: {owners})"
+                        ),
+                    )
+                }
+            }
+            Target::Process { process, comm } => (
+                "skipped",
+                format!(
+                    "at act time {comm}({}) no longer holds a socket rule `{rule}` acts on",
+                    process.pid
+                ),
+            ),
+            Target::Unit { unit } => (
+                "skipped",
+                format!("at act time no process in {unit} holds a socket rule `{rule}` acts on"),
+            ),
+        })
+    }
+}
+
+fn owner_names(s: &StuckSocket) -> String {
+    if s.owners.is_empty() {
+        return "none".into();
+    }
+    s.owners
+        .iter()
+        .map(|o| format!("{}({})", o.process.comm, o.process.id.pid))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn first_socket<'s>(item: &PlanItem, snap: &'s Snapshot) -> Option<&'s StuckSocket> {
+    item.socket_indices
+        .first()
+        .and_then(|i| snap.sockets.get(*i))
 }
 
 /// Dry-run records for items only planned (observe mode, `--dry-run`), group-committed.
@@ -125,20 +300,82 @@ fn record_plan_only(
     Ok(reports)
 }
 
-/// Signal, restart, exec and log: one at a time, intent → re-verify → act → outcome.
-fn act_one(
-    item: &PlanItem,
+/// Items the act-time decision did not confirm (or could not be made for): an intent and
+/// its outcome each, as the plan saw them, group-committed. Nothing is touched.
+fn record_not_acted(
+    items: &[(&PlanItem, Result3)],
     snap: &Snapshot,
     ctx: &mut ActContext<'_>,
+) -> Result<Vec<ActionReport>, AuditError> {
+    let mut reports = Vec::with_capacity(items.len());
+    for chunk in items.chunks(AUDIT_BATCH) {
+        let intents = chunk
+            .iter()
+            .map(|(item, _)| intent_record(item, snap, ctx))
+            .collect();
+        let intents = ctx.audit.append_batch(intents)?;
+        let outcomes = chunk
+            .iter()
+            .zip(&intents)
+            .map(|((_, (result, errno, message)), intent)| {
+                let outcome = Outcome {
+                    result: result.clone(),
+                    errno: *errno,
+                    message: message.clone(),
+                };
+                NewRecord::outcome_of(intent, ctx.actor.clone(), outcome)
+            })
+            .collect();
+        ctx.audit.append_batch(outcomes)?;
+        for ((item, (result, errno, message)), intent) in chunk.iter().zip(&intents) {
+            reports.push(report(
+                item,
+                result,
+                *errno,
+                message.clone(),
+                Some(intent.seq),
+            ));
+        }
+    }
+    Ok(reports)
+}
+
+/// Signal, restart, exec and log, one at a time: intent (the fresh facts) → act → outcome.
+/// A signal goes through the handle taken when the plan was made.
+fn act_one(
+    planned: &PlanItem,
+    now: &PlanItem,
+    snap: &Snapshot,
+    fresh: &Snapshot,
+    ctx: &mut ActContext<'_>,
 ) -> Result<ActionReport, AuditError> {
-    let intent = ctx.audit.append(intent_record(item, snap, ctx))?;
-    let (result, errno, message) = match (&item.action, &item.target) {
+    let intent = ctx.audit.append(intent_record(now, fresh, ctx))?;
+    let (result, errno, message) = match (&now.action, &now.target) {
         (Action::Log, _) => ("logged".to_string(), None, None),
         (Action::Signal { signal }, Target::Process { process, .. }) => {
-            signal_result(ctx.sys.signal(*process, signal.0))
+            // The process as the plan saw it, with the pidfd taken then: if it has exited
+            // and another process got its pid (and start time), this says so.
+            let scanned = planned
+                .socket_indices
+                .iter()
+                .filter_map(|i| snap.sockets.get(*i))
+                .flat_map(|s| &s.owners)
+                .find(|o| o.process.id == *process);
+            match scanned {
+                Some(owner) => signal_result(ctx.sys.signal(
+                    &owner.process,
+                    &inodes_of(now, fresh),
+                    signal.0,
+                )),
+                None => (
+                    "skipped".into(),
+                    None,
+                    Some("the plan holds no handle on this process: not signalled".into()),
+                ),
+            }
         }
-        (Action::Restart, Target::Unit { unit }) => restart(item, unit, snap, ctx),
-        (Action::Exec { .. }, Target::Socket { .. }) => exec(item, snap, ctx),
+        (Action::Restart, Target::Unit { unit }) => restart(now, unit, fresh, ctx),
+        (Action::Exec { .. }, Target::Socket { .. }) => exec(now, ctx),
         (action, target) => (
             "skipped".into(),
             None,
@@ -152,31 +389,40 @@ fn act_one(
     };
     ctx.audit
         .append(NewRecord::outcome_of(&intent, ctx.actor.clone(), outcome))?;
-    Ok(report(item, &result, errno, message, Some(intent.seq)))
+    Ok(report(now, &result, errno, message, Some(intent.seq)))
 }
 
-/// Restart only if one of the processes that justified it is still that process and still
-/// in that unit (the unit was read from its cgroup at scan time).
-fn restart(
-    item: &PlanItem,
-    unit: &str,
-    snap: &Snapshot,
-    ctx: &ActContext<'_>,
-) -> (String, Option<i32>, Option<String>) {
-    let owners = item
-        .socket_indices
+/// The sockfs inodes of the sockets an item is about.
+fn inodes_of(item: &PlanItem, snap: &Snapshot) -> Vec<Inode> {
+    item.socket_indices
         .iter()
         .filter_map(|i| snap.sockets.get(*i))
-        .flat_map(|s| s.owners.iter().map(|o| o.process.id));
-    let still_there = owners
-        .clone()
-        .any(|p| matches!(ctx.sys.unit_of(p), Ok(Some(u)) if u == unit));
+        .map(|s| s.socket.inode)
+        .filter(|i| i.0 != 0)
+        .collect()
+}
+
+/// Restart only if a process that holds the sockets now (checked through its handle) is
+/// still in that unit.
+fn restart(item: &PlanItem, unit: &str, fresh: &Snapshot, ctx: &ActContext<'_>) -> Result3 {
+    let inodes = inodes_of(item, fresh);
+    let mut owners: Vec<&Process> = item
+        .socket_indices
+        .iter()
+        .filter_map(|i| fresh.sockets.get(*i))
+        .flat_map(|s| s.owners.iter().map(|o| o.process.as_ref()))
+        .filter(|p| p.unit.as_deref() == Some(unit))
+        .collect();
+    owners.dedup_by_key(|p| p.id);
+    let still_there = owners.iter().any(
+        |p| matches!(ctx.sys.holder(p, &inodes), HolderCheck::Holds { unit: Some(u) } if u == unit),
+    );
     if !still_there {
         return (
             "skipped".into(),
             None,
             Some(format!(
-                "no process that held the sockets is still in {unit}"
+                "no process that holds the sockets is still in {unit}"
             )),
         );
     }
@@ -223,11 +469,8 @@ fn pid_text(pid: Option<u32>) -> String {
     pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
 }
 
-fn exec(
-    item: &PlanItem,
-    snap: &Snapshot,
-    ctx: &ActContext<'_>,
-) -> (String, Option<i32>, Option<String>) {
+/// Run the command the fresh decision rendered (the socket was there a moment ago).
+fn exec(item: &PlanItem, ctx: &ActContext<'_>) -> Result3 {
     let Some(argv) = &item.argv else {
         return (
             "failed".into(),
@@ -235,18 +478,6 @@ fn exec(
             Some("the plan has no rendered command".into()),
         );
     };
-    // Re-verify: the socket the command is about must still be there.
-    if let Some(s) = item
-        .socket_indices
-        .first()
-        .and_then(|i| snap.sockets.get(*i))
-    {
-        if let Some(netns) = snap.netns(s.socket.netns) {
-            if let Ok(None) = ctx.sys.lookup(netns, &s.socket) {
-                return ("skipped".into(), None, Some("the socket is gone".into()));
-            }
-        }
-    }
     match ctx.sys.run_command(argv, &item.env, EXEC_TIMEOUT) {
         CommandOutcome::Exited { code: Some(0), .. } => ("exited-0".into(), None, None),
         CommandOutcome::Exited { code, stderr } => (
@@ -274,12 +505,17 @@ fn signal_result(outcome: SignalOutcome) -> (String, Option<i32>, Option<String>
         SignalOutcome::Exited => (
             "exited",
             Some(libc::ESRCH),
-            Some("the process had already exited"),
+            Some("the process that was planned for has exited (its pid may belong to another process now): nothing was sent"),
         ),
         SignalOutcome::PidReused => (
             "pid-reused",
             None,
             Some("the pid now belongs to another process (start time differs): nothing was sent"),
+        ),
+        SignalOutcome::NoLongerHolds => (
+            "no-longer-held",
+            None,
+            Some("the process lives on but no longer holds the socket: nothing was sent"),
         ),
         SignalOutcome::NotPermitted => (
             "not-permitted",
@@ -289,35 +525,31 @@ fn signal_result(outcome: SignalOutcome) -> (String, Option<i32>, Option<String>
         SignalOutcome::Unsupported => (
             "unsupported",
             Some(libc::ENOSYS),
-            Some("no pidfd support (Linux < 5.3): refusing to signal by bare pid"),
+            Some("no pidfd was taken on the process (Linux < 5.3?): refusing to signal by bare pid"),
         ),
         SignalOutcome::Failed(errno) => ("failed", Some(errno), None),
     };
     (result.to_string(), errno, message.map(str::to_string))
 }
 
-/// Destroys, per namespace: every intent first (in fsynced batches of [`AUDIT_BATCH`]),
-/// then one dump to re-verify that each socket is still there in the same state, then
-/// pipelined SOCK_DESTROYs, then one dump to confirm they are gone, then every outcome (in
-/// batches too).
+/// Destroys the act-time decision confirmed, per namespace: every intent first (in fsynced
+/// batches of [`AUDIT_BATCH`]), then pipelined SOCK_DESTROYs by full id and cookie (a
+/// socket gone since the re-scan answers ENOENT; a tuple reused answers "not that
+/// socket"), then one dump to confirm they are gone, then every outcome (in batches too).
 fn destroy_all(
     items: &[&PlanItem],
-    snap: &Snapshot,
+    fresh: &Snapshot,
     ctx: &mut ActContext<'_>,
 ) -> Result<Vec<ActionReport>, AuditError> {
     let mut by_netns: HashMap<NetnsId, Vec<(&PlanItem, &StuckSocket)>> = HashMap::new();
     for item in items {
-        if let Some(s) = item
-            .socket_indices
-            .first()
-            .and_then(|i| snap.sockets.get(*i))
-        {
+        if let Some(s) = first_socket(item, fresh) {
             by_netns.entry(s.socket.netns).or_default().push((item, s));
         }
     }
     let mut reports = Vec::new();
     for (netns_id, targets) in by_netns {
-        let Some(netns) = snap.netns(netns_id) else {
+        let Some(netns) = fresh.netns(netns_id) else {
             continue;
         };
         // Group commit: one fsync per batch of intents, not one per socket.
@@ -325,12 +557,12 @@ fn destroy_all(
         for batch in targets.chunks(AUDIT_BATCH) {
             let records = batch
                 .iter()
-                .map(|(item, _)| intent_record(item, snap, ctx))
+                .map(|(item, _)| intent_record(item, fresh, ctx))
                 .collect();
             intents.extend(ctx.audit.append_batch(records)?);
         }
-        let sockets: Vec<&KernelSocket> = targets.iter().map(|(_, s)| &s.socket).collect();
-        let results = destroy_verified(ctx.sys, netns, &sockets);
+        let sockets: Vec<KernelSocket> = targets.iter().map(|(_, s)| s.socket.clone()).collect();
+        let results = destroy_confirmed(ctx.sys, netns, &sockets);
         let done: Vec<_> = targets.iter().zip(&intents).zip(results).collect();
         for batch in done.chunks(AUDIT_BATCH) {
             let records = batch
@@ -359,77 +591,27 @@ fn destroy_all(
     Ok(reports)
 }
 
-/// Re-verify, destroy and confirm one namespace's sockets; one result per socket.
-fn destroy_verified(
-    sys: &dyn System,
-    netns: &Netns,
-    sockets: &[&KernelSocket],
-) -> Vec<(String, Option<i32>, Option<String>)> {
+/// Destroy one namespace's sockets and confirm with a re-dump; one result per socket.
+fn destroy_confirmed(sys: &dyn System, netns: &Netns, sockets: &[KernelSocket]) -> Vec<Result3> {
     let states: StateSet = sockets.iter().map(|s| s.state).collect();
-    let live = |sys: &dyn System| -> Result<HashMap<Cookie, KernelSocket>, String> {
-        sys.dump(netns, states)
-            .map(|d| d.sockets.into_iter().map(|s| (s.cookie, s)).collect())
-            .map_err(|e| e.to_string())
-    };
-    let before = match live(sys) {
-        Ok(before) => before,
+    let outcomes = match sys.destroy_many(netns, sockets) {
+        Ok(outcomes) => outcomes,
         Err(e) => {
+            let message = format!("SOCK_DESTROY could not be sent: {e}");
             return sockets
                 .iter()
-                .map(|_| {
-                    (
-                        "failed".to_string(),
-                        None,
-                        Some(format!("re-verify dump: {e}")),
-                    )
-                })
-                .collect()
+                .map(|_| ("failed".to_string(), None, Some(message.clone())))
+                .collect();
         }
     };
-    // Only sockets still there, in the same state, are destroyed.
-    let still: Vec<KernelSocket> = sockets
-        .iter()
-        .filter(|s| {
-            before
-                .get(&s.cookie)
-                .is_some_and(|now| now.state == s.state)
-        })
-        .map(|s| (*s).clone())
-        .collect();
-    let outcomes: HashMap<Cookie, Result<DestroyOutcome, String>> =
-        match sys.destroy_many(netns, &still) {
-            Ok(outcomes) => still
-                .iter()
-                .map(|s| s.cookie)
-                .zip(outcomes.into_iter().map(Ok))
-                .collect(),
-            Err(e) => still
-                .iter()
-                .map(|s| (s.cookie, Err(e.to_string())))
-                .collect(),
-        };
-    let after = live(sys).ok();
+    let after: Option<HashSet<crate::model::Cookie>> = sys
+        .dump(netns, states)
+        .ok()
+        .map(|d| d.sockets.into_iter().map(|s| s.cookie).collect());
     sockets
         .iter()
-        .map(|s| match (before.get(&s.cookie), outcomes.get(&s.cookie)) {
-            (None, _) => (
-                "already-gone".into(),
-                Some(libc::ENOENT),
-                Some("gone before the destroy (re-verified)".into()),
-            ),
-            (Some(now), None) => (
-                "skipped".into(),
-                None,
-                Some(format!(
-                    "now in state {} (was {}): not destroyed",
-                    now.state, s.state
-                )),
-            ),
-            (Some(_), Some(Err(e))) => ("failed".into(), None, Some(e.clone())),
-            (Some(_), Some(Ok(outcome))) => {
-                destroy_result(*outcome, after.as_ref().map(|a| a.contains_key(&s.cookie)))
-            }
-        })
+        .zip(outcomes)
+        .map(|(s, outcome)| destroy_result(outcome, after.as_ref().map(|a| a.contains(&s.cookie))))
         .collect()
 }
 
@@ -572,13 +754,16 @@ fn report(
 
 #[cfg(test)]
 mod tests {
-    use std::time::SystemTime;
+    use std::collections::HashMap;
+    use std::sync::Arc;
 
     use super::*;
     use crate::audit::{read_trail, verify, ActorKind, RecordKind};
+    use crate::engine::RunOptions;
     use crate::filter::SocketFilter;
-    use crate::model::TcpState;
-    use crate::policy::Mode;
+    use crate::model::{Cookie, Owner, Pid, ProcessId, TcpState};
+    use crate::policy::PolicySet;
+    use crate::scan::Observations;
     use crate::sys::fake::FakeSystem;
 
     const NS: NetnsId = NetnsId {
@@ -586,90 +771,213 @@ mod tests {
         inode: 4026531840,
     };
 
-    fn socket(cookie: u64) -> KernelSocket {
-        crate::sys::fake::socket(NS, cookie, TcpState::CloseWait)
-    }
-
-    fn item(snap: &Snapshot, index: usize, action: Action, escalated: bool) -> PlanItem {
-        let cookie = snap.sockets[index].socket.cookie;
-        PlanItem {
-            rule: "leak".into(),
-            escalated,
-            action,
-            target: Target::Socket { cookie, index },
-            owner: None,
-            sockets: vec![cookie],
-            socket_indices: vec![index],
-            argv: None,
-            env: Vec::new(),
-            decision: Decision::Act,
-            why: "close-wait for 10m".into(),
-        }
-    }
-
-    /// More destroys than one audit batch, plus an escalated step: every intent is written
-    /// before any destroy, every outcome after, the chain verifies, and the escalation
-    /// flag reaches the record.
-    #[test]
-    fn destroys_are_recorded_in_batches_and_escalation_is_marked() {
-        let n = AUDIT_BATCH + 10;
-        let netns = Netns {
+    fn netns() -> Netns {
+        Netns {
             id: NS,
             name: "host".into(),
             path: "/proc/self/ns/net".into(),
-        };
-        let sys = FakeSystem {
-            namespaces: vec![netns],
-            sockets: (0..=n as u64).map(socket).collect(),
-            ..FakeSystem::default()
-        };
-        let snap = crate::scan::scan(
-            &sys,
-            &SocketFilter::default(),
-            &crate::scan::Observations::new(),
-            SystemTime::now(),
+        }
+    }
+
+    fn socket(cookie: u64) -> KernelSocket {
+        KernelSocket {
+            inode: Inode(10_000 + cookie),
+            ..crate::sys::fake::socket(NS, cookie, TcpState::CloseWait)
+        }
+    }
+
+    fn process(pid: i32, comm: &str) -> Arc<Process> {
+        Arc::new(Process {
+            id: ProcessId {
+                pid: Pid(pid),
+                start_time: 77,
+            },
+            comm: comm.into(),
+            cmdline: comm.into(),
+            exe: None,
+            uid: 1000,
+            unit: None,
+            container: None,
+            handle: Default::default(),
+        })
+    }
+
+    fn policies(action: &str) -> PolicySet {
+        crate::policy::load_str(
+            "t",
+            &format!(
+                "mode = \"enforce\"\n[guards]\nmax_destroys_per_minute = 100000\nmax_signals_per_minute = 1000\n\
+                 [[rule]]\nname = \"leak\"\nstates = [\"close-wait\"]\nolder_than = \"0s\"\n{action}\n"
+            ),
         )
-        .expect("scan");
-        assert_eq!(snap.sockets.len(), n + 1);
-        let mut items: Vec<PlanItem> = (0..n)
-            .map(|i| item(&snap, i, Action::Destroy, false))
-            .collect();
-        items.push(item(&snap, n, Action::Log, true));
-        let plan = Plan {
-            mode: Mode::Enforce,
-            items,
-        };
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("audit.jsonl");
-        let mut log = AuditLog::open(&path).expect("open");
-        let mut ctx = ActContext {
-            sys: &sys,
-            audit: &mut log,
+        .expect("policy")
+    }
+
+    fn decider<'a>(
+        sys: &'a FakeSystem,
+        policies: &'a PolicySet,
+        obs: &'a Observations,
+    ) -> Decider<'a> {
+        Decider {
+            sys,
+            namespaces: vec![netns()],
+            filter: SocketFilter::default(),
+            observations: obs,
+            policies,
+            options: RunOptions::new(Pid(1)),
+        }
+    }
+
+    fn context<'a>(sys: &'a FakeSystem, log: &'a mut AuditLog) -> ActContext<'a> {
+        ActContext {
+            sys,
+            audit: log,
             actor: Actor::current(ActorKind::Cli),
             policy_digest: "d".into(),
             dry_run: false,
+            now: SystemTime::now(),
+        }
+    }
+
+    fn log_in(dir: &tempfile::TempDir) -> (std::path::PathBuf, AuditLog) {
+        let path = dir.path().join("audit.jsonl");
+        let log = AuditLog::open(&path).expect("open");
+        (path, log)
+    }
+
+    /// More destroys than one audit batch: every intent is written before any destroy,
+    /// every outcome after, and the chain verifies.
+    #[test]
+    fn destroys_are_recorded_in_batches() {
+        let n = AUDIT_BATCH + 10;
+        let sys = FakeSystem {
+            namespaces: vec![netns()],
+            sockets: (0..n as u64).map(socket).collect(),
+            ..FakeSystem::default()
         };
-        let reports = carry_out(&plan, &snap, &mut ctx).expect("carried out");
-        assert_eq!(reports.len(), n + 1);
+        let policies = policies("action = \"destroy\"");
+        let obs = Observations::new();
+        let decider = decider(&sys, &policies, &obs);
+        let planned = decider
+            .decide(&Default::default(), SystemTime::now())
+            .expect("decide");
+        assert_eq!(planned.plan.to_act().count(), n);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, mut log) = log_in(&dir);
+        let reports = carry_out(&planned, &decider, &mut context(&sys, &mut log)).expect("act");
         assert_eq!(
             reports.iter().filter(|r| r.result == "destroyed").count(),
             n
         );
         assert_eq!(sys.destroyed.borrow().len(), n);
-
         let report = verify(&path);
         assert!(report.is_intact(), "{report}");
         let records = read_trail(&path).expect("read").records;
-        // log: intent + outcome; destroys: n intents then n outcomes.
         let kinds: Vec<RecordKind> = records.iter().map(|r| r.kind).collect();
-        let mut want = vec![RecordKind::Intent, RecordKind::Outcome];
-        want.extend(std::iter::repeat(RecordKind::Intent).take(n));
-        want.extend(std::iter::repeat(RecordKind::Outcome).take(n));
+        let mut want = vec![RecordKind::Intent; n];
+        want.extend(vec![RecordKind::Outcome; n]);
         assert!(kinds == want, "intents first, then outcomes");
-        assert!(records[0].escalated && records[1].escalated);
-        assert!(records[2..].iter().all(|r| !r.escalated));
         let last = records.last().expect("records");
-        assert_eq!(last.intent_seq, Some(records[n + 1].seq));
-        assert_eq!(last.target.as_ref().map(|t| t.cookie), Some(n as u64 - 1));
+        assert_eq!(last.intent_seq, Some(records[n - 1].seq));
+    }
+
+    /// The act-time decision over the fake: what changed between plan and act is skipped,
+    /// with the reason, and only what is still true is done.
+    #[test]
+    fn what_changed_since_the_plan_is_skipped_with_its_reason() {
+        let app = process(500, "app");
+        let sshd = process(501, "sshd");
+        let mut sys = FakeSystem {
+            namespaces: vec![netns()],
+            sockets: (1..=3).map(socket).collect(),
+            owners: (1..=3)
+                .map(|c| {
+                    (
+                        Inode(10_000 + c),
+                        vec![Owner {
+                            process: Arc::clone(&app),
+                            fd: 3,
+                        }],
+                    )
+                })
+                .collect(),
+            ..FakeSystem::default()
+        };
+        let policies = policies("action = \"destroy\"");
+        let obs = Observations::new();
+        let planned = decider(&sys, &policies, &obs)
+            .decide(&Default::default(), SystemTime::now())
+            .expect("decide");
+        assert_eq!(planned.plan.to_act().count(), 3);
+        // During the confirmation: socket 2 closes; socket 3 passes to a child named sshd.
+        sys.sockets.retain(|s| s.cookie != Cookie(2));
+        sys.owners.insert(
+            Inode(10_003),
+            vec![Owner {
+                process: Arc::clone(&sshd),
+                fd: 3,
+            }],
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (path, mut log) = log_in(&dir);
+        let decider = decider(&sys, &policies, &obs);
+        let reports = carry_out(&planned, &decider, &mut context(&sys, &mut log)).expect("act");
+        let by_target: HashMap<String, &ActionReport> =
+            reports.iter().map(|r| (r.target.clone(), r)).collect();
+        assert_eq!(by_target["socket 0x1"].result, "destroyed");
+        assert_eq!(by_target["socket 0x2"].result, "already-gone");
+        let protected = by_target["socket 0x3"];
+        assert_eq!(protected.result, "skipped");
+        let message = protected.message.as_deref().unwrap_or("");
+        assert!(message.contains("protect_ssh"), "{message}");
+        assert_eq!(*sys.destroyed.borrow(), [Cookie(1)].into());
+        // Every item has its intent and outcome; the skips say why in the trail too.
+        let records = read_trail(&path).expect("read").records;
+        assert_eq!(records.len(), 6, "{records:#?}");
+        assert!(records
+            .iter()
+            .any(|r| r.outcome.as_ref().is_some_and(|o| o.result == "skipped"
+                && o.message
+                    .as_deref()
+                    .is_some_and(|m| m.contains("protect_ssh")))));
+    }
+
+    /// A signal goes only to a process that still holds the socket.
+    #[test]
+    fn a_signal_goes_only_to_a_process_that_still_holds_the_socket() {
+        let app = process(500, "app");
+        let mut sys = FakeSystem {
+            namespaces: vec![netns()],
+            sockets: vec![socket(1)],
+            owners: [(
+                Inode(10_001),
+                vec![Owner {
+                    process: Arc::clone(&app),
+                    fd: 3,
+                }],
+            )]
+            .into(),
+            processes: [(app.id, None)].into(),
+            ..FakeSystem::default()
+        };
+        let policies = policies("action = \"signal\"\nsignal = \"SIGTERM\"");
+        let obs = Observations::new();
+        let planned = decider(&sys, &policies, &obs)
+            .decide(&Default::default(), SystemTime::now())
+            .expect("decide");
+        assert_eq!(planned.plan.to_act().count(), 1);
+        // The owner closes the socket and keeps running; the socket lingers without owner.
+        sys.owners.clear();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_path, mut log) = log_in(&dir);
+        let decider = decider(&sys, &policies, &obs);
+        let reports = carry_out(&planned, &decider, &mut context(&sys, &mut log)).expect("act");
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].result, "skipped", "{reports:?}");
+        assert!(
+            !sys.calls.borrow().iter().any(|c| c.starts_with("signal")),
+            "{:?}",
+            sys.calls.borrow()
+        );
     }
 }

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod cli;
 pub mod cmd;
 pub mod daemon;
+pub mod decide;
 pub mod duration;
 pub mod engine;
 pub mod filter;

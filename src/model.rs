@@ -312,6 +312,47 @@ pub struct KernelSocket {
     pub tcp: Option<TcpTimes>,
 }
 
+/// An open handle on a process taken when it was read (a pidfd): it refers to that very
+/// process and no other, even after its pid is reused, so an action decided on what was
+/// read goes to the process that was read. Opaque outside `sys/`; not part of a process's
+/// identity (that is [`ProcessId`]), so never compared or serialized.
+#[derive(Clone, Default)]
+pub struct ProcessHandle(Option<Arc<std::os::fd::OwnedFd>>);
+
+impl ProcessHandle {
+    pub fn new(pidfd: std::os::fd::OwnedFd) -> ProcessHandle {
+        ProcessHandle(Some(Arc::new(pidfd)))
+    }
+
+    /// No handle (not taken, or the kernel has no pidfds): such a process is never signalled.
+    pub fn none() -> ProcessHandle {
+        ProcessHandle(None)
+    }
+
+    pub fn pidfd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.0.as_deref().map(|fd| fd.as_fd())
+    }
+}
+
+impl PartialEq for ProcessHandle {
+    fn eq(&self, _: &ProcessHandle) -> bool {
+        true
+    }
+}
+
+impl Eq for ProcessHandle {}
+
+impl fmt::Debug for ProcessHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "pidfd"
+        } else {
+            "no pidfd"
+        })
+    }
+}
+
 /// A process that holds sockets, read once per scan from `/proc/<pid>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Process {
@@ -328,6 +369,9 @@ pub struct Process {
     pub unit: Option<String>,
     /// A container id when the cgroup path names one (docker, containerd, cri-o, podman).
     pub container: Option<String>,
+    /// The pidfd taken as it was read: actions on this process go through it.
+    #[serde(skip)]
+    pub handle: ProcessHandle,
 }
 
 /// One holder of a socket: a process and the fd number it holds the socket under.

@@ -305,6 +305,7 @@ mod tests {
             uid: 0,
             unit: unit.map(str::to_string),
             container: None,
+            handle: Default::default(),
         })
     }
 

@@ -366,6 +366,7 @@ fn fake() -> FakeSystem {
         uid: 1000,
         unit: Some("api.service".into()),
         container: None,
+        handle: Default::default(),
     });
     let socket = |cookie: u64, netns: NetnsId, state: TcpState| KernelSocket {
         netns,

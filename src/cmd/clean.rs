@@ -11,7 +11,8 @@ use clap::Args;
 use crate::actions::{self, ActContext, ActionReport};
 use crate::audit::{self, Actor, ActorKind};
 use crate::cli::{exit, AuditLogArg, SelectArgs};
-use crate::engine::{self, Decision, EngineInput, Plan, RunOptions};
+use crate::decide::{Decider, Planned};
+use crate::engine::{self, Decision, Plan, RunOptions};
 use crate::filter::SocketFilter;
 use crate::model::{Pid, StateSet};
 use crate::output;
@@ -107,10 +108,20 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
         filter.states = rule_states(&policies);
     }
     let now = SystemTime::now();
-    let snap = scan::scan(sys, &filter, &Observations::new(), now)?;
-    for warning in &snap.warnings {
-        eprintln!("warning: {}", crate::output::escape(warning));
-    }
+    let listed = scan::list_namespaces(sys, &filter.netns)?;
+    let observations = Observations::new();
+    let decider = Decider {
+        sys,
+        namespaces: listed.namespaces,
+        filter,
+        observations: &observations,
+        policies: &policies,
+        options: RunOptions {
+            mode: args.mode.or(args.dry_run.then_some(Mode::Observe)),
+            lift_budgets: args.lift_budgets,
+            ..RunOptions::new(Pid::own())
+        },
+    };
     let history =
         audit::history(&args.audit.path, now - audit::HISTORY_LOOKBACK).with_context(|| {
             format!(
@@ -118,24 +129,29 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
                 args.audit.path.display()
             )
         })?;
-    let options = RunOptions {
-        mode: args.mode.or(args.dry_run.then_some(Mode::Observe)),
-        lift_budgets: args.lift_budgets,
-        ..RunOptions::new(Pid::own())
+    let mut planned = decider.decide(&history, now)?;
+    let mut warnings = listed.warnings;
+    warnings.append(&mut planned.snap.warnings);
+    let mut unseen = listed.unseen;
+    unseen.append(&mut planned.snap.unseen);
+    for warning in &warnings {
+        eprintln!("warning: {}", crate::output::escape(warning));
+    }
+    let incomplete = |code: i32| {
+        if code == exit::OK && !unseen.is_empty() {
+            eprintln!(
+                "NOT seen: {}: sockets there were neither planned for nor touched",
+                crate::output::escape(&unseen.join(", "))
+            );
+            exit::INCOMPLETE
+        } else {
+            code
+        }
     };
-    let names = snap.netns_names();
-    let input = EngineInput {
-        sockets: &snap.sockets,
-        netns_names: &names,
-        policies: &policies,
-        history: &history,
-        now,
-        options,
-    };
-    let plan = engine::plan(&input);
+    let Planned { snap, plan } = &planned;
 
     let mut out = io::stdout().lock();
-    print_plan(&mut out, &plan, &snap, args.json)?;
+    print_plan(&mut out, plan, snap, args.json)?;
     let to_act = plan.to_act().count();
     let observed = plan
         .items
@@ -148,7 +164,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
                 "nothing to do: {} socket(s) matched, no action planned",
                 snap.sockets.len()
             );
-            return Ok(exit::OK);
+            return Ok(incomplete(exit::OK));
         }
         // Every planned action was held back by a guard: the operator asked for something
         // that was not done, which a script must be able to tell (the plan says why).
@@ -170,14 +186,16 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
         actor: Actor::current(ActorKind::Cli),
         policy_digest: policies.digest().to_string(),
         dry_run: args.dry_run,
+        now: SystemTime::now(),
     };
-    let reports = actions::carry_out(&plan, &snap, &mut ctx)?;
+    // Every item is decided again here, on what is true after the confirmation.
+    let reports = actions::carry_out(&planned, &decider, &mut ctx)?;
     print_reports(&mut out, &reports, args.json)?;
-    Ok(if reports.iter().all(ActionReport::succeeded) {
+    Ok(incomplete(if reports.iter().all(ActionReport::succeeded) {
         exit::OK
     } else {
         exit::FOUND
-    })
+    }))
 }
 
 fn load_policies(args: &CleanArgs) -> Result<PolicySet, policy::Diagnostics> {

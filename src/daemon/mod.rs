@@ -18,7 +18,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::actions::{self, ActContext, ActionReport};
 use crate::audit::{self, Actor, ActorKind, AuditLog, NewRecord, NoteEvent};
-use crate::engine::{self, Decision, EngineInput, HeldReason, History, PastOutcome, RunOptions};
+use crate::decide::{Decider, Planned};
+use crate::engine::{self, Decision, HeldReason, History, PastOutcome, RunOptions};
 use crate::filter::{NetnsSelector, SocketFilter};
 use crate::metrics::Metrics;
 use crate::model::{Netns, Pid, StateSet};
@@ -590,13 +591,11 @@ impl<'a> Daemon<'a> {
             ..SocketFilter::default()
         };
         let scan_started = Instant::now();
-        let snap = match scan::scan_in(
-            self.sys,
-            &namespaces,
-            &filter,
-            self.observations.observations(),
-            now,
-        ) {
+        let snap = {
+            let decider = self.decider(namespaces.clone(), filter.clone());
+            decider.scan(now)
+        };
+        let snap = match snap {
             Ok(snap) => snap,
             Err(e) => {
                 self.relist = true;
@@ -632,52 +631,59 @@ impl<'a> Daemon<'a> {
         summary.watched = snap.seen.len();
         summary.stuck = snap.sockets.len();
         summary.unseen = self.namespace_unseen.len() + snap.unseen.len();
-        let (plan, reports) = self.decide_and_act(&snap, now, summary)?;
+        let (planned, reports) = self.decide_and_act(snap, namespaces, filter, now, summary)?;
         if let Some(m) = &self.metrics {
-            m.observe_pass(&snap, &plan, &reports, scan_took);
+            m.observe_pass(&planned.snap, &planned.plan, &reports, scan_took);
         }
         summary.reports = reports;
         Ok(())
     }
 
-    /// Plan for the sockets of `snap` and carry the plan out. With nothing stuck, neither
-    /// the audit log nor the owners are read.
+    /// How this daemon decides: its policies, its observations, its mode.
+    fn decider(&self, namespaces: Vec<Netns>, filter: SocketFilter) -> Decider<'_> {
+        Decider {
+            sys: self.sys,
+            namespaces,
+            filter,
+            observations: self.observations.observations(),
+            policies: &self.policies,
+            options: RunOptions {
+                mode: self.config.mode,
+                ..RunOptions::new(Pid::own())
+            },
+        }
+    }
+
+    /// Plan for the sockets of `snap` and carry the plan out (deciding again at act time).
+    /// With nothing stuck, neither the audit log nor the owners are read.
     fn decide_and_act(
         &mut self,
-        snap: &scan::Snapshot,
+        snap: scan::Snapshot,
+        namespaces: Vec<Netns>,
+        filter: SocketFilter,
         now: SystemTime,
         summary: &mut PassSummary,
-    ) -> Result<(engine::Plan, Vec<ActionReport>), String> {
+    ) -> Result<(Planned, Vec<ActionReport>), String> {
         if snap.sockets.is_empty() {
-            let empty = engine::Plan {
+            let plan = engine::Plan {
                 mode: self.mode(),
                 items: Vec::new(),
             };
-            return Ok((empty, Vec::new()));
+            return Ok((Planned { snap, plan }, Vec::new()));
         }
-        let history =
-            cached_history(&mut self.history, &self.config.audit_log, now).map_err(|e| {
+        let history = cached_history(&mut self.history, &self.config.audit_log, now)
+            .map_err(|e| {
                 let text = format!(
                     "{e}; no action is taken this pass (cooldowns and budgets cannot be checked)"
                 );
                 error!("{text}");
                 text
-            })?;
-        let names = snap.netns_names();
-        let input = EngineInput {
-            sockets: &snap.sockets,
-            netns_names: &names,
-            policies: &self.policies,
-            history,
-            now,
-            options: RunOptions {
-                mode: self.config.mode,
-                ..RunOptions::new(Pid::own())
-            },
-        };
-        let mut plan = engine::plan(&input);
+            })?
+            .clone();
+        let decider = self.decider(namespaces, filter);
+        let mut plan = decider.plan(&snap, &history, now);
         summary.degraded = degrade(&mut plan, &self.caps);
-        drop_recorded_observations(&mut plan, history);
+        drop_recorded_observations(&mut plan, &history);
         summary.planned = plan.items.len();
         summary.held = plan
             .items
@@ -697,8 +703,9 @@ impl<'a> Daemon<'a> {
         for item in plan.items.iter().filter(|i| i.decision != Decision::Act) {
             debug!(rule = %item.rule, target = %item.target, decision = %item.decision, "{}", item.why);
         }
+        let planned = Planned { snap, plan };
         if to_record == 0 {
-            return Ok((plan, Vec::new()));
+            return Ok((planned, Vec::new()));
         }
 
         let mut log = self.open_audit().map_err(|text| {
@@ -710,10 +717,12 @@ impl<'a> Daemon<'a> {
             audit: &mut log,
             actor: self.actor.clone(),
             policy_digest: self.policies.digest().to_string(),
-            dry_run: plan.mode == Mode::Observe,
+            dry_run: planned.plan.mode == Mode::Observe,
+            now,
         };
-        let result = actions::carry_out(&plan, snap, &mut ctx);
+        let result = actions::carry_out(&planned, &decider, &mut ctx);
         summary.audit_head = log.head().map(|(seq, _)| seq);
+        drop(decider);
         // Our own records changed the trail: the next pass reads it again.
         self.history.key = None;
         let reports = match result {
@@ -738,7 +747,7 @@ impl<'a> Daemon<'a> {
                 }
             }
         }
-        Ok((plan, reports))
+        Ok((planned, reports))
     }
 
     /// With `audit_retention` set: once an hour, prune the rotated audit files whose records

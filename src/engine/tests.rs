@@ -33,6 +33,7 @@ fn process(pid: i32, comm: &str, unit: Option<&str>, uid: u32) -> Arc<Process> {
         uid,
         unit: unit.map(str::to_string),
         container: None,
+        handle: Default::default(),
     })
 }
 

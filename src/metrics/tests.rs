@@ -38,6 +38,7 @@ fn process(pid: i32, unit: Option<&str>) -> Arc<Process> {
         uid: 0,
         unit: unit.map(str::to_string),
         container: None,
+        handle: Default::default(),
     })
 }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    CommandOutcome, DestroyOutcome, NamespaceList, NetnsDump, OwnerScan, RestartOutcome, Signal,
-    SignalOutcome, SysError, System, SystemdError,
+    CommandOutcome, DestroyOutcome, HolderCheck, NamespaceList, NetnsDump, OwnerScan,
+    RestartOutcome, Signal, SignalOutcome, SysError, System, SystemdError,
 };
 use crate::model::{
     Age, AgeSource, Cookie, Family, Inode, KernelSocket, Netns, NetnsId, Owner, Process, ProcessId,
@@ -185,24 +185,30 @@ impl System for FakeSystem {
         sockets.iter().map(|s| self.destroy(netns, s)).collect()
     }
 
-    fn signal(&self, target: ProcessId, signal: Signal) -> SignalOutcome {
-        self.record(format!("signal {} {signal}", target.pid));
-        if self.processes.contains_key(&target) {
-            SignalOutcome::Delivered
-        } else if self.processes.keys().any(|p| p.pid == target.pid) {
-            SignalOutcome::PidReused
+    fn holder(&self, process: &Process, inodes: &[Inode]) -> HolderCheck {
+        self.record(format!("holder {}", process.id.pid));
+        let Some(unit) = self.processes.get(&process.id) else {
+            return HolderCheck::Exited;
+        };
+        let holds = inodes.iter().any(|i| {
+            self.owners
+                .get(i)
+                .is_some_and(|os| os.iter().any(|o| o.process.id == process.id))
+        });
+        if holds {
+            HolderCheck::Holds { unit: unit.clone() }
         } else {
-            SignalOutcome::Exited
+            HolderCheck::NoLongerHolds
         }
     }
 
-    fn unit_of(&self, target: ProcessId) -> Result<Option<String>, SysError> {
-        self.processes.get(&target).cloned().ok_or_else(|| {
-            SysError::new(
-                format!("read /proc/{}", target.pid),
-                io::ErrorKind::NotFound.into(),
-            )
-        })
+    fn signal(&self, process: &Process, inodes: &[Inode], signal: Signal) -> SignalOutcome {
+        self.record(format!("signal {} {signal}", process.id.pid));
+        match self.holder(process, inodes) {
+            HolderCheck::Holds { .. } => SignalOutcome::Delivered,
+            HolderCheck::NoLongerHolds => SignalOutcome::NoLongerHolds,
+            _ => SignalOutcome::Exited,
+        }
     }
 
     fn restart_unit(&self, unit: &str, _timeout: Duration) -> Result<RestartOutcome, SystemdError> {

@@ -5,15 +5,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use std::io;
-
 use super::netlink::DiagSocket;
 use super::systemd::Systemd;
 use super::{
-    netns, procfs, signal, CommandOutcome, DestroyOutcome, NamespaceList, NetnsDump, OwnerScan,
-    RestartOutcome, Signal, SignalOutcome, SysError, System, SystemdError,
+    netns, procfs, signal, CommandOutcome, DestroyOutcome, HolderCheck, NamespaceList, NetnsDump,
+    OwnerScan, RestartOutcome, Signal, SignalOutcome, SysError, System, SystemdError,
 };
-use crate::model::{Inode, KernelSocket, Netns, NetnsId, ProcessId, StateSet};
+use crate::model::{Inode, KernelSocket, Netns, NetnsId, Process, StateSet};
 
 /// One netlink socket per namespace, opened inside it on first use and kept for the
 /// lifetime of this value (a daemon reuses them pass after pass).
@@ -118,21 +116,12 @@ impl System for LinuxSystem {
         self.with_socket(ns, |s, _| s.destroy_many(sockets))
     }
 
-    fn signal(&self, target: ProcessId, sig: Signal) -> SignalOutcome {
-        signal::signal_process(target, sig)
+    fn holder(&self, process: &Process, inodes: &[Inode]) -> HolderCheck {
+        procfs::check_holder(process, inodes)
     }
 
-    fn unit_of(&self, target: ProcessId) -> Result<Option<String>, SysError> {
-        let call = format!("read /proc/{}", target.pid);
-        let process = procfs::read_process(target.pid).map_err(|e| SysError::new(&call, e))?;
-        if process.id != target {
-            let reused = io::Error::new(
-                io::ErrorKind::NotFound,
-                "the pid now belongs to another process",
-            );
-            return Err(SysError::new(call, reused));
-        }
-        Ok(process.unit)
+    fn signal(&self, process: &Process, inodes: &[Inode], sig: Signal) -> SignalOutcome {
+        signal::signal_holder(process, inodes, sig)
     }
 
     fn restart_unit(&self, unit: &str, timeout: Duration) -> Result<RestartOutcome, SystemdError> {

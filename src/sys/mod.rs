@@ -12,13 +12,14 @@ pub mod netns;
 pub mod probe;
 pub mod procfs;
 pub mod signal;
+pub mod syscall;
 pub mod systemd;
 
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::time::Duration;
 
-use crate::model::{Inode, KernelSocket, Netns, Owner, Pid, ProcessId, StateSet};
+use crate::model::{Inode, KernelSocket, Netns, Owner, Pid, Process, StateSet};
 pub use signal::{Signal, SignalOutcome};
 pub use systemd::{RestartOutcome, SystemdError};
 
@@ -139,12 +140,14 @@ pub trait System {
         sockets: &[KernelSocket],
     ) -> Result<Vec<DestroyOutcome>, SysError>;
 
-    /// Signal exactly `target` through a pidfd; a recycled pid is never signalled.
-    fn signal(&self, target: ProcessId, signal: Signal) -> SignalOutcome;
+    /// Whether `process` — through the handle taken when it was scanned, never by its pid
+    /// alone — is alive and still holds one of `inodes`, and its systemd unit now.
+    fn holder(&self, process: &Process, inodes: &[Inode]) -> HolderCheck;
 
-    /// The systemd unit `target` runs in now, or `None` if it has none; `Err` when the
-    /// process is gone or is no longer that process (start time differs).
-    fn unit_of(&self, target: ProcessId) -> Result<Option<String>, SysError>;
+    /// Signal `process` through the handle taken when it was scanned, only if that very
+    /// process still holds one of `inodes`: a recycled pid, or a process that closed the
+    /// socket, is never signalled.
+    fn signal(&self, process: &Process, inodes: &[Inode], signal: Signal) -> SignalOutcome;
 
     /// Restart a unit through systemd's D-Bus API and wait (bounded) for the job.
     fn restart_unit(&self, unit: &str, timeout: Duration) -> Result<RestartOutcome, SystemdError>;
@@ -157,6 +160,21 @@ pub trait System {
         env: &[(String, String)],
         timeout: Duration,
     ) -> CommandOutcome;
+}
+
+/// What [`System::holder`] found about a process taken as an owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HolderCheck {
+    /// Alive and holding one of the sockets; its unit now.
+    Holds { unit: Option<String> },
+    /// It has exited (or is a zombie); its pid may belong to another process now.
+    Exited,
+    /// Alive, but it holds none of the sockets any more.
+    NoLongerHolds,
+    /// No handle was taken on it (no pidfd support): it is never acted on by bare pid.
+    NoHandle,
+    /// The check could not be made (e.g. its fd table cannot be read).
+    Failed(String),
 }
 
 /// How a command run by an `exec` action ended.

@@ -14,8 +14,9 @@ use nix::dir::Dir;
 use nix::fcntl::{open, openat, readlinkat, OFlag};
 use nix::sys::stat::Mode;
 
-use super::OwnerScan;
-use crate::model::{Inode, Owner, Pid, Process, ProcessId};
+use super::syscall::{check, pidfd_open, pidfd_send_signal};
+use super::{HolderCheck, OwnerScan};
+use crate::model::{Inode, Owner, Pid, Process, ProcessHandle, ProcessId};
 
 /// The fields of `/proc/<pid>/stat` sockwarden uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +36,7 @@ const FILE_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_CLOEXEC);
 
 /// Attribute `wanted` socket inodes to the processes holding them, walking the real `/proc`.
 pub fn scan_owners(wanted: &HashSet<Inode>) -> OwnerScan {
-    scan_owners_at(Path::new("/proc"), wanted)
+    scan_in(Path::new("/proc"), wanted, true)
 }
 
 /// [`scan_owners`] over any directory laid out like `/proc` (tests use a fake tree).
@@ -44,6 +45,12 @@ pub fn scan_owners(wanted: &HashSet<Inode>) -> OwnerScan {
 /// that fd to the process, so if the pid is reused mid-scan, reads fail instead of
 /// describing the newcomer.
 pub fn scan_owners_at(proc_root: &Path, wanted: &HashSet<Inode>) -> OwnerScan {
+    scan_in(proc_root, wanted, false)
+}
+
+/// The scan; `handles`: take a pidfd on each owner (only meaningful on the real `/proc`,
+/// whose pids are this pid namespace's).
+fn scan_in(proc_root: &Path, wanted: &HashSet<Inode>, handles: bool) -> OwnerScan {
     let mut scan = OwnerScan::default();
     if wanted.is_empty() {
         return scan;
@@ -61,7 +68,7 @@ pub fn scan_owners_at(proc_root: &Path, wanted: &HashSet<Inode>) -> OwnerScan {
     // Nearly all the time is spent in the kernel (readdir and readlink of each fd), and the
     // fd tables of different processes do not contend: spread processes over a few threads.
     let next = AtomicUsize::new(0);
-    let work = || scan_some(&root, &pids, &next, wanted);
+    let work = || scan_some(&root, &pids, &next, wanted, handles);
     let parts: Vec<Partial> = match worker_count(pids.len()) {
         0 | 1 => vec![work()],
         n => std::thread::scope(|s| {
@@ -114,7 +121,13 @@ fn worker_count(processes: usize) -> usize {
 }
 
 /// Claim processes from `pids` one at a time (through `next`) until none are left.
-fn scan_some(root: &OwnedFd, pids: &[i32], next: &AtomicUsize, wanted: &HashSet<Inode>) -> Partial {
+fn scan_some(
+    root: &OwnedFd,
+    pids: &[i32],
+    next: &AtomicUsize,
+    wanted: &HashSet<Inode>,
+    handles: bool,
+) -> Partial {
     let mut part = Partial::default();
     // Reused for every process: the hot loop (one readlinkat per fd) allocates nothing.
     let mut matches: Vec<(Inode, i32)> = Vec::new();
@@ -134,7 +147,14 @@ fn scan_some(root: &OwnedFd, pids: &[i32], next: &AtomicUsize, wanted: &HashSet<
         if matches.is_empty() {
             continue;
         }
-        let process = match read_process_dir(pid_dir.as_fd(), Pid(pid)) {
+        // The handle first, then the details through the directory fd: if they read, the
+        // process was alive after the pidfd was opened, so the pidfd is that process.
+        let handle = match handles.then(|| pidfd_open(pid)) {
+            Some(Ok(fd)) => ProcessHandle::new(fd),
+            Some(Err(e)) if e.raw_os_error() == Some(libc::ESRCH) => continue, // exited meanwhile
+            Some(Err(_)) | None => ProcessHandle::none(),
+        };
+        let process = match read_process_dir(pid_dir.as_fd(), Pid(pid), handle) {
             Ok(p) => Arc::new(p),
             Err(e) => {
                 note_error(&mut part, pid, e);
@@ -231,8 +251,10 @@ fn socket_fds(
 fn readlink_raw(dir_fd: RawFd, name: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `name` is NUL-terminated and outlives the call; `buf` is valid for writes of
     // `buf.len()` bytes and readlinkat writes at most that many.
-    let n = unsafe { libc::readlinkat(dir_fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+    let n = check(unsafe {
+        libc::readlinkat(dir_fd, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+    })?;
+    usize::try_from(n).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
 /// `socket:[12345]` => 12345.
@@ -263,10 +285,10 @@ pub fn read_process(pid: Pid) -> io::Result<Process> {
 pub fn read_process_at(proc_root: &Path, pid: Pid) -> io::Result<Process> {
     let root = open(proc_root, DIR_FLAGS, Mode::empty())?;
     let dir = open_pid_dir(&root, pid.0)?;
-    read_process_dir(dir.as_fd(), pid)
+    read_process_dir(dir.as_fd(), pid, ProcessHandle::none())
 }
 
-fn read_process_dir(dir: BorrowedFd<'_>, pid: Pid) -> io::Result<Process> {
+fn read_process_dir(dir: BorrowedFd<'_>, pid: Pid, handle: ProcessHandle) -> io::Result<Process> {
     let stat = read_text(dir, "stat")?;
     let stat = parse_stat(&stat).ok_or_else(|| invalid(pid, "stat"))?;
     let status = read_text(dir, "status")?;
@@ -288,7 +310,66 @@ fn read_process_dir(dir: BorrowedFd<'_>, pid: Pid) -> io::Result<Process> {
         uid,
         unit: unit_from_cgroup(&cgroup),
         container: container_from_cgroup(&cgroup),
+        handle,
     })
+}
+
+/// Whether `process` — the very process its handle was taken on, not whatever holds its
+/// pid now — is alive and still holds one of `inodes`, and its unit now.
+///
+/// `/proc/<pid>` is opened first and the pidfd asked after whether its process lives: if
+/// it does, it held that pid all along, so the directory is its. The fd table is then read
+/// through that directory.
+pub fn check_holder(process: &Process, inodes: &[Inode]) -> HolderCheck {
+    let Some(pidfd) = process.handle.pidfd() else {
+        return HolderCheck::NoHandle;
+    };
+    let dir = match open(Path::new("/proc"), DIR_FLAGS, Mode::empty())
+        .map_err(io::Error::from)
+        .and_then(|root| open_pid_dir(&root, process.id.pid.0))
+    {
+        Ok(dir) => Some(dir),
+        Err(e) if is_gone(&e) => None,
+        Err(e) => return HolderCheck::Failed(format!("open /proc/{}: {e}", process.id.pid)),
+    };
+    match pidfd_send_signal(pidfd, None) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return HolderCheck::Exited,
+        // Alive, but we may not signal it: the signal itself will say so.
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+        Err(e) => return HolderCheck::Failed(format!("pidfd_send_signal(0): {e}")),
+    }
+    let Some(dir) = dir else {
+        return HolderCheck::Exited;
+    };
+    match read_stat_in(dir.as_fd()) {
+        Ok(stat) if stat.state == 'Z' || stat.state == 'X' => return HolderCheck::Exited,
+        Ok(_) => {}
+        Err(e) if is_gone(&e) => return HolderCheck::Exited,
+        Err(e) => return HolderCheck::Failed(format!("read /proc/{}/stat: {e}", process.id.pid)),
+    }
+    let wanted: HashSet<Inode> = inodes.iter().copied().collect();
+    let mut held = Vec::new();
+    if let Err(e) = socket_fds(&dir, &wanted, &mut held) {
+        return if is_gone(&e) {
+            HolderCheck::Exited
+        } else {
+            HolderCheck::Failed(format!("read /proc/{}/fd: {e}", process.id.pid))
+        };
+    }
+    if held.is_empty() {
+        return HolderCheck::NoLongerHolds;
+    }
+    let unit = read_text(dir.as_fd(), "cgroup")
+        .ok()
+        .and_then(|c| unit_from_cgroup(&c));
+    HolderCheck::Holds { unit }
+}
+
+fn read_stat_in(dir: BorrowedFd<'_>) -> io::Result<ProcStat> {
+    let text = read_text(dir, "stat")?;
+    parse_stat(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected format of stat"))
 }
 
 fn invalid(pid: Pid, file: &str) -> io::Error {
@@ -325,10 +406,11 @@ pub fn start_time(pid: Pid) -> io::Result<u64> {
     Ok(read_stat(pid)?.start_time)
 }
 
-/// Read and parse `/proc/<pid>/stat`.
+/// Read and parse `/proc/<pid>/stat`. A command name that is not UTF-8 is read lossily:
+/// the numbered fields after it are what matter.
 pub fn read_stat(pid: Pid) -> io::Result<ProcStat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    parse_stat(&text).ok_or_else(|| invalid(pid, "stat"))
+    let bytes = std::fs::read(format!("/proc/{pid}/stat"))?;
+    parse_stat(&String::from_utf8_lossy(&bytes)).ok_or_else(|| invalid(pid, "stat"))
 }
 
 /// Parse `/proc/<pid>/stat`. `comm` may contain spaces and parentheses, so the numbered
