@@ -4,32 +4,12 @@
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{leak_close_wait, root_or_skip, run, scan_json, spawn_inheriting, TestNetns};
-
-fn audit_records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-        .collect()
-}
-
-/// CLOSE_WAIT sockets on `port` (the clients' orphaned FIN_WAIT_2 leftovers share the port).
-fn ports_in(ns: &TestNetns, port: u16) -> usize {
-    scan_json(&[
-        "--state",
-        "close-wait",
-        "--netns",
-        ns.path().to_str().expect("path"),
-        "--port",
-        &port.to_string(),
-    ])
-    .len()
-}
+use crate::support::{
+    audit_records, leak_close_wait, ports_in, root_or_skip, run, spawn_inheriting, TestNetns,
+};
 
 #[test]
 fn clean_destroys_exactly_the_matching_close_wait_sockets_and_records_it() {

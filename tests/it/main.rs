@@ -3,7 +3,9 @@
 
 mod clean;
 mod daemon;
+mod hostile;
 mod isolated_systemd;
+mod races;
 mod restart;
 mod scan;
 mod support;

@@ -170,15 +170,46 @@ fn tcp_state(s: &TcpStream) -> Option<u8> {
 /// Start `sleep` as a child that inherits `fd` (FD_CLOEXEC cleared): a second owner of the
 /// same socket, as after a fork.
 pub fn spawn_inheriting(fd: i32) -> Child {
+    spawn_named_inheriting(fd, std::ffi::OsStr::new("sleep"))
+}
+
+/// [`spawn_inheriting`] with `comm` as the child's command name: it runs `sleep` through a
+/// symlink of that name (the kernel names a process after the file it executed), as a
+/// process can name itself anything.
+pub fn spawn_named_inheriting(fd: i32, comm: &std::ffi::OsStr) -> Child {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let link = dir.path().join(comm);
+    std::os::unix::fs::symlink("/bin/sleep", &link).expect("symlink to sleep");
+    let child = with_inherited(fd, || {
+        Command::new(&link)
+            .arg("3600")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sleep")
+    });
+    // Until the exec is done the child still bears our name.
+    use std::os::unix::ffi::OsStrExt;
+    let want: Vec<u8> = comm.as_bytes().iter().take(15).copied().collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read(format!("/proc/{}/comm", child.id()))
+        .map(|c| c.strip_suffix(b"\n").unwrap_or(&c).to_vec())
+        .ok()
+        .as_deref()
+        != Some(want.as_slice())
+    {
+        assert!(Instant::now() < deadline, "the child did not exec");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child
+}
+
+/// Run `spawn` with `fd` inheritable (FD_CLOEXEC cleared) for just that spawn.
+pub fn with_inherited<T>(fd: i32, spawn: impl FnOnce() -> T) -> T {
     let flags = nix::fcntl::fcntl(fd_ref(fd), nix::fcntl::FcntlArg::F_GETFD).expect("F_GETFD");
     let mut cleared = nix::fcntl::FdFlag::from_bits_truncate(flags);
     cleared.remove(nix::fcntl::FdFlag::FD_CLOEXEC);
     nix::fcntl::fcntl(fd_ref(fd), nix::fcntl::FcntlArg::F_SETFD(cleared)).expect("F_SETFD");
-    let child = Command::new("sleep")
-        .arg("3600")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn sleep");
+    let child = spawn();
     // Only that child should inherit it.
     nix::fcntl::fcntl(
         fd_ref(fd),
@@ -198,6 +229,85 @@ pub fn sockwarden() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockwarden"));
     cmd.env_remove("SOCKWARDEN_LOG");
     cmd
+}
+
+/// Run `command` with a terminal (a pty) on its stdin, so that `clean` asks for
+/// confirmation; when the prompt appears on stderr, `during` runs while it waits (the race
+/// a test sets up), then `y` is typed. Returns (exit code, stdout, stderr). Panics if no
+/// prompt comes within 60 s.
+pub fn run_confirming(mut command: Command, during: impl FnOnce()) -> (i32, String, String) {
+    use std::io::{Read, Write};
+    use std::sync::{Arc, Condvar, Mutex};
+    let pty = nix::pty::openpty(None, None).expect("openpty");
+    let mut child = command
+        .stdin(Stdio::from(std::fs::File::from(pty.slave)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sockwarden on a pty");
+    let mut master = std::fs::File::from(pty.master);
+    let stderr = Arc::new((Mutex::new(Vec::<u8>::new()), Condvar::new()));
+    let reader = {
+        let stderr = Arc::clone(&stderr);
+        let mut pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = pipe.read(&mut buf).unwrap_or(0);
+                let (text, ready) = &*stderr;
+                text.lock().expect("lock").extend_from_slice(&buf[..n]);
+                ready.notify_all();
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+    };
+    let mut stdout = child.stdout.take().expect("stdout");
+    let out_reader = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout.read_to_end(&mut out);
+        out
+    });
+    // Drain the pty (the typed answer is echoed there).
+    let mut echo = master.try_clone().expect("clone master");
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while echo.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    {
+        let (text, ready) = &*stderr;
+        let mut guard = text.lock().expect("lock");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if String::from_utf8_lossy(&guard).contains("[y/N]") {
+                break;
+            }
+            if child.try_wait().expect("try_wait").is_some() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no confirmation prompt: {}",
+                String::from_utf8_lossy(&guard)
+            );
+            guard = ready
+                .wait_timeout(guard, Duration::from_millis(50))
+                .expect("wait")
+                .0;
+        }
+    }
+    during();
+    let _ = master.write_all(b"y\n");
+    let status = child.wait().expect("wait");
+    reader.join().expect("stderr reader");
+    let out = out_reader.join().expect("stdout reader");
+    let err = stderr.0.lock().expect("lock").clone();
+    (
+        status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out).into_owned(),
+        String::from_utf8_lossy(&err).into_owned(),
+    )
 }
 
 /// Run the binary and return (exit code, stdout, stderr).
@@ -222,6 +332,28 @@ pub fn scan_json(args: &[&str]) -> Vec<serde_json::Value> {
     assert!(code == 0 || code == 1, "scan exited {code}: {err}");
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l}: {e}")))
+        .collect()
+}
+
+/// CLOSE_WAIT sockets on `port` in `ns` (the clients' orphaned leftovers share the port).
+pub fn ports_in(ns: &TestNetns, port: u16) -> usize {
+    scan_json(&[
+        "--state",
+        "close-wait",
+        "--netns",
+        ns.path().to_str().expect("path"),
+        "--port",
+        &port.to_string(),
+    ])
+    .len()
+}
+
+/// The records of an audit log, as JSON.
+pub fn audit_records(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
         .collect()
 }
 

@@ -109,3 +109,30 @@ fn scan_without_root_lists_sockets_and_says_which_owners_it_could_not_see() {
         "says why owners are missing: {stderr}"
     );
 }
+
+/// Regression (trust issue): as root without CAP_SYS_ADMIN every setns failed with a
+/// warning, and `scan` still said `no stuck sockets in 1 network namespace(s)` and exited
+/// 0. Namespaces it could not read make it exit 3 (incomplete) and say what it did not see.
+#[test]
+fn a_scan_that_could_not_enter_a_namespace_is_not_an_all_clear() {
+    if !root_or_skip("scan without CAP_SYS_ADMIN") {
+        return;
+    }
+    let _ns = TestNetns::new(); // at least one namespace other than ours
+    let out = Command::new("setpriv")
+        .args([
+            "--inh-caps=-sys_admin",
+            "--bounding-set=-sys_admin",
+            "--",
+            env!("CARGO_BIN_EXE_sockwarden"),
+            "scan",
+            "--port",
+            "1", // nothing matches where it can look
+        ])
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("NOT seen"), "{err}");
+    assert!(err.contains("not an all-clear"), "{err}");
+}
