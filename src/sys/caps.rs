@@ -216,8 +216,24 @@ mod tests {
     }
 
     #[test]
-    fn current_caps_readable() {
-        assert!(Capabilities::current().is_ok());
+    /// Each capability read from CapEff is the bit the kernel shows for it.
+    fn current_caps_match_the_kernel() {
+        let caps = Capabilities::current().expect("CapEff readable");
+        let status = std::fs::read_to_string("/proc/self/status").expect("status");
+        let hex = status
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .expect("CapEff line")
+            .trim();
+        let mask = u64::from_str_radix(hex, 16).expect("hex mask");
+        for cap in Cap::ALL {
+            assert_eq!(
+                caps.has(cap),
+                mask & (1 << cap.number()) != 0,
+                "{}",
+                cap.name()
+            );
+        }
     }
 
     #[test]

@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 use clap::CommandFactory;
 use sockwarden::cli::Cli;
 
-#[path = "it/isolated_systemd.rs"]
-mod isolated_systemd;
-
-use isolated_systemd::IsolatedSystemd;
+use crate::isolated_systemd::IsolatedSystemd;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
