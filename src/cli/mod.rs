@@ -1,4 +1,15 @@
-//! The command line: clap definitions shared by every subcommand, and the exit codes.
+//! The command line: every clap definition (one file per subcommand's flags, the shared
+//! selectors here) and the exit codes. `cmd/` runs the commands; nothing here runs them.
+
+mod audit;
+mod clean;
+mod policy;
+mod run;
+
+pub use audit::{AuditCommand, FilterArgs, PruneArgs, ShowArgs, SummaryArgs, VerifyArgs};
+pub use clean::CleanArgs;
+pub use policy::{CheckArgs, ExplainArgs, PolicyCommand};
+pub use run::RunArgs;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -76,16 +87,16 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// One-off cleanup: plan, confirm, act (destroy, signal, restart, exec, log) and record
     /// every action in the audit log.
-    Clean(crate::cmd::clean::CleanArgs),
+    Clean(CleanArgs),
     /// Validate policies, or explain what they would do to the stuck sockets now.
     #[command(subcommand)]
-    Policy(crate::cmd::policy::PolicyCommand),
+    Policy(PolicyCommand),
     /// Verify, show and summarize the audit trail.
     #[command(subcommand)]
-    Audit(crate::cmd::audit::AuditCommand),
+    Audit(AuditCommand),
     /// The daemon: scan every interval, age sockets by observation, act under the policies
     /// and record everything (SIGHUP reloads, SIGTERM stops; systemd Type=notify).
-    Run(crate::cmd::run::RunArgs),
+    Run(RunArgs),
 }
 
 const SCAN_HELP: &str = "\
