@@ -15,6 +15,7 @@ use crate::audit::{self, Actor, AuditError, AuditLog, NewRecord, Outcome, Proces
 use crate::decide::{Decider, Planned};
 use crate::engine::{Decision, HeldReason, PlanItem, Target, TargetKey};
 use crate::model::{Inode, KernelSocket, Netns, NetnsId, Process, StateSet, StuckSocket};
+use crate::outcome::ActionResult;
 use crate::policy::{self, Action, ActionKind};
 use crate::record::SocketRecord;
 use crate::scan::{Snapshot, SocketKey};
@@ -48,10 +49,7 @@ pub struct ActionReport {
     pub rule: String,
     pub action: String,
     pub target: String,
-    /// destroyed, already-gone, tuple-reused, unsupported, not-permitted, not-confirmed,
-    /// delivered, exited, pid-reused, no-longer-held, restarted, already-in-progress,
-    /// exited-0, failed, skipped, logged, dry-run, observed.
-    pub result: String,
+    pub result: ActionResult,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -64,23 +62,12 @@ pub struct ActionReport {
 impl ActionReport {
     /// Whether the action did what it was meant to (or there was nothing left to do).
     pub fn succeeded(&self) -> bool {
-        matches!(
-            self.result.as_str(),
-            "destroyed"
-                | "already-gone"
-                | "delivered"
-                | "exited"
-                | "restarted"
-                | "exited-0"
-                | "logged"
-                | "dry-run"
-                | "observed"
-        )
+        self.result.succeeded()
     }
 }
 
 /// (result, errno, message) of one action.
-type Result3 = (String, Option<i32>, Option<String>);
+type Result3 = (ActionResult, Option<i32>, Option<String>);
 
 /// Carry out `planned.plan` (made from `planned.snap` by `decider`). Items held by observe
 /// mode, and every item in a dry run, become `dry-run` records; items held by other guards
@@ -95,12 +82,14 @@ pub fn carry_out(
 ) -> Result<Vec<ActionReport>, AuditError> {
     let Planned { snap, plan } = planned;
     let mut reports = Vec::new();
-    let mut plan_only: Vec<(&PlanItem, &str)> = Vec::new();
+    let mut plan_only: Vec<(&PlanItem, ActionResult)> = Vec::new();
     let mut to_act: Vec<&PlanItem> = Vec::new();
     for item in &plan.items {
         match (&item.decision, ctx.dry_run) {
-            (Decision::Held(HeldReason::Observe), _) => plan_only.push((item, "observed")),
-            (Decision::Act, true) => plan_only.push((item, "dry-run")),
+            (Decision::Held(HeldReason::Observe), _) => {
+                plan_only.push((item, ActionResult::Observed))
+            }
+            (Decision::Act, true) => plan_only.push((item, ActionResult::DryRun)),
             (Decision::Held(_), _) => {}
             (Decision::Act, false) => to_act.push(item),
         }
@@ -127,7 +116,7 @@ pub fn carry_out(
                 .iter()
                 .map(|item| {
                     let message = format!("act-time re-check failed ({why}): nothing was done");
-                    (*item, ("failed".to_string(), None, Some(message)))
+                    (*item, (ActionResult::Failed, None, Some(message)))
                 })
                 .collect();
             reports.extend(record_not_acted(&failed, snap, ctx)?);
@@ -142,7 +131,7 @@ pub fn carry_out(
         match recheck.verdict(item, snap) {
             Ok(now) if now.action.kind() == ActionKind::Destroy => destroys.push(now),
             Ok(now) => others.push((item, now)),
-            Err((result, message)) => skipped.push((item, (result.into(), None, Some(message)))),
+            Err((result, message)) => skipped.push((item, (result, None, Some(message)))),
         }
     }
     reports.extend(record_not_acted(&skipped, snap, ctx)?);
@@ -194,11 +183,14 @@ impl<'f> Recheck<'f> {
         &self,
         item: &PlanItem,
         snap: &Snapshot,
-    ) -> Result<&'f PlanItem, (&'static str, String)> {
+    ) -> Result<&'f PlanItem, (ActionResult, String)> {
         if let Some(now) = self.items.get(&item_key(item, snap)) {
             return match &now.decision {
                 Decision::Act => Ok(now),
-                Decision::Held(reason) => Err(("skipped", format!("at act time: held: {reason}"))),
+                Decision::Held(reason) => Err((
+                    ActionResult::Skipped,
+                    format!("at act time: held: {reason}"),
+                )),
             };
         }
         let fresh = &self.fresh.snap;
@@ -206,12 +198,12 @@ impl<'f> Recheck<'f> {
         Err(match &item.target {
             Target::Socket { .. } => {
                 let Some(s) = first_socket(item, snap) else {
-                    return Err(("skipped", "the plan names no socket".into()));
+                    return Err((ActionResult::Skipped, "the plan names no socket".into()));
                 };
                 let k = &s.socket;
                 if fresh.netns(k.netns).is_none() {
                     (
-                        "skipped",
+                        ActionResult::Skipped,
                         format!(
                             "namespace {} could not be read again at act time: nothing was done",
                             snap.netns_name(k.netns)
@@ -219,7 +211,7 @@ impl<'f> Recheck<'f> {
                     )
                 } else if !self.seen.contains(&(k.netns, k.cookie, k.state)) {
                     (
-                        "already-gone",
+                        ActionResult::AlreadyGone,
                         format!(
                             "gone, or no longer {}, when re-scanned at act time",
                             k.state
@@ -233,7 +225,7 @@ impl<'f> Recheck<'f> {
                         .map(owner_names)
                         .unwrap_or_else(|| "-".into());
                     (
-                        "skipped",
+                        ActionResult::Skipped,
                         format!(
                             "at act time rule `{rule}` no longer acts on it (owners now: {owners})"
                         ),
@@ -241,14 +233,14 @@ impl<'f> Recheck<'f> {
                 }
             }
             Target::Process { process, comm } => (
-                "skipped",
+                ActionResult::Skipped,
                 format!(
                     "at act time {comm}({}) no longer holds a socket rule `{rule}` acts on",
                     process.pid
                 ),
             ),
             Target::Unit { unit } => (
-                "skipped",
+                ActionResult::Skipped,
                 format!("at act time no process in {unit} holds a socket rule `{rule}` acts on"),
             ),
         })
@@ -274,7 +266,7 @@ fn first_socket<'s>(item: &PlanItem, snap: &'s Snapshot) -> Option<&'s StuckSock
 
 /// Dry-run records for items only planned (observe mode, `--dry-run`), group-committed.
 fn record_plan_only(
-    items: &[(&PlanItem, &str)],
+    items: &[(&PlanItem, ActionResult)],
     snap: &Snapshot,
     ctx: &mut ActContext<'_>,
 ) -> Result<Vec<ActionReport>, AuditError> {
@@ -351,7 +343,7 @@ fn act_one(
 ) -> Result<ActionReport, AuditError> {
     let intent = ctx.audit.append(intent_record(now, fresh, ctx))?;
     let (result, errno, message) = match (&now.action, &now.target) {
-        (Action::Log, _) => ("logged".to_string(), None, None),
+        (Action::Log, _) => (ActionResult::Logged, None, None),
         (Action::Signal { signal }, Target::Process { process, .. }) => {
             // The process as the plan saw it, with the pidfd taken then: if it has exited
             // and another process got its pid (and start time), this says so.
@@ -368,7 +360,7 @@ fn act_one(
                     signal.0,
                 )),
                 None => (
-                    "skipped".into(),
+                    ActionResult::Skipped,
                     None,
                     Some("the plan holds no handle on this process: not signalled".into()),
                 ),
@@ -377,7 +369,7 @@ fn act_one(
         (Action::Restart, Target::Unit { unit }) => restart(now, unit, fresh, ctx),
         (Action::Exec { .. }, Target::Socket { .. }) => exec(now, ctx),
         (action, target) => (
-            "skipped".into(),
+            ActionResult::Skipped,
             None,
             Some(format!("{action} cannot act on {target}")),
         ),
@@ -419,7 +411,7 @@ fn restart(item: &PlanItem, unit: &str, fresh: &Snapshot, ctx: &ActContext<'_>) 
     );
     if !still_there {
         return (
-            "skipped".into(),
+            ActionResult::Skipped,
             None,
             Some(format!(
                 "no process that holds the sockets is still in {unit}"
@@ -432,7 +424,7 @@ fn restart(item: &PlanItem, unit: &str, fresh: &Snapshot, ctx: &ActContext<'_>) 
             new_main_pid,
             ..
         }) => (
-            "restarted".into(),
+            ActionResult::Restarted,
             None,
             Some(format!(
                 "main pid {} -> {}",
@@ -441,7 +433,7 @@ fn restart(item: &PlanItem, unit: &str, fresh: &Snapshot, ctx: &ActContext<'_>) 
             )),
         ),
         Ok(RestartOutcome::AlreadyInProgress { state }) => (
-            "already-in-progress".into(),
+            ActionResult::AlreadyInProgress,
             None,
             Some(format!(
                 "{unit} is {}/{}: not restarted again",
@@ -449,19 +441,19 @@ fn restart(item: &PlanItem, unit: &str, fresh: &Snapshot, ctx: &ActContext<'_>) 
             )),
         ),
         Ok(RestartOutcome::Failed { result }) => (
-            "failed".into(),
+            ActionResult::Failed,
             None,
             Some(format!("restart job ended `{result}`")),
         ),
         Ok(RestartOutcome::TimedOut) => (
-            "failed".into(),
+            ActionResult::Failed,
             None,
             Some(format!(
                 "restart job still running after {}s",
                 RESTART_TIMEOUT.as_secs()
             )),
         ),
-        Err(e) => ("failed".into(), None, Some(e.to_string())),
+        Err(e) => (ActionResult::Failed, None, Some(e.to_string())),
     }
 }
 
@@ -473,15 +465,15 @@ fn pid_text(pid: Option<u32>) -> String {
 fn exec(item: &PlanItem, ctx: &ActContext<'_>) -> Result3 {
     let Some(argv) = &item.argv else {
         return (
-            "failed".into(),
+            ActionResult::Failed,
             None,
             Some("the plan has no rendered command".into()),
         );
     };
     match ctx.sys.run_command(argv, &item.env, EXEC_TIMEOUT) {
-        CommandOutcome::Exited { code: Some(0), .. } => ("exited-0".into(), None, None),
+        CommandOutcome::Exited { code: Some(0), .. } => (ActionResult::Exited0, None, None),
         CommandOutcome::Exited { code, stderr } => (
-            "failed".into(),
+            ActionResult::Failed,
             None,
             Some(format!(
                 "exit status {}: {}",
@@ -491,45 +483,45 @@ fn exec(item: &PlanItem, ctx: &ActContext<'_>) -> Result3 {
             )),
         ),
         CommandOutcome::TimedOut => (
-            "failed".into(),
+            ActionResult::Failed,
             None,
             Some(format!("killed after {}s", EXEC_TIMEOUT.as_secs())),
         ),
-        CommandOutcome::NotStarted { error } => ("failed".into(), None, Some(error)),
+        CommandOutcome::NotStarted { error } => (ActionResult::Failed, None, Some(error)),
     }
 }
 
-fn signal_result(outcome: SignalOutcome) -> (String, Option<i32>, Option<String>) {
+fn signal_result(outcome: SignalOutcome) -> Result3 {
     let (result, errno, message) = match outcome {
-        SignalOutcome::Delivered => ("delivered", None, None),
+        SignalOutcome::Delivered => (ActionResult::Delivered, None, None),
         SignalOutcome::Exited => (
-            "exited",
+            ActionResult::Exited,
             Some(libc::ESRCH),
             Some("the process that was planned for has exited (its pid may belong to another process now): nothing was sent"),
         ),
         SignalOutcome::PidReused => (
-            "pid-reused",
+            ActionResult::PidReused,
             None,
             Some("the pid now belongs to another process (start time differs): nothing was sent"),
         ),
         SignalOutcome::NoLongerHolds => (
-            "no-longer-held",
+            ActionResult::NoLongerHeld,
             None,
             Some("the process lives on but no longer holds the socket: nothing was sent"),
         ),
         SignalOutcome::NotPermitted => (
-            "not-permitted",
+            ActionResult::NotPermitted,
             Some(libc::EPERM),
             Some("needs CAP_KILL or the same uid"),
         ),
         SignalOutcome::Unsupported => (
-            "unsupported",
+            ActionResult::Unsupported,
             Some(libc::ENOSYS),
             Some("no pidfd was taken on the process (Linux < 5.3?): refusing to signal by bare pid"),
         ),
-        SignalOutcome::Failed(errno) => ("failed", Some(errno), None),
+        SignalOutcome::Failed(errno) => (ActionResult::Failed, Some(errno), None),
     };
-    (result.to_string(), errno, message.map(str::to_string))
+    (result, errno, message.map(str::to_string))
 }
 
 /// Destroys the act-time decision confirmed, per namespace: every intent first (in fsynced
@@ -600,7 +592,7 @@ fn destroy_confirmed(sys: &dyn System, netns: &Netns, sockets: &[KernelSocket]) 
             let message = format!("SOCK_DESTROY could not be sent: {e}");
             return sockets
                 .iter()
-                .map(|_| ("failed".to_string(), None, Some(message.clone())))
+                .map(|_| (ActionResult::Failed, None, Some(message.clone())))
                 .collect();
         }
     };
@@ -615,39 +607,36 @@ fn destroy_confirmed(sys: &dyn System, netns: &Netns, sockets: &[KernelSocket]) 
         .collect()
 }
 
-fn destroy_result(
-    outcome: DestroyOutcome,
-    still_listed: Option<bool>,
-) -> (String, Option<i32>, Option<String>) {
+fn destroy_result(outcome: DestroyOutcome, still_listed: Option<bool>) -> Result3 {
     match outcome {
         DestroyOutcome::Destroyed if still_listed == Some(true) => (
-            "not-confirmed".into(),
+            ActionResult::NotConfirmed,
             None,
             Some("the kernel ACKed the destroy but a re-dump still lists the socket".into()),
         ),
         DestroyOutcome::Destroyed => (
-            "destroyed".into(),
+            ActionResult::Destroyed,
             None,
             Some("kernel ACK; gone from a re-dump".into()),
         ),
-        DestroyOutcome::AlreadyGone => ("already-gone".into(), Some(libc::ENOENT), None),
+        DestroyOutcome::AlreadyGone => (ActionResult::AlreadyGone, Some(libc::ENOENT), None),
         DestroyOutcome::TupleReused => (
-            "tuple-reused".into(),
+            ActionResult::TupleReused,
             Some(libc::ESTALE),
             Some("the address now belongs to another socket: nothing touched".into()),
         ),
         DestroyOutcome::Unsupported => (
-            "unsupported".into(),
+            ActionResult::Unsupported,
             Some(libc::EOPNOTSUPP),
             Some("kernel without CONFIG_INET_DIAG_DESTROY, or a state it cannot abort".into()),
         ),
         DestroyOutcome::NotPermitted => (
-            "not-permitted".into(),
+            ActionResult::NotPermitted,
             Some(libc::EPERM),
             Some("needs CAP_NET_ADMIN in the socket's namespace".into()),
         ),
         DestroyOutcome::Failed(errno) => (
-            "failed".into(),
+            ActionResult::Failed,
             Some(errno),
             Some(std::io::Error::from_raw_os_error(errno).to_string()),
         ),
@@ -736,7 +725,7 @@ fn mode_of(ctx: &ActContext<'_>) -> policy::Mode {
 
 fn report(
     item: &PlanItem,
-    result: &str,
+    result: &ActionResult,
     errno: Option<i32>,
     message: Option<String>,
     intent_seq: Option<u64>,
@@ -745,7 +734,7 @@ fn report(
         rule: item.rule.clone(),
         action: item.action.to_string(),
         target: item.target.to_string(),
-        result: result.to_string(),
+        result: result.clone(),
         errno,
         message,
         intent_seq,

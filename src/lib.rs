@@ -22,6 +22,7 @@ pub mod engine;
 pub mod filter;
 pub mod metrics;
 pub mod model;
+pub mod outcome;
 pub mod output;
 pub mod policy;
 pub mod record;

@@ -10,6 +10,7 @@ use super::read::{read_files, trail_files};
 use super::record::{AuditRecord, RecordKind};
 use crate::engine::{History, OwnerKey, PastAction, PastOutcome, TargetKey};
 use crate::model::{Cookie, Pid, ProcessId};
+use crate::outcome::ActionResult;
 
 /// How far back the engine looks: the longest budget window (restarts per unit per hour)
 /// plus room for cooldowns and escalation windows. Callers pass `now - HISTORY_LOOKBACK`.
@@ -69,22 +70,12 @@ pub fn history_from(records: &[AuditRecord], since: SystemTime) -> History {
     History::new(actions)
 }
 
-/// An intent's outcome result as the engine weighs it.
+/// An intent's outcome result as the engine weighs it (see [`ActionResult::weight`]).
 pub fn past_outcome(result: Option<&str>) -> PastOutcome {
     match result {
         // No outcome: a crash mid-action or a failed outcome write; assume it happened.
         None => PastOutcome::Unknown,
-        // Nothing was done to the target, so nothing to cool down from.
-        Some(
-            "skipped"
-            | "already-gone"
-            | "tuple-reused"
-            | "pid-reused"
-            | "exited"
-            | "already-in-progress",
-        ) => PastOutcome::Held,
-        Some("failed" | "not-permitted" | "unsupported" | "not-confirmed") => PastOutcome::Failed,
-        Some(_) => PastOutcome::Done,
+        Some(name) => ActionResult::from_name(name).weight(),
     }
 }
 

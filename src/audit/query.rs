@@ -99,7 +99,7 @@ pub fn outcome_results(records: &[AuditRecord]) -> HashMap<u64, &str> {
     records
         .iter()
         .filter(|r| r.kind == RecordKind::Outcome)
-        .filter_map(|r| Some((r.intent_seq?, r.outcome.as_ref()?.result.as_str())))
+        .filter_map(|r| Some((r.intent_seq?, r.outcome.as_ref()?.result.name())))
         .collect()
 }
 
@@ -107,7 +107,7 @@ pub fn outcome_results(records: &[AuditRecord]) -> HashMap<u64, &str> {
 /// that answered it.
 pub fn result_of<'a>(r: &'a AuditRecord, results: &HashMap<u64, &'a str>) -> Option<&'a str> {
     match r.kind {
-        RecordKind::Outcome => r.outcome.as_ref().map(|o| o.result.as_str()),
+        RecordKind::Outcome => r.outcome.as_ref().map(|o| o.result.name()),
         RecordKind::Intent => results.get(&r.seq).copied(),
         _ => None,
     }
@@ -185,7 +185,9 @@ pub fn summarize(records: &[&AuditRecord], all: &[AuditRecord]) -> Summary {
             RecordKind::Outcome => {
                 s.outcomes += 1;
                 if let Some(o) = &r.outcome {
-                    *s.per_outcome.entry(o.result.clone()).or_default() += 1;
+                    *s.per_outcome
+                        .entry(o.result.name().to_string())
+                        .or_default() += 1;
                 }
             }
             RecordKind::DryRun => {

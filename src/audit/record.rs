@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::anchor::AuditKey;
+use crate::outcome::ActionResult;
 use crate::record::SocketRecord;
 
 /// The global mode the actor ran in (`observe`, `enforce`) and the kind of an action
@@ -130,8 +131,8 @@ pub struct ProcessRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     /// destroyed, already-gone, tuple-reused, unsupported, not-permitted, delivered,
-    /// pid-reused, restarted, failed, skipped, …
-    pub result: String,
+    /// pid-reused, restarted, failed, skipped, … (see [`ActionResult`]).
+    pub result: ActionResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -643,7 +644,7 @@ mod tests {
             &back,
             back.actor.clone(),
             Outcome {
-                result: "restarted".into(),
+                result: ActionResult::Restarted,
                 errno: None,
                 message: None,
             },

@@ -223,7 +223,7 @@ fn outcome_cell(r: &AuditRecord, results: &std::collections::HashMap<u64, &str>)
     match r.kind {
         RecordKind::Outcome => match &r.outcome {
             Some(o) => {
-                let mut cell = o.result.clone();
+                let mut cell = o.result.name().to_string();
                 if let Some(e) = o.errno {
                     cell.push_str(&format!(" (errno {e})"));
                 }

@@ -261,7 +261,7 @@ fn print_reports(out: &mut dyn Write, reports: &[ActionReport], json: bool) -> i
                 r.rule.clone(),
                 r.action.clone(),
                 r.target.clone(),
-                r.result.clone(),
+                r.result.to_string(),
                 r.message.clone().unwrap_or_default(),
             ]
         })

@@ -61,6 +61,21 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
+/// Why a pass stopped before it was done (the loop goes on; the next pass tries again).
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("listing namespaces: {0}")]
+    Namespaces(scan::ScanError),
+    #[error("scan: {0}")]
+    Scan(scan::ScanError),
+    #[error("{0}; no action is taken this pass (cooldowns and budgets cannot be checked)")]
+    History(audit::AuditError),
+    #[error("audit_key: {0}")]
+    AuditKey(crate::sys::files::FileError),
+    #[error("{0}")]
+    Audit(audit::AuditError),
+}
+
 /// Where the settings come from: an optional config file, overridden by flags.
 #[derive(Debug, Clone)]
 pub struct Sources {
@@ -460,7 +475,7 @@ impl<'a> Daemon<'a> {
         record.policy_digest = Some(self.policies.digest().to_string());
         let written = self
             .open_audit()
-            .and_then(|mut log| log.append(record).map_err(|e| e.to_string()));
+            .and_then(|mut log| log.append(record).map_err(PassError::Audit));
         if let Err(e) = written {
             error!("cannot record the {event:?} note: {e}");
         }
@@ -468,14 +483,14 @@ impl<'a> Daemon<'a> {
 
     /// The audit trail, with its key in keyed mode (read again each time: cheap, and a
     /// replaced key file is seen).
-    fn open_audit(&self) -> Result<AuditLog, String> {
+    fn open_audit(&self) -> Result<AuditLog, PassError> {
         let key = match &self.config.audit_key {
-            Some(path) => Some(audit::AuditKey::load(path).map_err(|e| format!("audit_key: {e}"))?),
+            Some(path) => Some(audit::AuditKey::load(path).map_err(PassError::AuditKey)?),
             None => None,
         };
         AuditLog::open(&self.config.audit_log)
             .map(|log| log.with_key(key))
-            .map_err(|e| e.to_string())
+            .map_err(PassError::Audit)
     }
 
     /// The start note's text.
@@ -495,7 +510,7 @@ impl<'a> Daemon<'a> {
 
     /// SIGHUP: re-read the config file and the policies. A bad file keeps the last good
     /// settings in force and is recorded as a `reload-failed` note.
-    pub fn reload(&mut self) -> Result<(), String> {
+    pub fn reload(&mut self) -> Result<(), LoadError> {
         match self.sources.load() {
             Ok((config, policies)) => {
                 let old_digest = self.policies.digest().to_string();
@@ -542,7 +557,7 @@ impl<'a> Daemon<'a> {
                         self.policies.digest()
                     ),
                 );
-                Err(text)
+                Err(e)
             }
         }
     }
@@ -557,14 +572,15 @@ impl<'a> Daemon<'a> {
             ..PassSummary::default()
         };
         if let Err(e) = self.pass_inner(now, &mut summary) {
-            summary.error = Some(e);
+            // Logged once, with the pass, by the loop.
+            summary.error = Some(e.to_string());
         }
         summary.duration = started.elapsed();
         self.publish(&summary);
         summary
     }
 
-    fn pass_inner(&mut self, now: SystemTime, summary: &mut PassSummary) -> Result<(), String> {
+    fn pass_inner(&mut self, now: SystemTime, summary: &mut PassSummary) -> Result<(), PassError> {
         let namespaces = self.namespaces()?;
         summary.namespaces = namespaces.len();
         let states: StateSet = self
@@ -599,7 +615,7 @@ impl<'a> Daemon<'a> {
             Ok(snap) => snap,
             Err(e) => {
                 self.relist = true;
-                return Err(format!("scan: {e}"));
+                return Err(PassError::Scan(e));
             }
         };
         if !snap.warnings.is_empty() {
@@ -663,7 +679,7 @@ impl<'a> Daemon<'a> {
         filter: SocketFilter,
         now: SystemTime,
         summary: &mut PassSummary,
-    ) -> Result<(Planned, Vec<ActionReport>), String> {
+    ) -> Result<(Planned, Vec<ActionReport>), PassError> {
         if snap.sockets.is_empty() {
             let plan = engine::Plan {
                 mode: self.mode(),
@@ -672,13 +688,7 @@ impl<'a> Daemon<'a> {
             return Ok((Planned { snap, plan }, Vec::new()));
         }
         let history = cached_history(&mut self.history, &self.config.audit_log, now)
-            .map_err(|e| {
-                let text = format!(
-                    "{e}; no action is taken this pass (cooldowns and budgets cannot be checked)"
-                );
-                error!("{text}");
-                text
-            })?
+            .map_err(PassError::History)?
             .clone();
         let decider = self.decider(namespaces, filter);
         let mut plan = decider.plan(&snap, &history, now);
@@ -708,10 +718,7 @@ impl<'a> Daemon<'a> {
             return Ok((planned, Vec::new()));
         }
 
-        let mut log = self.open_audit().map_err(|text| {
-            error!("{text}");
-            text
-        })?;
+        let mut log = self.open_audit()?;
         let mut ctx = ActContext {
             sys: self.sys,
             audit: &mut log,
@@ -725,16 +732,9 @@ impl<'a> Daemon<'a> {
         drop(decider);
         // Our own records changed the trail: the next pass reads it again.
         self.history.key = None;
-        let reports = match result {
-            Ok(reports) => reports,
-            Err(e) => {
-                let text = format!("{e}");
-                error!("{text}");
-                return Err(text);
-            }
-        };
+        let reports = result.map_err(PassError::Audit)?;
         for r in &reports {
-            if matches!(r.result.as_str(), "observed" | "dry-run") {
+            if r.result.only_recorded() {
                 summary.observed += 1;
                 info!(rule = %r.rule, action = %r.action, target = %r.target, "observed (not acted on)");
             } else {
@@ -766,7 +766,7 @@ impl<'a> Daemon<'a> {
         let before = now.checked_sub(retention).unwrap_or(SystemTime::UNIX_EPOCH);
         let result = self.open_audit().and_then(|mut log| {
             audit::prune(&mut log, before, self.actor.clone(), self.mode())
-                .map_err(|e| e.to_string())
+                .map_err(PassError::Audit)
         });
         match result {
             Ok(r) if r.removed.is_empty() => debug!("audit retention: nothing to prune"),
@@ -782,14 +782,14 @@ impl<'a> Daemon<'a> {
 
     /// The namespaces to scan: listed at start, every `namespace_refresh`, and after a
     /// namespace could not be dumped; in between, the last list (no `/proc` walk).
-    fn namespaces(&mut self) -> Result<Vec<Netns>, String> {
+    fn namespaces(&mut self) -> Result<Vec<Netns>, PassError> {
         let fresh = match &self.namespaces {
             Some((list, at)) if !self.relist && at.elapsed() < self.config.namespace_refresh => {
                 return Ok(list.clone());
             }
             _ => scan::list_namespaces(self.sys, &NetnsSelector::parse(&self.config.netns)),
         };
-        let listed = fresh.map_err(|e| format!("listing namespaces: {e}"))?;
+        let listed = fresh.map_err(PassError::Namespaces)?;
         let list = listed.namespaces;
         if listed.warnings != self.namespace_warnings {
             for w in &listed.warnings {

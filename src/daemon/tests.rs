@@ -264,6 +264,7 @@ fn a_bad_reload_keeps_the_last_good_policy_and_is_recorded() {
     )
     .expect("write");
     let err = d.reload().expect_err("broken policy");
+    let err = err.to_string();
     assert!(err.contains("policy.toml:3:1"), "{err}");
     assert_eq!(d.policies().digest(), digest);
     let s = d.pass(t(0));

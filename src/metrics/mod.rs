@@ -199,7 +199,7 @@ impl Metrics {
             }
         }
         for r in reports {
-            let key = (action_name(&r.action), r.rule.clone(), r.result.clone());
+            let key = (action_name(&r.action), r.rule.clone(), r.result.to_string());
             *st.actions.entry(key).or_insert(0) += 1;
         }
     }
