@@ -2,8 +2,12 @@
 //! ask it again at act time, on freshly read facts (is the socket there, who holds it now,
 //! do the guards still allow it), before touching anything.
 
+use std::path::Path;
 use std::time::SystemTime;
 
+use anyhow::Context;
+
+use crate::audit;
 use crate::engine::{self, EngineInput, History, Plan, RunOptions};
 use crate::filter::SocketFilter;
 use crate::model::Netns;
@@ -23,6 +27,18 @@ pub struct Decider<'a> {
     pub observations: &'a Observations,
     pub policies: &'a PolicySet,
     pub options: RunOptions,
+}
+
+/// The past actions a plan at `now` weighs (cooldowns, budgets, escalation), from the
+/// trail at `audit_log`. A trail that does not exist yet is no history; one that cannot be
+/// read is an error: a plan that cannot see its guards is not made.
+pub fn history(audit_log: &Path, now: SystemTime) -> anyhow::Result<History> {
+    audit::history(audit_log, now - audit::HISTORY_LOOKBACK).with_context(|| {
+        format!(
+            "reading the audit log {} for cooldowns and budgets",
+            audit_log.display()
+        )
+    })
 }
 
 /// A snapshot and the plan made from it.
@@ -48,6 +64,24 @@ impl Decider<'_> {
     pub fn plan(&self, snap: &Snapshot, history: &History, now: SystemTime) -> Plan {
         let names = snap.netns_names();
         engine::plan(&EngineInput {
+            sockets: &snap.sockets,
+            netns_names: &names,
+            policies: self.policies,
+            history,
+            now,
+            options: self.options,
+        })
+    }
+
+    /// For each socket of `snap`, every rule whose selectors match it and what came of it.
+    pub fn explain(
+        &self,
+        snap: &Snapshot,
+        history: &History,
+        now: SystemTime,
+    ) -> Vec<engine::SocketExplanation> {
+        let names = snap.netns_names();
+        engine::explain(&EngineInput {
             sockets: &snap.sockets,
             netns_names: &names,
             policies: self.policies,

@@ -25,14 +25,22 @@ pub fn parse(input: &str) -> Result<Duration, BadDuration> {
     })
 }
 
-/// Compact form for tables: `45s`, `12m03s`, `3h05m`, `2d04h`.
-pub fn compact(secs: u64) -> String {
+/// The one way a duration is shown (ages in tables, thresholds, cooldowns, messages):
+/// the two most significant units, the second zero-padded and left out when zero, so
+/// that `10m` reads as written and an age says `12m03s`: `45s`, `10m`, `12m03s`, `1h30m`,
+/// `3h`, `2d04h`.
+pub fn format(secs: u64) -> String {
     let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    match () {
-        _ if d > 0 => format!("{d}d{h:02}h"),
-        _ if h > 0 => format!("{h}h{m:02}m"),
-        _ if m > 0 => format!("{m}m{s:02}s"),
-        _ => format!("{s}s"),
+    let (big, big_unit, small, small_unit) = match () {
+        _ if d > 0 => (d, "d", h, "h"),
+        _ if h > 0 => (h, "h", m, "m"),
+        _ if m > 0 => (m, "m", s, "s"),
+        _ => return format!("{s}s"),
+    };
+    if small == 0 {
+        format!("{big}{big_unit}")
+    } else {
+        format!("{big}{big_unit}{small:02}{small_unit}")
     }
 }
 
@@ -66,11 +74,23 @@ mod tests {
     }
 
     #[test]
-    fn compact_forms() {
-        assert_eq!(compact(0), "0s");
-        assert_eq!(compact(59), "59s");
-        assert_eq!(compact(63), "1m03s");
-        assert_eq!(compact(3 * 3600 + 5 * 60 + 9), "3h05m");
-        assert_eq!(compact(2 * 86_400 + 4 * 3600), "2d04h");
+    fn one_format_for_ages_and_thresholds() {
+        for (secs, text) in [
+            (0, "0s"),
+            (59, "59s"),
+            (60, "1m"),
+            (63, "1m03s"),
+            (600, "10m"),
+            (723, "12m03s"),
+            (5400, "1h30m"),
+            (3605, "1h"),
+            (3 * 3600 + 5 * 60 + 9, "3h05m"),
+            (2 * 86_400 + 4 * 3600, "2d04h"),
+            (86_400, "1d"),
+        ] {
+            assert_eq!(format(secs), text, "{secs}");
+            // What is shown parses back to at most the original.
+            assert!(parse(text).expect(text).as_secs() <= secs, "{text}");
+        }
     }
 }

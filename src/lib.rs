@@ -28,3 +28,4 @@ pub mod policy;
 pub mod record;
 pub mod scan;
 pub mod sys;
+pub mod toml_check;

@@ -89,7 +89,7 @@ pub fn json_lines<T: Serialize>(
 /// The age as a table shows it: `≥` marks a lower bound.
 pub fn age_cell(age: &Age) -> String {
     let prefix = if age.lower_bound { "≥" } else { "" };
-    format!("{prefix}{}", duration::compact(age.secs))
+    format!("{prefix}{}", duration::format(age.secs))
 }
 
 /// Owners as a table cell: `api[1234]/fd7 api.service`, `+N more`, or why there are none.

@@ -13,7 +13,7 @@ use crate::policy::Pattern;
 /// `90m`, `1day`), or a UTC time (`2026-11-23T14:00:00Z`, `2026-11-23 14:00`, `2026-11-23`).
 pub fn parse_when(s: &str, now: SystemTime) -> Result<SystemTime, String> {
     let s = s.trim();
-    if let Ok(d) = humantime::parse_duration(s) {
+    if let Ok(d) = crate::duration::parse(s) {
         return now
             .checked_sub(d)
             .ok_or_else(|| format!("`{s}` reaches before 1970"));

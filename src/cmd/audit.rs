@@ -180,7 +180,7 @@ fn target_cell(r: &AuditRecord) -> String {
             t.local,
             t.remote,
             t.state,
-            duration::compact(t.age_secs),
+            duration::format(t.age_secs),
             t.age_source.name()
         );
     }

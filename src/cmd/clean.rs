@@ -4,12 +4,10 @@
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::time::SystemTime;
 
-use anyhow::Context;
-
 use crate::actions::{self, ActContext, ActionReport};
-use crate::audit::{self, Actor, ActorKind};
+use crate::audit::{Actor, ActorKind};
 use crate::cli::{exit, CleanArgs};
-use crate::decide::{Decider, Planned};
+use crate::decide::{self, Decider, Planned};
 use crate::engine::{self, Decision, Plan, RunOptions};
 use crate::filter::SocketFilter;
 use crate::model::{Pid, StateSet};
@@ -46,13 +44,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
             ..RunOptions::new(Pid::own())
         },
     };
-    let history =
-        audit::history(&args.audit.path, now - audit::HISTORY_LOOKBACK).with_context(|| {
-            format!(
-                "reading the audit log {} for cooldowns and budgets",
-                args.audit.path.display()
-            )
-        })?;
+    let history = decide::history(&args.audit.path, now)?;
     let mut planned = decider.decide(&history, now)?;
     let mut warnings = listed.warnings;
     warnings.append(&mut planned.snap.warnings);

@@ -4,9 +4,9 @@
 use std::io::{self, Write};
 use std::time::SystemTime;
 
-use crate::audit;
 use crate::cli::{exit, CheckArgs, ExplainArgs, PolicyCommand};
-use crate::engine::{self, EngineInput, RunOptions};
+use crate::decide::{self, Decider};
+use crate::engine::RunOptions;
 use crate::model::Pid;
 use crate::output;
 use crate::policy;
@@ -48,22 +48,26 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
         }
     };
     let now = SystemTime::now();
-    let snap = scan::scan(sys, &args.select.filter(), &Observations::new(), now)?;
-    let history =
-        audit::history(&args.audit.path, now - audit::HISTORY_LOOKBACK).unwrap_or_else(|e| {
-            eprintln!("warning: no history for cooldowns and budgets: {e}");
-            engine::History::default()
-        });
-    let names = snap.netns_names();
-    let input = EngineInput {
-        sockets: &snap.sockets,
-        netns_names: &names,
+    let filter = args.select.filter();
+    let listed = scan::list_namespaces(sys, &filter.netns)?;
+    for warning in &listed.warnings {
+        eprintln!("warning: {}", output::escape(warning));
+    }
+    let observations = Observations::new();
+    let decider = Decider {
+        sys,
+        namespaces: listed.namespaces,
+        filter,
+        observations: &observations,
         policies: &policies,
-        history: &history,
-        now,
         options: RunOptions::new(Pid::own()),
     };
-    let explanations = engine::explain(&input);
+    let history = decide::history(&args.audit.path, now)?;
+    let snap = decider.scan(now)?;
+    for warning in &snap.warnings {
+        eprintln!("warning: {}", output::escape(warning));
+    }
+    let explanations = decider.explain(&snap, &history, now);
     let mut out = io::stdout().lock();
     if args.json {
         output::json_lines(&mut out, &explanations)?;

@@ -7,14 +7,13 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use toml::de::{DeTable, DeValue};
-use toml::Spanned;
+use toml::de::DeTable;
 
 use crate::policy::{Diagnostic, Mode};
 
 pub const DEFAULT_CONFIG: &str = "/etc/sockwarden/sockwarden.toml";
 pub const DEFAULT_POLICY: &str = "/etc/sockwarden/policies";
-pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/sockwarden/audit.jsonl";
+pub use crate::audit::DEFAULT_AUDIT_LOG;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/sockwarden";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_NAMESPACE_REFRESH: Duration = Duration::from_secs(60);
@@ -180,9 +179,7 @@ pub fn parse(name: &str, text: &str) -> Result<Settings, ConfigError> {
     }
 }
 
-type Value<'i> = Spanned<DeValue<'i>>;
-
-const DURATION_HELP: &str = "write a number and a unit, e.g. \"10s\", \"1m\" or \"1h30m\"";
+use crate::toml_check::{self, Value};
 
 struct Parser<'a> {
     name: &'a str,
@@ -210,17 +207,8 @@ impl Parser<'_> {
             return Settings::default();
         }
         let doc = doc.into_inner();
-        for key in doc.keys() {
-            let k = key.get_ref().as_ref();
-            if KEYS.contains(&k) {
-                continue;
-            }
-            let normalized = k.to_ascii_lowercase().replace('-', "_");
-            let help = match KEYS.iter().find(|c| **c == normalized) {
-                Some(c) => format!("did you mean `{c}`?"),
-                None => format!("expected one of: {}", KEYS.join(", ")),
-            };
-            self.error(key.span(), format!("unknown key `{k}`"), help);
+        for (span, problem, _) in toml_check::unknown_keys(&doc, &KEYS, "") {
+            self.error(span, problem.message, problem.help);
         }
         let mut s = Settings::default();
         if let Some(v) = doc.get("policy") {
@@ -280,9 +268,9 @@ impl Parser<'_> {
     }
 
     fn string(&mut self, key: &str, v: &Value<'_>) -> Option<String> {
-        match v.get_ref() {
-            DeValue::String(text) if !text.trim().is_empty() => Some(text.to_string()),
-            DeValue::String(_) => {
+        match toml_check::string(key, v) {
+            Ok(text) if !text.trim().is_empty() => Some(text),
+            Ok(_) => {
                 self.error(
                     v.span(),
                     format!("`{key}` is empty"),
@@ -290,12 +278,8 @@ impl Parser<'_> {
                 );
                 None
             }
-            other => {
-                self.error(
-                    v.span(),
-                    format!("`{key}` must be a string, found {}", other.type_str()),
-                    format!("quote it: {key} = \"…\""),
-                );
+            Err(p) => {
+                self.error(v.span(), p.message, p.help);
                 None
             }
         }
@@ -306,22 +290,9 @@ impl Parser<'_> {
     }
 
     fn duration(&mut self, key: &str, v: &Value<'_>, min: Duration) -> Option<Duration> {
-        let text = self.string(key, v)?;
-        match crate::duration::parse(&text) {
-            Ok(d) if d >= min => Some(d),
-            Ok(_) => {
-                self.error(
-                    v.span(),
-                    format!("`{key}` = \"{text}\" is too short"),
-                    format!("use at least {}ms", min.as_millis()),
-                );
-                None
-            }
-            Err(e) => {
-                self.error(v.span(), e.to_string(), DURATION_HELP);
-                None
-            }
-        }
+        toml_check::duration(key, v, min)
+            .map_err(|p| self.error(v.span(), p.message, p.help))
+            .ok()
     }
 }
 
@@ -410,8 +381,8 @@ namespace_refresh = "2m"
         assert!(err.to_string().starts_with("c.toml:1:"), "{err}");
         let err = parse("c.toml", "interval = 10\n").expect_err("type");
         assert!(
-            err.to_string()
-                .contains("`interval` must be a string, found integer"),
+            err.to_string().contains("found the bare number 10")
+                && err.to_string().contains("interval = \"10s\""),
             "{err}"
         );
         let err = parse("c.toml", "interval = \"1ms\"\n").expect_err("short");

@@ -15,8 +15,8 @@ pub use history::{History, OwnerKey, PastAction, PastOutcome, TargetKey};
 
 use crate::model::{Age, Cookie, NetnsId, Pid, Process, ProcessId, StuckSocket, TcpState};
 use crate::policy::{
-    format_secs, render_arg, Action, ActionKind, Guards, Mode, PolicySet, Rule, SSH_PORT,
-    SSH_PROCESSES, SSH_UNITS,
+    render_arg, Action, ActionKind, Guards, Mode, PolicySet, Rule, SSH_PORT, SSH_PROCESSES,
+    SSH_UNITS,
 };
 
 /// Everything a decision depends on.
@@ -194,8 +194,8 @@ impl fmt::Display for HeldReason {
             HeldReason::Cooldown { last_secs_ago, cooldown_secs } => write!(
                 f,
                 "cooldown: this rule acted on it {} ago (< {})",
-                format_secs(*last_secs_ago),
-                format_secs(*cooldown_secs)
+                crate::duration::format(*last_secs_ago),
+                crate::duration::format(*cooldown_secs)
             ),
             HeldReason::Budget { budget, limit, used } => {
                 write!(f, "budget {budget} = {limit} used up ({used} already)")
@@ -1062,7 +1062,7 @@ fn escalation(rule: &Rule, owner: &OwnerKey, input: &EngineInput<'_>) -> Option<
     Some(format!(
         "escalated: this rule did {} on {owner} {} ago (>= {}) and it still matches",
         oldest.1,
-        format_secs(oldest.0),
+        crate::duration::format(oldest.0),
         e.after
     ))
 }
@@ -1077,7 +1077,7 @@ fn age_text(age: &Age) -> String {
     format!(
         "{}{} ({})",
         if age.lower_bound { "at least " } else { "" },
-        format_secs(age.secs),
+        crate::duration::format(age.secs),
         age.source.name()
     )
 }

@@ -16,6 +16,7 @@ use super::{
     PolicySet, PortRange, Rule, Selectors, SignalName, EXEC_PLACEHOLDERS,
 };
 use crate::model::{StateSet, TcpState};
+use crate::toml_check;
 
 type Value<'i> = Spanned<DeValue<'i>>;
 
@@ -56,7 +57,6 @@ const RULE_KEYS: [&str; 21] = [
     "netns",
 ];
 const ESCALATE_KEYS: [&str; 5] = ["action", "signal", "command", "after", "within"];
-const DURATION_HELP: &str = "write a number and a unit, e.g. \"90s\", \"10m\", \"2h\" or \"1h30m\"";
 
 /// Load policy files and directories (a directory means every `*.toml` directly in it,
 /// sorted by name). Every problem in every file is collected before returning.
@@ -260,19 +260,9 @@ impl<'a> FileCtx<'a> {
         place: &str,
     ) -> Vec<&'static str> {
         let mut suggested = Vec::new();
-        for key in table.keys() {
-            let k = key.get_ref().as_ref();
-            if allowed.contains(&k) {
-                continue;
-            }
-            let help = match did_you_mean(k, allowed) {
-                Some(s) => {
-                    suggested.push(s);
-                    format!("did you mean `{s}`?")
-                }
-                None => format!("expected one of: {}", allowed.join(", ")),
-            };
-            self.error(key.span(), format!("unknown key `{k}` {place}"), help);
+        for (span, problem, suggestion) in toml_check::unknown_keys(table, allowed, place) {
+            suggested.extend(suggestion);
+            self.error(span, problem.message, problem.help);
         }
         suggested
     }
@@ -795,17 +785,9 @@ impl<'a> FileCtx<'a> {
     // ---- typed values -------------------------------------------------------------
 
     fn string(&mut self, key: &str, v: &Value<'_>) -> Option<String> {
-        match v.get_ref() {
-            DeValue::String(s) => Some(s.to_string()),
-            other => {
-                self.error(
-                    v.span(),
-                    format!("`{key}` must be a string, found {}", other.type_str()),
-                    "put the value in double quotes",
-                );
-                None
-            }
-        }
+        toml_check::string(key, v)
+            .map_err(|p| self.error(v.span(), p.message, p.help))
+            .ok()
     }
 
     /// A string or a list of strings, each with its span.
@@ -902,42 +884,10 @@ impl<'a> FileCtx<'a> {
     }
 
     fn duration(&mut self, key: &str, v: &Value<'_>) -> Option<PolicyDuration> {
-        let text = match v.get_ref() {
-            DeValue::String(s) => s.to_string(),
-            DeValue::Integer(i) => {
-                self.error(
-                    v.span(),
-                    format!(
-                        "`{key}` must be a duration string, found the bare number {}",
-                        i.as_str()
-                    ),
-                    format!(
-                        "write the unit: `{key} = \"{}s\"` (or e.g. \"10m\", \"2h\", \"1h30m\")",
-                        i.as_str()
-                    ),
-                );
-                return None;
-            }
-            other => {
-                self.error(
-                    v.span(),
-                    format!("`{key}` must be a duration, found {}", other.type_str()),
-                    DURATION_HELP,
-                );
-                return None;
-            }
-        };
-        match PolicyDuration::from_str(&text) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                self.error(
-                    v.span(),
-                    format!("invalid duration `{text}` for `{key}`: {e}"),
-                    DURATION_HELP,
-                );
-                None
-            }
-        }
+        toml_check::duration(key, v, std::time::Duration::ZERO)
+            .map(PolicyDuration)
+            .map_err(|p| self.error(v.span(), p.message, p.help))
+            .ok()
     }
 
     fn patterns(&mut self, key: &str, v: &Value<'_>) -> Option<Vec<Pattern>> {

@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use crate::model::{StateSet, TcpState};
 
-pub use diagnostic::{Diagnostic, Diagnostics};
+pub use diagnostic::{did_you_mean, Diagnostic, Diagnostics};
 pub use load::{load_paths, load_str};
-pub use values::{format_secs, Cidr, Pattern, PolicyDuration, PortRange, SignalName};
+pub use values::{Cidr, Pattern, PolicyDuration, PortRange, SignalName};
 
 /// Global mode (top-level key `mode`, default `"observe"`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]

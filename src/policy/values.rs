@@ -22,15 +22,15 @@ impl PolicyDuration {
 }
 
 impl FromStr for PolicyDuration {
-    type Err = humantime::DurationError;
+    type Err = crate::duration::BadDuration;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        humantime::parse_duration(s.trim()).map(PolicyDuration)
+        crate::duration::parse(s).map(PolicyDuration)
     }
 }
 
 impl fmt::Display for PolicyDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&format_secs(self.0.as_secs()))
+        f.write_str(&crate::duration::format(self.0.as_secs()))
     }
 }
 
@@ -38,29 +38,6 @@ impl Serialize for PolicyDuration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
-}
-
-/// Seconds as a short human duration: `45s`, `12m`, `1h30m`, `2d3h`. Keeps the two most
-/// significant units, which is what a person reading a plan needs.
-pub fn format_secs(secs: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
-    if secs == 0 {
-        return "0s".to_string();
-    }
-    let mut out = String::new();
-    let mut rest = secs;
-    let mut shown = 0;
-    for (size, name) in UNITS {
-        if rest >= size && shown < 2 {
-            out.push_str(&format!("{}{name}", rest / size));
-            rest %= size;
-            shown += 1;
-        } else if shown > 0 {
-            // Stop after the first unit that is skipped: "1h0m5s" reads worse than "1h".
-            shown = 2;
-        }
-    }
-    out
 }
 
 /// A shell-style glob (`java*`, `/usr/lib/jvm/*/bin/java`, `api-*.service`), matched
@@ -247,18 +224,23 @@ impl SignalName {
     }
 }
 
+/// The one signal parser (policies and flags): `SIGHUP`, `HUP`, `hup` or a number (`15`).
 impl FromStr for SignalName {
     type Err = ();
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let upper = s.trim().to_ascii_uppercase();
+        use nix::sys::signal::Signal;
+        let trimmed = s.trim();
+        if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
+            let n: i32 = trimmed.parse().map_err(|_| ())?;
+            return Signal::try_from(n).map(SignalName).map_err(|_| ());
+        }
+        let upper = trimmed.to_ascii_uppercase();
         let full = if upper.starts_with("SIG") {
             upper
         } else {
             format!("SIG{upper}")
         };
-        nix::sys::signal::Signal::from_str(&full)
-            .map(SignalName)
-            .map_err(|_| ())
+        Signal::from_str(&full).map(SignalName).map_err(|_| ())
     }
 }
 
@@ -285,12 +267,35 @@ mod tests {
         assert_eq!(d("10m"), 600);
         assert_eq!(d("1h30m"), 5400);
         assert!("ten minutes".parse::<PolicyDuration>().is_err());
-        assert_eq!(format_secs(0), "0s");
-        assert_eq!(format_secs(45), "45s");
-        assert_eq!(format_secs(720), "12m");
-        assert_eq!(format_secs(5400), "1h30m");
-        assert_eq!(format_secs(3605), "1h");
-        assert_eq!(format_secs(90_000), "1d1h");
+        assert_eq!(PolicyDuration::from_secs(5400).to_string(), "1h30m");
+        assert!(
+            "10".parse::<PolicyDuration>().is_err(),
+            "a unit is required"
+        );
+    }
+
+    /// The one signal parser: names in any case, with or without SIG, and numbers.
+    #[test]
+    fn signal_spellings() {
+        use nix::sys::signal::Signal;
+        for spelling in ["SIGHUP", "HUP", "hup", "SigHup", " 1 "] {
+            assert_eq!(
+                spelling.parse::<SignalName>().ok(),
+                Some(SignalName(Signal::SIGHUP)),
+                "{spelling}"
+            );
+        }
+        assert_eq!(
+            "15".parse::<SignalName>().ok(),
+            Some(SignalName(Signal::SIGTERM))
+        );
+        assert_eq!(
+            "kill".parse::<SignalName>().ok(),
+            Some(SignalName(Signal::SIGKILL))
+        );
+        for bad in ["", "0", "99", "SIGFOO", "-9", "sig", "1x"] {
+            assert!(bad.parse::<SignalName>().is_err(), "{bad}");
+        }
     }
 
     #[test]

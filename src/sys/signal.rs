@@ -42,36 +42,6 @@ impl SignalOutcome {
     }
 }
 
-/// A signal name or number that is not a signal, with the names that are.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown signal `{name}`; expected a number or one of: {}", valid_names().join(", "))]
-pub struct UnknownSignal {
-    pub name: String,
-}
-
-fn valid_names() -> Vec<&'static str> {
-    Signal::iterator().map(|s| s.as_str()).collect()
-}
-
-/// Parse `SIGHUP`, `HUP`, `hup` or `1`.
-pub fn parse_signal(name: &str) -> Result<Signal, UnknownSignal> {
-    let unknown = || UnknownSignal {
-        name: name.to_string(),
-    };
-    let trimmed = name.trim();
-    if !trimmed.is_empty() && trimmed.bytes().all(|b| b.is_ascii_digit()) {
-        let n: i32 = trimmed.parse().map_err(|_| unknown())?;
-        return Signal::try_from(n).map_err(|_| unknown());
-    }
-    let upper = trimmed.to_ascii_uppercase();
-    let full = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    full.parse::<Signal>().map_err(|_| unknown())
-}
-
 /// Send `signal` to `process` through the pidfd taken when it was scanned, only if that
 /// very process is alive and still holds one of `inodes`.
 ///
@@ -108,29 +78,6 @@ mod tests {
     use std::process::{Child, Command};
     use std::sync::Arc;
     use std::time::Duration;
-
-    #[test]
-    fn parse_signal_spellings() {
-        for spelling in ["SIGHUP", "HUP", "hup", "SigHup", " 1 "] {
-            assert_eq!(
-                parse_signal(spelling).ok(),
-                Some(Signal::SIGHUP),
-                "{spelling}"
-            );
-        }
-        assert_eq!(parse_signal("15").ok(), Some(Signal::SIGTERM));
-        assert_eq!(parse_signal("kill").ok(), Some(Signal::SIGKILL));
-        assert_eq!(parse_signal("SIGUSR2").ok(), Some(Signal::SIGUSR2));
-        for bad in ["", "0", "99", "SIGFOO", "-9", "sig", "1x"] {
-            let err = parse_signal(bad).expect_err(bad);
-            let text = err.to_string();
-            assert!(text.contains(&format!("`{bad}`")), "{text}");
-            assert!(
-                text.contains("SIGTERM") && text.contains("SIGHUP"),
-                "{text}"
-            );
-        }
-    }
 
     #[test]
     fn outcome_json() {
