@@ -2,11 +2,16 @@
 //! long, and acts on them under policy, recording every intervention.
 //!
 //! ```text
-//!   sys::netns ─┐                      (kernel boundary: sys::System)
-//!   sys::netlink ┼─► scan (watcher) ─► owner map (sys::procfs) ─► age ─► Snapshot
-//!                                                                          │
-//!   policy (TOML rules) ──────────────► engine (pure: snapshot+rules+clock) ┘─► Plan
-//!   Plan ─► actions (destroy / signal / restart / exec) ─► audit (intent, outcome)
+//!  main ─► cli (clap, every flag) ─► cmd/<command> ──────────────────────────────┐
+//!                                                                                │
+//!  sys::System (the kernel boundary: netlink, /proc, netns, pidfds, D-Bus, probes)
+//!     │  sys::linux (real) · sys::fake (tests)                                    │
+//!     ▼                                                                           ▼
+//!  scan (watcher) ─► owners ─► age ─► Snapshot ─┐                    decide::Decider
+//!  policy (TOML) ───────────────────────────────┼─► engine (pure) ─► Plan   (plan, then
+//!  audit::history (the trail's memory) ─────────┘                    again at act time)
+//!  Plan ─► actions (destroy / signal / restart / exec) ─► audit (intent, outcome)
+//!  daemon: a pass every interval (the same Decider), metrics, sd_notify
 //! ```
 //! `cmd/` holds one file per subcommand; `output` formats tables and JSON Lines.
 

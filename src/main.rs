@@ -31,7 +31,7 @@ fn main() -> ExitCode {
 fn dispatch(command: Command) -> anyhow::Result<i32> {
     match command {
         Command::Scan(args) => cmd::scan::run(&args, &LinuxSystem::new()),
-        Command::Doctor(args) => cmd::doctor::run(&args),
+        Command::Doctor(args) => cmd::doctor::run(&args, &LinuxSystem::new()),
         Command::Clean(args) => cmd::clean::run(&args, &LinuxSystem::new()),
         Command::Policy(command) => cmd::policy::run(&command, &LinuxSystem::new()),
         Command::Audit(command) => cmd::audit::run(command),

@@ -6,12 +6,10 @@ use std::io::{self, Write};
 use serde::Serialize;
 
 use crate::cli::{exit, DoctorArgs};
-use crate::model::{NetnsId, StateSet};
+use crate::model::StateSet;
 use crate::output;
 use crate::sys::caps::{self, Cap, Capabilities, CgroupLayout};
-use crate::sys::netlink::DiagSocket;
-use crate::sys::systemd::Systemd;
-use crate::sys::{netns, probe, signal, DestroyOutcome};
+use crate::sys::{DestroyOutcome, System};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,8 +48,8 @@ fn check(
     }
 }
 
-pub fn run(args: &DoctorArgs) -> anyhow::Result<i32> {
-    let checks = gather();
+pub fn run(args: &DoctorArgs, sys: &dyn System) -> anyhow::Result<i32> {
+    let checks = gather(sys);
     let mut out = io::stdout().lock();
     if args.json {
         output::json_lines(&mut out, &checks)?;
@@ -89,24 +87,30 @@ pub fn exit_code(checks: &[Check]) -> i32 {
     }
 }
 
-pub fn gather() -> Vec<Check> {
-    let caps = Capabilities::current().ok();
-    let version = caps::kernel_version();
+/// Every check, over the kernel boundary (so that each answer can be tested with the fake).
+pub fn gather(sys: &dyn System) -> Vec<Check> {
+    let caps = sys.capabilities().ok();
+    let kernel = sys.kernel();
     vec![
-        sock_diag(),
-        namespaces(),
-        destroy(),
-        capabilities(caps),
-        pidfd(),
-        cgroups(),
-        systemd(),
-        kernel_limits(version),
+        sock_diag(sys),
+        namespaces(sys),
+        destroy(sys),
+        capabilities(caps, sys.is_root()),
+        pidfd(sys),
+        cgroups(kernel.cgroups),
+        systemd(sys),
+        kernel_limits(&kernel.release),
     ]
 }
 
-fn sock_diag() -> Check {
-    let result = DiagSocket::open()
-        .and_then(|mut s| s.dump(NetnsId { dev: 0, inode: 0 }, StateSet::default_stuck()));
+fn sock_diag(sys: &dyn System) -> Check {
+    // The namespace sockwarden runs in is listed first.
+    let result = sys
+        .namespaces()
+        .and_then(|list| match list.namespaces.first() {
+            Some(own) => sys.dump(own, StateSet::default_stuck()).map(|d| d.sockets),
+            None => Ok(Vec::new()),
+        });
     let mut c = match result {
         Ok(sockets) => check("sock_diag", Status::Ok, format!("dump works ({} stuck socket(s) in this namespace)", sockets.len()), None),
         Err(e) => check("sock_diag", Status::Fail, e.to_string(), Some("the kernel needs CONFIG_INET_DIAG and CONFIG_INET_TCP_DIAG (module tcp_diag: `modprobe tcp_diag`)")),
@@ -115,17 +119,17 @@ fn sock_diag() -> Check {
     c
 }
 
-fn destroy() -> Check {
-    match probe::destroy_support() {
+fn destroy(sys: &dyn System) -> Check {
+    match sys.probe_destroy() {
         Ok(DestroyOutcome::Destroyed) => check("sock-destroy", Status::Ok, "SOCK_DESTROY works (probed on a socket of our own in a throwaway namespace)", None),
         Ok(DestroyOutcome::Unsupported) => check("sock-destroy", Status::Fail, "the kernel refused SOCK_DESTROY (EOPNOTSUPP): built without CONFIG_INET_DIAG_DESTROY", Some("use a kernel with CONFIG_INET_DIAG_DESTROY=y; destroy actions cannot work here, signal and restart still can")),
-        Ok(DestroyOutcome::NotPermitted) => check("sock-destroy", Status::Fail, "SOCK_DESTROY not permitted: this process lacks CAP_NET_ADMIN", Some(&privilege_hint(&["CAP_NET_ADMIN"]))),
+        Ok(DestroyOutcome::NotPermitted) => check("sock-destroy", Status::Fail, "SOCK_DESTROY not permitted: this process lacks CAP_NET_ADMIN", Some(&privilege_hint(sys.is_root(), &["CAP_NET_ADMIN"]))),
         Ok(other) => check("sock-destroy", Status::Warn, format!("probe destroy answered {other:?}"), None),
-        Err(e) => check("sock-destroy", Status::Warn, format!("could not probe: {e}"), Some(&privilege_hint(&["CAP_SYS_ADMIN", "CAP_NET_ADMIN"]))),
+        Err(e) => check("sock-destroy", Status::Warn, format!("could not probe: {e}"), Some(&privilege_hint(sys.is_root(), &["CAP_SYS_ADMIN", "CAP_NET_ADMIN"]))),
     }
 }
 
-fn capabilities(caps: Option<Capabilities>) -> Check {
+fn capabilities(caps: Option<Capabilities>, root: bool) -> Check {
     let Some(caps) = caps else {
         return check(
             "capabilities",
@@ -153,13 +157,13 @@ fn capabilities(caps: Option<Capabilities>) -> Check {
             "capabilities",
             Status::Warn,
             format!("missing: {}", missing.join(", ")),
-            Some(&privilege_hint(&names)),
+            Some(&privilege_hint(root, &names)),
         )
     }
 }
 
-fn pidfd() -> Check {
-    if signal::pidfd_supported() {
+fn pidfd(sys: &dyn System) -> Check {
+    if sys.pidfd_supported() {
         check(
             "pidfd",
             Status::Ok,
@@ -171,8 +175,8 @@ fn pidfd() -> Check {
     }
 }
 
-fn cgroups() -> Check {
-    match caps::cgroup_layout() {
+fn cgroups(layout: CgroupLayout) -> Check {
+    match layout {
         CgroupLayout::V2Unified => check(
             "cgroups",
             Status::Ok,
@@ -200,9 +204,8 @@ fn cgroups() -> Check {
     }
 }
 
-fn kernel_limits(version: Option<(u32, u32)>) -> Check {
-    let release = caps::kernel_release();
-    match version {
+fn kernel_limits(release: &str) -> Check {
+    match caps::parse_kernel_version(release) {
         Some(v) if v >= (6, 11) => check("kernel", Status::Ok, format!("{release}: TIME_WAIT destroy (6.0+) and orphan abort fix (6.11) present"), None),
         Some(v) if v >= (6, 0) => check("kernel", Status::Warn, format!("{release}: orphaned sockets may survive an abort before 6.11 unless the fix was backported"), None),
         Some(_) => check("kernel", Status::Warn, format!("{release}: TIME_WAIT and timewait FIN_WAIT2 minisockets cannot be destroyed before 6.0"), Some("those sockets expire on their own; other states can be destroyed")),
@@ -210,8 +213,11 @@ fn kernel_limits(version: Option<(u32, u32)>) -> Check {
     }
 }
 
-fn namespaces() -> Check {
-    let list = netns::list_namespaces();
+fn namespaces(sys: &dyn System) -> Check {
+    let list = match sys.namespaces() {
+        Ok(list) => list,
+        Err(e) => return check("namespaces", Status::Fail, e.to_string(), None),
+    };
     let n = list.namespaces.len();
     if list.warnings.is_empty() {
         check(
@@ -228,16 +234,19 @@ fn namespaces() -> Check {
                 "{n} network namespace(s) visible; {}",
                 list.warnings.join("; ")
             ),
-            Some(&privilege_hint(&["CAP_SYS_PTRACE", "CAP_SYS_ADMIN"])),
+            Some(&privilege_hint(
+                sys.is_root(),
+                &["CAP_SYS_PTRACE", "CAP_SYS_ADMIN"],
+            )),
         )
     }
 }
 
 /// What to do about missing capabilities: "run as root" helps only a process that is not
 /// root already; a root process without them runs under a reduced capability set.
-fn privilege_hint(caps: &[&str]) -> String {
+fn privilege_hint(root: bool, caps: &[&str]) -> String {
     let list = caps.join(", ");
-    if nix::unistd::geteuid().is_root() {
+    if root {
         format!(
             "this process runs as root but without {list}: its capability set was reduced (systemd: add them to \
              CapabilityBoundingSet= and AmbientCapabilities=; a container: --cap-add / securityContext.capabilities.add)"
@@ -247,15 +256,12 @@ fn privilege_hint(caps: &[&str]) -> String {
     }
 }
 
-fn systemd() -> Check {
-    match Systemd::connect() {
-        Ok(sd) => check(
+fn systemd(sys: &dyn System) -> Check {
+    match sys.probe_systemd() {
+        Ok(address) => check(
             "systemd",
             Status::Ok,
-            format!(
-                "systemd's D-Bus API answers at {}: restart actions can work",
-                sd.address()
-            ),
+            format!("systemd's D-Bus API answers at {address}: restart actions can work"),
             None,
         ),
         Err(e) => check(
@@ -264,5 +270,130 @@ fn systemd() -> Check {
             e.to_string(),
             Some("restart actions need systemd as PID 1 with dbus; destroy and signal still work"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::fake::{FakeSystem, Probes};
+
+    fn report(probes: Probes) -> (Vec<Check>, i32) {
+        let sys = FakeSystem {
+            probes,
+            ..FakeSystem::default()
+        };
+        let checks = gather(&sys);
+        let code = exit_code(&checks);
+        (checks, code)
+    }
+
+    fn find<'a>(checks: &'a [Check], name: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|c| c.check == name)
+            .unwrap_or_else(|| panic!("no {name} check"))
+    }
+
+    /// Each machine doctor may meet, and what it must say about it.
+    #[test]
+    fn what_doctor_says_about_each_machine() {
+        let everything = Probes::default();
+        let cap_net_admin = 1u64 << Cap::NetAdmin.number();
+        struct Case {
+            what: &'static str,
+            probes: Probes,
+            check: &'static str,
+            status: Status,
+            says: &'static str,
+            code: i32,
+        }
+        let cases = [
+            Case {
+                what: "everything works",
+                probes: everything.clone(),
+                check: "sock-destroy",
+                status: Status::Ok,
+                says: "SOCK_DESTROY works",
+                code: exit::OK,
+            },
+            Case {
+                what: "a kernel without CONFIG_INET_DIAG_DESTROY",
+                probes: Probes {
+                    destroy: DestroyOutcome::Unsupported,
+                    ..everything.clone()
+                },
+                check: "sock-destroy",
+                status: Status::Fail,
+                says: "CONFIG_INET_DIAG_DESTROY",
+                code: exit::FOUND,
+            },
+            Case {
+                what: "root without CAP_NET_ADMIN: naming the capability, not 'run as root'",
+                probes: Probes {
+                    destroy: DestroyOutcome::NotPermitted,
+                    caps: everything.caps & !cap_net_admin,
+                    ..everything.clone()
+                },
+                check: "sock-destroy",
+                status: Status::Fail,
+                says: "runs as root but without CAP_NET_ADMIN",
+                code: exit::FOUND,
+            },
+            Case {
+                what: "not root",
+                probes: Probes {
+                    destroy: DestroyOutcome::NotPermitted,
+                    root: false,
+                    caps: 0,
+                    ..everything.clone()
+                },
+                check: "capabilities",
+                status: Status::Warn,
+                says: "run as root, or grant CAP_NET_ADMIN",
+                code: exit::FOUND,
+            },
+            Case {
+                what: "no pidfds",
+                probes: Probes {
+                    pidfd: false,
+                    ..everything.clone()
+                },
+                check: "pidfd",
+                status: Status::Fail,
+                says: "signal actions are refused",
+                code: exit::FOUND,
+            },
+            Case {
+                what: "no systemd",
+                probes: Probes {
+                    systemd: Err("connection refused".into()),
+                    ..everything.clone()
+                },
+                check: "systemd",
+                status: Status::Warn,
+                says: "connection refused",
+                code: exit::FOUND,
+            },
+            Case {
+                what: "a kernel before 6.0",
+                probes: Probes {
+                    kernel_release: "5.15.0-91-generic".into(),
+                    ..everything.clone()
+                },
+                check: "kernel",
+                status: Status::Warn,
+                says: "cannot be destroyed before 6.0",
+                code: exit::FOUND,
+            },
+        ];
+        for case in cases {
+            let (checks, code) = report(case.probes);
+            let c = find(&checks, case.check);
+            let text = format!("{} {}", c.detail, c.fix.as_deref().unwrap_or(""));
+            assert_eq!(c.status, case.status, "{}: {text}", case.what);
+            assert!(text.contains(case.says), "{}: {text}", case.what);
+            assert_eq!(code, case.code, "{}", case.what);
+        }
     }
 }

@@ -12,7 +12,7 @@ use crate::cli::{exit, RunArgs};
 use crate::daemon::config::{Settings, DEFAULT_CONFIG};
 use crate::daemon::notify::Notifier;
 use crate::daemon::signals::Signals;
-use crate::daemon::{observations, Capabilities, Daemon, Sources};
+use crate::daemon::{Capabilities, Daemon, Sources};
 use crate::metrics::Metrics;
 use crate::sys::System;
 
@@ -73,7 +73,6 @@ pub fn run(args: &RunArgs, sys: &dyn System) -> anyhow::Result<i32> {
         config,
         policies,
         Capabilities::default(),
-        &observations::boot_id(),
         std::time::SystemTime::now(),
     );
     if let Some(metrics) = metrics {

@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::model::{Netns, Pid, StateSet};
 use crate::policy::{self, ActionKind, Mode, PolicySet};
 use crate::scan;
-use crate::sys::{probe, signal, DestroyOutcome, System};
+use crate::sys::{DestroyOutcome, System};
 
 pub use config::{Config, ConfigError, Settings};
 use notify::Notifier;
@@ -152,7 +152,11 @@ impl Capabilities {
 
     /// Probe the kinds not probed yet (as `doctor` does); returns the ones newly found
     /// unavailable, for a loud warning.
-    pub fn probe(&mut self, kinds: &HashSet<ActionKind>) -> Vec<(ActionKind, String)> {
+    pub fn probe(
+        &mut self,
+        sys: &dyn System,
+        kinds: &HashSet<ActionKind>,
+    ) -> Vec<(ActionKind, String)> {
         let mut newly = Vec::new();
         let mut sorted: Vec<ActionKind> = kinds.iter().copied().collect();
         sorted.sort();
@@ -163,7 +167,7 @@ impl Capabilities {
             if slot.is_some() {
                 continue;
             }
-            let found = probe_one(kind);
+            let found = probe_one(sys, kind);
             if let Capability::Unavailable(why) = &found {
                 newly.push((kind, why.clone()));
             }
@@ -204,9 +208,9 @@ impl Capabilities {
     }
 }
 
-fn probe_one(kind: ActionKind) -> Capability {
+fn probe_one(sys: &dyn System, kind: ActionKind) -> Capability {
     match kind {
-        ActionKind::Destroy => match probe::destroy_support() {
+        ActionKind::Destroy => match sys.probe_destroy() {
             Ok(DestroyOutcome::Destroyed) => Capability::Works,
             Ok(DestroyOutcome::Unsupported) => Capability::Unavailable(
                 "SOCK_DESTROY refused with EOPNOTSUPP: kernel built without CONFIG_INET_DIAG_DESTROY".into(),
@@ -217,11 +221,11 @@ fn probe_one(kind: ActionKind) -> Capability {
             Ok(other) => Capability::Unknown(format!("the probe destroy answered {other:?}")),
             Err(e) => Capability::Unknown(format!("could not probe SOCK_DESTROY: {e}")),
         },
-        ActionKind::Signal if signal::pidfd_supported() => Capability::Works,
+        ActionKind::Signal if sys.pidfd_supported() => Capability::Works,
         ActionKind::Signal => Capability::Unavailable(
             "no pidfd support (Linux < 5.3): a recycled pid must never be signalled".into(),
         ),
-        ActionKind::Restart => match crate::sys::systemd::Systemd::connect() {
+        ActionKind::Restart => match sys.probe_systemd() {
             Ok(_) => Capability::Works,
             Err(e) => Capability::Unavailable(format!("systemd's D-Bus API does not answer: {e}")),
         },
@@ -349,14 +353,14 @@ impl<'a> Daemon<'a> {
         config: Config,
         policies: PolicySet,
         caps: Capabilities,
-        boot_id: &str,
         now: SystemTime,
     ) -> Daemon<'a> {
+        let boot_id = sys.boot_id();
         let booted_at = now
             .checked_sub(sys.uptime())
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let (observations, warning) =
-            ObservationStore::load(&config.state_dir, boot_id, booted_at, now);
+            ObservationStore::load(&config.state_dir, &boot_id, booted_at, now);
         if let Some(w) = warning {
             warn!("{w}");
         }
@@ -451,7 +455,7 @@ impl<'a> Daemon<'a> {
     /// those items are recorded as observed instead). Returns the warnings.
     pub fn check_capabilities(&mut self) -> Vec<String> {
         let kinds = action_kinds(&self.policies);
-        let newly = self.caps.probe(&kinds);
+        let newly = self.caps.probe(self.sys, &kinds);
         self.publish_capabilities();
         let mut warnings = Vec::new();
         for (kind, why) in newly {

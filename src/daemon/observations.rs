@@ -18,10 +18,6 @@ use crate::scan::{Observations, SocketKey};
 pub const FILE_NAME: &str = "observations.json";
 const FORMAT_VERSION: u32 = 1;
 
-/// Where the kernel names this boot: cookies restart at every boot, so observations from
-/// another boot must not age this boot's sockets.
-pub const BOOT_ID_PATH: &str = "/proc/sys/kernel/random/boot_id";
-
 /// The state file could not be written.
 #[derive(Debug, thiserror::Error)]
 #[error("{call} {}: {source} (ages observed by the agent will restart from zero after a restart; make the state directory writable, or set `state_dir` / --state-dir)", path.display())]
@@ -267,14 +263,6 @@ impl ObservationStore {
         self.dirty = false;
         Ok(true)
     }
-}
-
-/// This boot's id, or an empty string where the kernel does not say (then persisted
-/// observations are only trusted by a daemon that also cannot tell).
-pub fn boot_id() -> String {
-    fs::read_to_string(BOOT_ID_PATH)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ impl Setup {
     fn daemon<'a>(&self, sys: &'a FakeSystem, caps: Capabilities) -> Daemon<'a> {
         let sources = self.sources();
         let (config, policies) = sources.load().expect("valid settings");
-        Daemon::new(sys, sources, config, policies, caps, "boot", t(1_000_000))
+        Daemon::new(sys, sources, config, policies, caps, t(1_000_000))
     }
     fn records(&self) -> Vec<Value> {
         records(&self.path("audit.jsonl"))
@@ -163,6 +163,99 @@ fn observe_mode_records_each_would_be_action_once() {
     assert_eq!(recs[0]["mode"], "observe");
 }
 
+/// The daemon's degraded modes, from what the probes find on the (fake) machine: in
+/// enforce mode an action that cannot work here is said loudly and recorded as observed.
+#[test]
+fn each_probe_failure_degrades_its_action_to_observe() {
+    use crate::sys::fake::Probes;
+    use crate::sys::DestroyOutcome;
+    let signal = DESTROY_CW.replace(
+        "action = \"destroy\"",
+        "action = \"signal\"\nsignal = \"SIGHUP\"",
+    );
+    let restart = DESTROY_CW.replace("action = \"destroy\"", "action = \"restart\"");
+    let cases: Vec<(&str, String, Probes, &str)> = vec![
+        (
+            "no SOCK_DESTROY",
+            DESTROY_CW.to_string(),
+            Probes {
+                destroy: DestroyOutcome::Unsupported,
+                ..Probes::default()
+            },
+            "CONFIG_INET_DIAG_DESTROY",
+        ),
+        (
+            "no CAP_NET_ADMIN",
+            DESTROY_CW.to_string(),
+            Probes {
+                destroy: DestroyOutcome::NotPermitted,
+                ..Probes::default()
+            },
+            "needs CAP_NET_ADMIN",
+        ),
+        (
+            "no pidfd",
+            signal,
+            Probes {
+                pidfd: false,
+                ..Probes::default()
+            },
+            "no pidfd support",
+        ),
+        (
+            "no systemd",
+            restart,
+            Probes {
+                systemd: Err("no bus".into()),
+                ..Probes::default()
+            },
+            "does not answer",
+        ),
+    ];
+    for (what, policy, probes, says) in cases {
+        let setup = Setup::new(&policy);
+        let owner = std::sync::Arc::new(crate::model::Process {
+            id: crate::model::ProcessId {
+                pid: crate::model::Pid(4321),
+                start_time: 9,
+            },
+            comm: "api".into(),
+            cmdline: "api".into(),
+            exe: None,
+            uid: 1000,
+            unit: Some("api.service".into()),
+            container: None,
+            handle: Default::default(),
+        });
+        let socket = KernelSocket {
+            inode: crate::model::Inode(77),
+            ..sock(1, TcpState::CloseWait, Some(10_000))
+        };
+        let sys = FakeSystem {
+            probes,
+            owners: [(
+                crate::model::Inode(77),
+                vec![crate::model::Owner {
+                    process: owner,
+                    fd: 3,
+                }],
+            )]
+            .into(),
+            ..fake(vec![socket])
+        };
+        let mut d = setup.daemon(&sys, Capabilities::default());
+        let warnings = d.check_capabilities();
+        assert!(
+            warnings.iter().any(|w| w.contains(says)),
+            "{what}: {warnings:?}"
+        );
+        let s = d.pass(t(0));
+        assert_eq!((s.acted, s.degraded), (0, 1), "{what}: {s}");
+        assert!(sys.destroyed.borrow().is_empty(), "{what}");
+        assert_eq!(kinds(&setup.records()), ["dry-run"], "{what}");
+    }
+}
+
 #[test]
 fn an_action_that_cannot_work_here_is_recorded_as_observed_and_says_why() {
     let setup = Setup::new(DESTROY_CW);
@@ -236,7 +329,6 @@ fn an_unwritable_audit_log_means_no_action_and_the_loop_goes_on() {
         config,
         policies,
         Capabilities::all(),
-        "b",
         t(1_000_000),
     );
     let s = d.pass(t(0));
@@ -318,7 +410,6 @@ fn each_pass_feeds_the_metrics_and_the_textfile() {
         config,
         policies,
         Capabilities::all(),
-        "b",
         t(1_000_000),
     )
     .with_metrics(std::sync::Arc::clone(&metrics));

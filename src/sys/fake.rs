@@ -8,8 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::caps::{Capabilities, CgroupLayout};
 use super::{
-    CommandOutcome, DestroyOutcome, HolderCheck, NamespaceList, NetnsDump, OwnerScan,
+    CommandOutcome, DestroyOutcome, HolderCheck, KernelInfo, NamespaceList, NetnsDump, OwnerScan,
     RestartOutcome, Signal, SignalOutcome, SysError, System, SystemdError,
 };
 use crate::model::{
@@ -81,9 +82,59 @@ pub struct FakeSystem {
     pub destroyed: RefCell<HashSet<Cookie>>,
     /// Processes that exist, with their unit: signals to others answer `Exited`.
     pub processes: HashMap<ProcessId, Option<String>>,
+    /// What the capability probes find (doctor, the daemon's degraded modes).
+    pub probes: Probes,
+}
+
+/// The fake machine's answers to the probes; [`Probes::default`] is a machine where
+/// everything works.
+#[derive(Debug, Clone)]
+pub struct Probes {
+    pub boot_id: String,
+    pub destroy: DestroyOutcome,
+    pub pidfd: bool,
+    /// The systemd bus address, or why it does not answer.
+    pub systemd: Result<String, String>,
+    /// Effective capability mask, and whether we run as root.
+    pub caps: u64,
+    pub root: bool,
+    pub kernel_release: String,
+    pub cgroups: CgroupLayout,
+}
+
+impl Default for Probes {
+    fn default() -> Probes {
+        Probes {
+            boot_id: "fake-boot".into(),
+            destroy: DestroyOutcome::Destroyed,
+            pidfd: true,
+            systemd: Ok("unix:path=/run/dbus/system_bus_socket".into()),
+            caps: u64::MAX >> 23,
+            root: true,
+            kernel_release: "6.18.0-fake".into(),
+            cgroups: CgroupLayout::V2Unified,
+        }
+    }
 }
 
 impl FakeSystem {
+    /// One SOCK_DESTROY as the fake kernel answers it.
+    fn destroy_one(&self, socket: &KernelSocket) -> DestroyOutcome {
+        self.record(format!("destroy {}", socket.cookie));
+        if !self.alive(socket) {
+            return DestroyOutcome::AlreadyGone;
+        }
+        let outcome = self
+            .destroy_outcomes
+            .get(&socket.cookie)
+            .copied()
+            .unwrap_or(DestroyOutcome::Destroyed);
+        if outcome == DestroyOutcome::Destroyed {
+            self.destroyed.borrow_mut().insert(socket.cookie);
+        }
+        outcome
+    }
+
     fn record(&self, call: String) {
         self.calls.borrow_mut().push(call);
     }
@@ -161,28 +212,12 @@ impl System for FakeSystem {
             .cloned())
     }
 
-    fn destroy(&self, _netns: &Netns, socket: &KernelSocket) -> Result<DestroyOutcome, SysError> {
-        self.record(format!("destroy {}", socket.cookie));
-        if !self.alive(socket) {
-            return Ok(DestroyOutcome::AlreadyGone);
-        }
-        let outcome = self
-            .destroy_outcomes
-            .get(&socket.cookie)
-            .copied()
-            .unwrap_or(DestroyOutcome::Destroyed);
-        if outcome == DestroyOutcome::Destroyed {
-            self.destroyed.borrow_mut().insert(socket.cookie);
-        }
-        Ok(outcome)
-    }
-
     fn destroy_many(
         &self,
-        netns: &Netns,
+        _netns: &Netns,
         sockets: &[KernelSocket],
     ) -> Result<Vec<DestroyOutcome>, SysError> {
-        sockets.iter().map(|s| self.destroy(netns, s)).collect()
+        Ok(sockets.iter().map(|s| self.destroy_one(s)).collect())
     }
 
     fn holder(&self, process: &Process, inodes: &[Inode]) -> HolderCheck {
@@ -218,6 +253,43 @@ impl System for FakeSystem {
             new_main_pid: Some(2),
             job_result: "done".into(),
         })
+    }
+
+    fn boot_id(&self) -> String {
+        self.probes.boot_id.clone()
+    }
+
+    fn probe_destroy(&self) -> Result<DestroyOutcome, SysError> {
+        Ok(self.probes.destroy)
+    }
+
+    fn pidfd_supported(&self) -> bool {
+        self.probes.pidfd
+    }
+
+    fn probe_systemd(&self) -> Result<String, SystemdError> {
+        self.probes
+            .systemd
+            .clone()
+            .map_err(|cause| SystemdError::NotRunning {
+                address: "unix:path=/run/dbus/system_bus_socket".into(),
+                cause,
+            })
+    }
+
+    fn is_root(&self) -> bool {
+        self.probes.root
+    }
+
+    fn capabilities(&self) -> Result<Capabilities, SysError> {
+        Ok(Capabilities::from_mask(self.probes.caps))
+    }
+
+    fn kernel(&self) -> KernelInfo {
+        KernelInfo {
+            release: self.probes.kernel_release.clone(),
+            cgroups: self.probes.cgroups,
+        }
     }
 
     fn run_command(

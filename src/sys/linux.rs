@@ -104,10 +104,6 @@ impl System for LinuxSystem {
         self.with_socket(ns, |s, _| s.lookup(socket))
     }
 
-    fn destroy(&self, ns: &Netns, socket: &KernelSocket) -> Result<DestroyOutcome, SysError> {
-        self.with_socket(ns, |s, _| s.destroy(socket))
-    }
-
     fn destroy_many(
         &self,
         ns: &Netns,
@@ -131,6 +127,40 @@ impl System for LinuxSystem {
             None => slot.insert(Systemd::connect()?),
         };
         connection.restart_unit(unit, timeout)
+    }
+
+    fn boot_id(&self) -> String {
+        std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    fn probe_destroy(&self) -> Result<DestroyOutcome, SysError> {
+        super::probe::destroy_support()
+    }
+
+    fn pidfd_supported(&self) -> bool {
+        signal::pidfd_supported()
+    }
+
+    fn probe_systemd(&self) -> Result<String, SystemdError> {
+        Systemd::connect().map(|sd| sd.address().to_string())
+    }
+
+    fn is_root(&self) -> bool {
+        nix::unistd::geteuid().is_root()
+    }
+
+    fn capabilities(&self) -> Result<super::caps::Capabilities, SysError> {
+        super::caps::Capabilities::current()
+            .map_err(|e| SysError::new("read CapEff from /proc/self/status", e))
+    }
+
+    fn kernel(&self) -> super::KernelInfo {
+        super::KernelInfo {
+            release: super::caps::kernel_release(),
+            cgroups: super::caps::cgroup_layout(),
+        }
     }
 
     fn run_command(

@@ -1,6 +1,10 @@
-//! The kernel boundary. Everything that touches netlink, `/proc`, namespaces, signals or
-//! D-Bus lives under `sys/`; the layers above see only the [`System`] trait, so they are
-//! tested without root through [`fake::FakeSystem`].
+//! The kernel boundary. Everything that asks the kernel about the sockets and processes
+//! sockwarden watches, or acts on them — netlink, `/proc`, namespaces, pidfds, signals,
+//! D-Bus, and the probes of what this machine allows — lives under `sys/`; the layers above
+//! (scan, engine, actions, daemon, doctor) see only the [`System`] trait, so they are tested
+//! without root through [`fake::FakeSystem`]. The agent's own files (the audit trail, its
+//! state) are opened through [`files`]; its sd_notify socket and signal handlers are the
+//! daemon's.
 
 pub mod caps;
 pub mod exec;
@@ -129,10 +133,6 @@ pub trait System {
         socket: &KernelSocket,
     ) -> Result<Option<KernelSocket>, SysError>;
 
-    /// SOCK_DESTROY one socket by its full id and cookie; never reports success without the
-    /// kernel's ACK. `Err` only when the request could not be made at all.
-    fn destroy(&self, netns: &Netns, socket: &KernelSocket) -> Result<DestroyOutcome, SysError>;
-
     /// SOCK_DESTROY several sockets of one namespace, pipelined; outcomes in input order.
     fn destroy_many(
         &self,
@@ -152,6 +152,30 @@ pub trait System {
     /// Restart a unit through systemd's D-Bus API and wait (bounded) for the job.
     fn restart_unit(&self, unit: &str, timeout: Duration) -> Result<RestartOutcome, SystemdError>;
 
+    // ---- what this machine lets sockwarden do (doctor, the daemon's degraded modes) ----
+
+    /// This boot's id (`/proc/sys/kernel/random/boot_id`; empty when the kernel does not say).
+    fn boot_id(&self) -> String;
+
+    /// SOCK_DESTROY on a socket of our own in a throwaway namespace: what the kernel answers.
+    fn probe_destroy(&self) -> Result<DestroyOutcome, SysError>;
+
+    /// Whether this kernel has pidfds (without them nothing is ever signalled).
+    fn pidfd_supported(&self) -> bool;
+
+    /// Whether systemd's D-Bus API answers: its address.
+    fn probe_systemd(&self) -> Result<String, SystemdError>;
+
+    /// Whether this process runs as root (euid 0): advice differs for a root process that
+    /// lacks capabilities.
+    fn is_root(&self) -> bool;
+
+    /// The effective capabilities of this process.
+    fn capabilities(&self) -> Result<caps::Capabilities, SysError>;
+
+    /// The kernel release and the cgroup layout.
+    fn kernel(&self) -> KernelInfo;
+
     /// Run a command (argv, never through a shell) with exactly `env` (plus `PATH`) and a
     /// time limit that kills its whole process group.
     fn run_command(
@@ -160,6 +184,14 @@ pub trait System {
         env: &[(String, String)],
         timeout: Duration,
     ) -> CommandOutcome;
+}
+
+/// The kernel as `doctor` describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelInfo {
+    /// `uname -r`.
+    pub release: String,
+    pub cgroups: caps::CgroupLayout,
 }
 
 /// What [`System::holder`] found about a process taken as an owner.
