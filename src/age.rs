@@ -20,6 +20,20 @@ pub struct AgeContext {
     pub observed: Option<Duration>,
 }
 
+/// `tcp_info`'s "ms since" figures are u32 milliseconds: they wrap every 2^32 ms (49.7 days).
+/// On a host up longer than that, a figure may have wrapped — a socket that old looks
+/// young — and a smaller figure than the agent's observation is either a wrap or traffic
+/// that reset it; the two cannot be told apart. Both make the figure too small, never too
+/// large, so it stays a lower bound, the observation wins when larger, and nothing is ever
+/// added to it (adding a turn for what was only traffic would make a young socket look 49.7
+/// days old, and rules fire at once).
+pub const TCP_INFO_WRAP: Duration = Duration::from_millis(1 << 32);
+
+/// Whether `tcp_info` figures on a host up `uptime` may have wrapped.
+pub fn tcp_info_may_wrap(uptime: Duration) -> bool {
+    uptime >= TCP_INFO_WRAP
+}
+
 /// The age of `socket`: the largest of the figures that are valid lower bounds, with the
 /// source that gave it. Exact timer figures win outright.
 pub fn estimate(socket: &KernelSocket, ctx: &AgeContext) -> Age {
@@ -224,5 +238,35 @@ mod tests {
             &ctx(None),
         );
         assert_eq!(age.secs, 0);
+    }
+
+    /// Regression (house-in-order issue): `tcpi_last_ack_recv` is a u32 of milliseconds;
+    /// after 49.7 days it wraps and a very old socket looks young. At the boundary the
+    /// figure is read in full; past it, the observation (when longer) wins and nothing is
+    /// invented on top of the figure.
+    #[test]
+    fn tcp_info_at_and_past_the_wrap() {
+        let day = 86_400u64;
+        let ctx = |observed: Option<u64>, uptime: u64| AgeContext {
+            tcp_fin_timeout: Duration::from_secs(60),
+            uptime: Duration::from_secs(uptime),
+            observed: observed.map(Duration::from_secs),
+        };
+        // The largest figure the kernel can give: 2^32 - 1 ms = 49.7 days, on a host up
+        // longer than that.
+        let s = socket(TcpState::CloseWait, None, acked(u32::MAX));
+        let age = estimate(&s, &ctx(None, 60 * day));
+        assert_eq!(age.secs, 4_294_967);
+        assert!(age.lower_bound);
+        // Up 120 days, 1 day on the u32 clock, watched for 30 days: wrapped or reset by
+        // traffic — the observation stands, and no 49.7-day turn is added.
+        let s = socket(TcpState::CloseWait, None, acked(86_400_000));
+        let age = estimate(&s, &ctx(Some(30 * day), 120 * day));
+        assert_eq!((age.secs, age.source), (30 * day, AgeSource::Observed));
+        // Watched for less than the figure: the figure.
+        let age = estimate(&s, &ctx(Some(3600), 120 * day));
+        assert_eq!((age.secs, age.source), (day, AgeSource::TcpInfo));
+        assert!(!tcp_info_may_wrap(Duration::from_secs(49 * day)));
+        assert!(tcp_info_may_wrap(Duration::from_secs(50 * day)));
     }
 }

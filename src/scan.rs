@@ -26,6 +26,8 @@ pub struct Snapshot {
     /// Namespaces that exist but could not be read (not entered, not dumped, or hidden):
     /// a scan with any is not an all-clear.
     pub unseen: Vec<String>,
+    /// The host has been up long enough (49.7 days) for `tcp_info` ages to have wrapped.
+    pub tcp_info_may_wrap: bool,
     /// (namespace, cookie, state) of every socket the dumps returned, before the age and
     /// port selectors: what a watcher observes to age sockets by first sight.
     pub seen: Vec<SocketKey>,
@@ -205,6 +207,7 @@ pub fn scan_in(
         owners_scanned,
         unreadable_processes,
         unseen,
+        tcp_info_may_wrap: age::tcp_info_may_wrap(uptime),
         seen,
     })
 }

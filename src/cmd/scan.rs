@@ -4,6 +4,7 @@ use std::io::{self, IsTerminal, Write};
 use std::time::SystemTime;
 
 use crate::cli::{exit, ScanArgs};
+use crate::model::AgeSource;
 use crate::output;
 use crate::scan::{self, Observations};
 use crate::sys::System;
@@ -44,7 +45,7 @@ pub fn run(args: &ScanArgs, sys: &dyn System) -> anyhow::Result<i32> {
         } else if snap
             .sockets
             .iter()
-            .any(|s| s.age.lower_bound && s.age.secs == 0)
+            .any(|s| s.age.source == AgeSource::Observed && s.age.secs == 0)
         {
             eprintln!(
                 "{} socket(s) in {ns} namespace(s); ages marked ≥0s have no kernel evidence and a \

@@ -23,11 +23,9 @@ mod tests;
 mod text;
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::io::{self, Write as _};
+use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -411,43 +409,23 @@ impl Metrics {
     /// file in the same directory (not ending in `.prom`, so the collector never reads it half
     /// written), fsynced, then renamed over `path`.
     pub fn write_textfile(&self, path: &Path) -> Result<(), MetricsError> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
+        let err = |step: &'static str, source: io::Error| MetricsError::Textfile {
+            step,
+            path: path.to_path_buf(),
+            source,
         };
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| MetricsError::Textfile {
-                step: "name",
-                path: path.to_path_buf(),
-                source: io::Error::new(io::ErrorKind::InvalidInput, "the path names no file"),
-            })?
-            .to_string_lossy();
-        let tmp = dir.join(format!(
-            ".{file_name}.{}.{}.tmp",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let body = self.render();
-        let written = write_and_sync(&tmp, body.as_bytes())
-            .map_err(|(step, source)| MetricsError::Textfile {
-                step,
-                path: tmp.clone(),
-                source,
-            })
-            .and_then(|()| {
-                fs::rename(&tmp, path).map_err(|source| MetricsError::Textfile {
-                    step: "rename",
-                    path: path.to_path_buf(),
-                    source,
-                })
-            });
-        if written.is_err() {
-            // Leave no temporary file behind; the old textfile stays as it was.
-            let _ = fs::remove_file(&tmp);
-        }
-        written
+        let (dir, name) = crate::sys::files::split(path).map_err(|e| {
+            err(
+                "name",
+                io::Error::new(io::ErrorKind::InvalidInput, e.to_string()),
+            )
+        })?;
+        // The one way root writes a file: relative to the directory, never through a link,
+        // replaced whole (a collector never reads half a file).
+        let dir = crate::sys::files::SafeDir::open(dir)
+            .map_err(|e| err("open directory", io::Error::other(e.to_string())))?;
+        dir.replace(name, self.render().as_bytes(), 0o644)
+            .map_err(|e| err("replace", e))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -455,18 +433,6 @@ impl Metrics {
         // worth losing the endpoint over: keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
-
-fn write_and_sync(tmp: &Path, body: &[u8]) -> Result<(), (&'static str, io::Error)> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .open(tmp)
-        .map_err(|e| ("create", e))?;
-    f.write_all(body).map_err(|e| ("write", e))?;
-    f.sync_all().map_err(|e| ("fsync", e))
 }
 
 /// The `guard` label of a held item.

@@ -75,6 +75,7 @@ fn snapshot(taken_at: u64, sockets: Vec<StuckSocket>) -> Snapshot {
         ],
         sockets,
         unseen: Vec::new(),
+        tcp_info_may_wrap: false,
         warnings: vec![],
         owners_scanned: true,
         unreadable_processes: 0,
@@ -590,7 +591,13 @@ fn textfile_is_replaced_whole() {
         .write_textfile(&dir.path().join("missing/x.prom"))
         .expect_err("no such directory");
     assert!(
-        matches!(err, MetricsError::Textfile { step: "create", .. }),
+        matches!(
+            err,
+            MetricsError::Textfile {
+                step: "open directory",
+                ..
+            }
+        ),
         "{err}"
     );
     assert!(err.to_string().contains("missing"), "{err}");

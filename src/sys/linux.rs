@@ -16,7 +16,7 @@ use crate::model::{Inode, KernelSocket, Netns, NetnsId, Process, StateSet};
 /// One netlink socket per namespace, opened inside it on first use and kept for the
 /// lifetime of this value (a daemon reuses them pass after pass).
 pub struct LinuxSystem {
-    sockets: RefCell<HashMap<NetnsId, (DiagSocket, Duration)>>,
+    sockets: RefCell<HashMap<NetnsId, (DiagSocket, netns::FinTimeout)>>,
     /// Connected on first restart: most runs never need systemd.
     systemd: RefCell<Option<Systemd>>,
 }
@@ -44,7 +44,7 @@ impl LinuxSystem {
             }
         };
         let (socket, fin_timeout) = entry;
-        let result = f(socket, *fin_timeout);
+        let result = f(socket, fin_timeout.read());
         if result.is_err() {
             // A socket that failed mid-conversation may hold unread replies: start afresh.
             sockets.remove(&ns.id);

@@ -225,13 +225,35 @@ fn run_in_netns_checked<T: Send + 'static>(
     }
 }
 
-/// `net.ipv4.tcp_fin_timeout` of the calling thread's namespace (/proc/sys/net follows the
-/// reader's namespace); 60 s if unreadable.
-fn read_fin_timeout() -> Duration {
-    fs::read_to_string("/proc/sys/net/ipv4/tcp_fin_timeout")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .map_or(DEFAULT_FIN_TIMEOUT, Duration::from_secs)
+/// `net.ipv4.tcp_fin_timeout` of one namespace, read again every time it is asked for (an
+/// operator may change it while the daemon runs). The file is opened inside the namespace:
+/// /proc/sys/net shows the namespace of whoever opened it, and an open file keeps showing
+/// that one.
+#[derive(Debug)]
+pub struct FinTimeout(Option<File>);
+
+impl FinTimeout {
+    /// Open it for the calling thread's namespace.
+    fn open_here() -> FinTimeout {
+        FinTimeout(File::open("/proc/sys/net/ipv4/tcp_fin_timeout").ok())
+    }
+
+    /// The current value; 60 s (the kernel's default) if it cannot be read.
+    pub fn read(&self) -> Duration {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 32];
+        self.0
+            .as_ref()
+            .and_then(|f| f.read_at(&mut buf, 0).ok())
+            .and_then(|n| {
+                std::str::from_utf8(&buf[..n])
+                    .ok()?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map_or(DEFAULT_FIN_TIMEOUT, Duration::from_secs)
+    }
 }
 
 /// A sock_diag socket bound to `netns`, and that namespace's `tcp_fin_timeout`. Opened
@@ -240,12 +262,12 @@ fn read_fin_timeout() -> Duration {
 pub fn open_diag_socket_in(
     netns: &Netns,
     own: NetnsId,
-) -> Result<(DiagSocket, Duration), SysError> {
+) -> Result<(DiagSocket, FinTimeout), SysError> {
     if netns.id == own {
-        return Ok((DiagSocket::open()?, read_fin_timeout()));
+        return Ok((DiagSocket::open()?, FinTimeout::open_here()));
     }
     let (socket, fin) = run_in_netns_checked(&netns.path, Some(netns.id), || {
-        (DiagSocket::open(), read_fin_timeout())
+        (DiagSocket::open(), FinTimeout::open_here())
     })
     .map_err(|e| SysError {
         call: format!("{} (netns {})", e.call, netns.name),
@@ -469,7 +491,22 @@ mod tests {
         });
         let port = listener.local_addr().expect("addr").port();
         let (mut sock, fin) = open_diag_socket_in(&ns.netns(), own).expect("open inside");
-        assert_eq!(fin, Duration::from_secs(17));
+        assert_eq!(fin.read(), Duration::from_secs(17));
+        // Regression (house-in-order issue): read once for the daemon's life, a changed
+        // value was never seen.
+        ns.run(|| {
+            fs::write("/proc/sys/net/ipv4/tcp_fin_timeout", "23").expect("change it");
+        });
+        assert_eq!(
+            fin.read(),
+            Duration::from_secs(23),
+            "read again, in its namespace"
+        );
+        assert_ne!(
+            FinTimeout::open_here().read(),
+            Duration::from_secs(23),
+            "not ours"
+        );
         let listen = crate::model::StateSet::from_iter([crate::model::TcpState::Listen]);
         let found = sock.dump(ns.id, listen).expect("dump");
         assert_eq!(found.len(), 1, "{found:?}");
