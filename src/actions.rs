@@ -11,7 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::audit::{self, Actor, AuditError, AuditLog, NewRecord, Outcome, ProcessRecord};
+use crate::audit::{
+    self, Actor, AuditError, AuditLog, Batch, BatchEntry, NewRecord, Outcome, ProcessRecord,
+    RecordKind,
+};
 use crate::decide::{Decider, Planned};
 use crate::engine::{Decision, HeldReason, PlanItem, Target, TargetKey};
 use crate::model::{Inode, KernelSocket, Netns, NetnsId, Process, StateSet, StuckSocket};
@@ -102,7 +105,8 @@ pub fn carry_out(
     // Decide again on what is true now, with the trail as it is now (another writer may
     // have acted meanwhile).
     let now = ctx.now;
-    let fresh = audit::history(ctx.audit.path(), now - audit::HISTORY_LOOKBACK)
+    let keep = crate::engine::Keep::for_policies(decider.policies, false);
+    let fresh = audit::history(ctx.audit.path(), now - audit::HISTORY_LOOKBACK, keep)
         .map_err(|e| format!("re-reading the audit history: {e}"))
         .and_then(|history| {
             decider
@@ -270,66 +274,188 @@ fn record_plan_only(
     snap: &Snapshot,
     ctx: &mut ActContext<'_>,
 ) -> Result<Vec<ActionReport>, AuditError> {
-    let mut reports = Vec::with_capacity(items.len());
-    for chunk in items.chunks(AUDIT_BATCH) {
-        let records = chunk
-            .iter()
-            .map(|(item, _)| {
-                let record = NewRecord::dry_run(
-                    ctx.actor.clone(),
-                    mode_of(ctx),
-                    audit_action(item),
-                    item.why.clone(),
-                );
-                describe(record, item, snap, ctx)
-            })
-            .collect();
-        let written = ctx.audit.append_batch(records)?;
-        for ((item, result), record) in chunk.iter().zip(written) {
-            reports.push(report(item, result, None, None, Some(record.seq)));
-        }
-    }
-    Ok(reports)
+    let plan_items: Vec<&PlanItem> = items.iter().map(|(i, _)| *i).collect();
+    let written = record_items(&plan_items, snap, ctx, RecordKind::DryRun)?;
+    Ok(items
+        .iter()
+        .zip(written)
+        .map(|((item, result), w)| report(item, result, None, None, Some(w.seq)))
+        .collect())
 }
 
-/// Items the act-time decision did not confirm (or could not be made for): an intent and
-/// its outcome each, as the plan saw them, group-committed. Nothing is touched.
+/// Items the act-time decision did not confirm (or could not be made for): intents and
+/// their outcomes, as the plan saw them, group-committed. Nothing is touched.
 fn record_not_acted(
     items: &[(&PlanItem, Result3)],
     snap: &Snapshot,
     ctx: &mut ActContext<'_>,
 ) -> Result<Vec<ActionReport>, AuditError> {
-    let mut reports = Vec::with_capacity(items.len());
-    for chunk in items.chunks(AUDIT_BATCH) {
-        let intents = chunk
-            .iter()
-            .map(|(item, _)| intent_record(item, snap, ctx))
-            .collect();
-        let intents = ctx.audit.append_batch(intents)?;
-        let outcomes = chunk
-            .iter()
-            .zip(&intents)
-            .map(|((_, (result, errno, message)), intent)| {
-                let outcome = Outcome {
-                    result: result.clone(),
-                    errno: *errno,
-                    message: message.clone(),
-                };
-                NewRecord::outcome_of(intent, ctx.actor.clone(), outcome)
-            })
-            .collect();
-        ctx.audit.append_batch(outcomes)?;
-        for ((item, (result, errno, message)), intent) in chunk.iter().zip(&intents) {
-            reports.push(report(
-                item,
-                result,
-                *errno,
-                message.clone(),
-                Some(intent.seq),
-            ));
+    let plan_items: Vec<&PlanItem> = items.iter().map(|(i, _)| *i).collect();
+    let written = record_items(&plan_items, snap, ctx, RecordKind::Intent)?;
+    let results: Vec<Result3> = items.iter().map(|(_, r)| r.clone()).collect();
+    record_outcomes(&written, &results, ctx)?;
+    Ok(items
+        .iter()
+        .zip(&written)
+        .map(|((item, (result, errno, message)), w)| {
+            report(item, result, *errno, message.clone(), Some(w.seq))
+        })
+        .collect())
+}
+
+/// Where an item's intent (or dry run) was recorded: the record's seq and mode, and its
+/// entry when the record is a batch.
+#[derive(Debug, Clone, Copy)]
+struct Written {
+    seq: u64,
+    mode: policy::Mode,
+    entry: Option<u32>,
+}
+
+/// Whether an item goes into a batch record: a socket target of an action that reads the
+/// same for every socket (destroy, log). Exec commands, signals and restarts are single.
+fn batchable(item: &PlanItem) -> bool {
+    matches!(item.target, Target::Socket { .. })
+        && matches!(item.action.kind(), ActionKind::Destroy | ActionKind::Log)
+}
+
+/// Intents (or dry runs) for `items`, in one group commit: the batchable ones of each
+/// action as batch records of up to [`AUDIT_BATCH`] sockets, the others singly. Returns
+/// where each item was recorded, in order.
+fn record_items(
+    items: &[&PlanItem],
+    snap: &Snapshot,
+    ctx: &mut ActContext<'_>,
+    kind: RecordKind,
+) -> Result<Vec<Written>, AuditError> {
+    // Records to write, each with the items it holds (their index in `items`).
+    let mut records: Vec<(NewRecord, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(ActionKind, Vec<usize>)> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if batchable(item) {
+            match groups.iter_mut().find(|(k, _)| *k == item.action.kind()) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((item.action.kind(), vec![i])),
+            }
+        } else {
+            let record = match kind {
+                RecordKind::DryRun => {
+                    let record = NewRecord::dry_run(
+                        ctx.actor.clone(),
+                        mode_of(ctx),
+                        audit_action(item),
+                        item.why.clone(),
+                    );
+                    describe(record, item, snap, ctx)
+                }
+                _ => intent_record(item, snap, ctx),
+            };
+            records.push((record, vec![i]));
         }
     }
-    Ok(reports)
+    for (action, members) in groups {
+        for chunk in members.chunks(AUDIT_BATCH) {
+            let entries = chunk
+                .iter()
+                .filter_map(|&i| {
+                    let item = items[i];
+                    let s = first_socket(item, snap)?;
+                    Some(BatchEntry {
+                        rule: item.rule.clone(),
+                        escalated: item.escalated,
+                        why: item.why.clone(),
+                        socket: SocketRecord::new(s, &netns_of(snap, s.socket.netns)),
+                    })
+                })
+                .collect();
+            let record = NewRecord::batch(
+                kind,
+                ctx.actor.clone(),
+                mode_of(ctx),
+                audit::Action::new(action),
+                ctx.policy_digest.clone(),
+                Batch::of(entries),
+            );
+            records.push((record, chunk.to_vec()));
+        }
+    }
+    let (new, members): (Vec<NewRecord>, Vec<Vec<usize>>) = records.into_iter().unzip();
+    let written_records = ctx.audit.append_batch(new)?;
+    let mut written = vec![None; items.len()];
+    for (record, members) in written_records.iter().zip(members) {
+        let batch = record.batch.is_some();
+        for (entry, i) in members.into_iter().enumerate() {
+            written[i] = Some(Written {
+                seq: record.seq,
+                mode: record.mode,
+                entry: batch.then(|| u32::try_from(entry).unwrap_or(u32::MAX)),
+            });
+        }
+    }
+    // Every item is in exactly one record (a socket item always has its socket).
+    Ok(written
+        .into_iter()
+        .map(|w| {
+            w.unwrap_or(Written {
+                seq: 0,
+                mode: mode_of(ctx),
+                entry: None,
+            })
+        })
+        .collect())
+}
+
+/// The outcomes of recorded intents, in one group commit: one record per single intent,
+/// one per batch (a result per entry, in its order).
+fn record_outcomes(
+    written: &[Written],
+    results: &[Result3],
+    ctx: &mut ActContext<'_>,
+) -> Result<(), AuditError> {
+    let mut singles: Vec<NewRecord> = Vec::new();
+    // (intent seq, mode, (entry, outcome) of each of its sockets)
+    type BatchOutcomes = (u64, policy::Mode, Vec<(u32, Outcome)>);
+    let mut batches: Vec<BatchOutcomes> = Vec::new();
+    for (w, (result, errno, message)) in written.iter().zip(results) {
+        let outcome = Outcome {
+            result: result.clone(),
+            errno: *errno,
+            message: message.clone(),
+        };
+        match w.entry {
+            None => singles.push(NewRecord::outcome_for(
+                w.seq,
+                w.mode,
+                ctx.actor.clone(),
+                outcome,
+            )),
+            Some(entry) => match batches.iter_mut().find(|(seq, _, _)| *seq == w.seq) {
+                Some((_, _, list)) => list.push((entry, outcome)),
+                None => batches.push((w.seq, w.mode, vec![(entry, outcome)])),
+            },
+        }
+    }
+    for (seq, mode, mut list) in batches {
+        list.sort_by_key(|(entry, _)| *entry);
+        let results = list.into_iter().map(|(_, o)| o).collect();
+        singles.push(NewRecord::outcomes_of(
+            seq,
+            mode,
+            ctx.actor.clone(),
+            results,
+        ));
+    }
+    ctx.audit.append_batch(singles)?;
+    Ok(())
+}
+
+/// The namespace of `id` as the snapshot names it (its inode when unknown).
+fn netns_of(snap: &Snapshot, id: NetnsId) -> Netns {
+    snap.netns(id).cloned().unwrap_or_else(|| Netns {
+        id,
+        name: id.to_string(),
+        path: Default::default(),
+    })
 }
 
 /// Signal, restart, exec and log, one at a time: intent (the fresh facts) → act → outcome.
@@ -533,10 +659,10 @@ fn destroy_all(
     fresh: &Snapshot,
     ctx: &mut ActContext<'_>,
 ) -> Result<Vec<ActionReport>, AuditError> {
-    let mut by_netns: HashMap<NetnsId, Vec<(&PlanItem, &StuckSocket)>> = HashMap::new();
+    let mut by_netns: HashMap<NetnsId, Vec<&PlanItem>> = HashMap::new();
     for item in items {
         if let Some(s) = first_socket(item, fresh) {
-            by_netns.entry(s.socket.netns).or_default().push((item, s));
+            by_netns.entry(s.socket.netns).or_default().push(item);
         }
     }
     let mut reports = Vec::new();
@@ -544,40 +670,16 @@ fn destroy_all(
         let Some(netns) = fresh.netns(netns_id) else {
             continue;
         };
-        // Group commit: one fsync per batch of intents, not one per socket.
-        let mut intents = Vec::with_capacity(targets.len());
-        for batch in targets.chunks(AUDIT_BATCH) {
-            let records = batch
-                .iter()
-                .map(|(item, _)| intent_record(item, fresh, ctx))
-                .collect();
-            intents.extend(ctx.audit.append_batch(records)?);
-        }
-        let sockets: Vec<KernelSocket> = targets.iter().map(|(_, s)| s.socket.clone()).collect();
+        // Group commit: the intents of the whole namespace, in batch records, one fsync.
+        let written = record_items(&targets, fresh, ctx, RecordKind::Intent)?;
+        let sockets: Vec<KernelSocket> = targets
+            .iter()
+            .filter_map(|item| first_socket(item, fresh).map(|s| s.socket.clone()))
+            .collect();
         let results = destroy_confirmed(ctx.sys, netns, &sockets);
-        let done: Vec<_> = targets.iter().zip(&intents).zip(results).collect();
-        for batch in done.chunks(AUDIT_BATCH) {
-            let records = batch
-                .iter()
-                .map(|((_, intent), (result, errno, message))| {
-                    let outcome = Outcome {
-                        result: result.clone(),
-                        errno: *errno,
-                        message: message.clone(),
-                    };
-                    NewRecord::outcome_of(intent, ctx.actor.clone(), outcome)
-                })
-                .collect();
-            ctx.audit.append_batch(records)?;
-            for (((item, _), intent), (result, errno, message)) in batch {
-                reports.push(report(
-                    item,
-                    result,
-                    *errno,
-                    message.clone(),
-                    Some(intent.seq),
-                ));
-            }
+        record_outcomes(&written, &results, ctx)?;
+        for ((item, w), (result, errno, message)) in targets.iter().zip(&written).zip(results) {
+            reports.push(report(item, &result, errno, message, Some(w.seq)));
         }
     }
     Ok(reports)
@@ -669,19 +771,8 @@ fn describe(
         .first()
         .and_then(|i| snap.sockets.get(*i))
     {
-        let fallback;
-        let netns = match snap.netns(s.socket.netns) {
-            Some(n) => n,
-            None => {
-                fallback = Netns {
-                    id: s.socket.netns,
-                    name: s.socket.netns.to_string(),
-                    path: Default::default(),
-                };
-                &fallback
-            }
-        };
-        record = record.target(SocketRecord::new(s, netns));
+        let netns = netns_of(snap, s.socket.netns);
+        record = record.target(SocketRecord::new(s, &netns));
     }
     match &item.target {
         Target::Unit { unit } => record.unit(unit.clone()),

@@ -32,8 +32,9 @@ pub struct Decider<'a> {
 /// The past actions a plan at `now` weighs (cooldowns, budgets, escalation), from the
 /// trail at `audit_log`. A trail that does not exist yet is no history; one that cannot be
 /// read is an error: a plan that cannot see its guards is not made.
-pub fn history(audit_log: &Path, now: SystemTime) -> anyhow::Result<History> {
-    audit::history(audit_log, now - audit::HISTORY_LOOKBACK).with_context(|| {
+pub fn history(audit_log: &Path, now: SystemTime, policies: &PolicySet) -> anyhow::Result<History> {
+    let keep = engine::Keep::for_policies(policies, false);
+    audit::history(audit_log, now - audit::HISTORY_LOOKBACK, keep).with_context(|| {
         format!(
             "reading the audit log {} for cooldowns and budgets",
             audit_log.display()

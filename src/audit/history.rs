@@ -1,14 +1,18 @@
-//! The engine's memory read back from the trail: each intent or dry-run record, paired with
-//! its outcome, becomes one [`engine::PastAction`] for cooldowns, budgets and escalation.
+//! The engine's memory read back from the trail, one record at a time: each intent or
+//! dry-run entry, paired with its outcome, becomes one [`engine::PastAction`] that the
+//! [`History`] keeps as far as cooldowns, budgets and escalation need it.
 
+use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::error::AuditError;
-use super::query::outcome_results;
-use super::read::{read_files, trail_files};
+use super::query::AnswerKey;
+use super::read::{for_each_line, trail_files};
 use super::record::{AuditRecord, RecordKind};
-use crate::engine::{History, OwnerKey, PastAction, PastOutcome, TargetKey};
+use crate::engine::{History, Keep, OwnerKey, PastAction, PastOutcome, TargetKey};
 use crate::model::{Cookie, Pid, ProcessId};
 use crate::outcome::ActionResult;
 
@@ -17,57 +21,169 @@ use crate::outcome::ActionResult;
 pub const HISTORY_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 
 /// Past actions in the trail at `path` at or after `since`, reading only the files that can
-/// hold them (newest first, stopping at a file that starts before `since`). A missing trail
-/// is an empty history.
-pub fn history(path: &Path, since: SystemTime) -> Result<History, AuditError> {
+/// hold them (newest first, stopping at a file that starts before `since`), one record at a
+/// time: only what `keep` asks for is kept, so memory follows the policies' windows, not
+/// the length of the trail. A missing trail is an empty history.
+pub fn history(path: &Path, since: SystemTime, keep: Keep) -> Result<History, AuditError> {
+    read_into(path, since, History::keeping(keep))
+}
+
+/// The past actions of the trail at `path` at or after `since`, one per intent or dry-run
+/// entry, in trail order (what [`history`] is made of; for tests and inspection).
+pub fn past_actions(path: &Path, since: SystemTime) -> Result<Vec<PastAction>, AuditError> {
+    Ok(read_into(path, since, Ordered::default())?.into_actions())
+}
+
+fn read_into<S: Sink>(path: &Path, since: SystemTime, sink: S) -> Result<S, AuditError> {
     let files = match trail_files(path) {
         Ok(f) => f,
-        Err(AuditError::NotFound { .. }) => return Ok(History::default()),
+        Err(AuditError::NotFound { .. }) => return Ok(sink),
         Err(e) => return Err(e),
     };
-    // Newest file first; an outcome may sit in the file after its intent, so the kept
-    // files are joined before pairing.
-    let mut kept: Vec<Vec<AuditRecord>> = Vec::new();
+    let mut chosen = Vec::new();
     for file in files.into_iter().rev() {
-        let records = read_files(vec![file])?.records;
-        let starts_before = records
-            .first()
-            .and_then(|r| r.timestamp())
-            .is_some_and(|t| t < since);
-        kept.push(records);
+        let starts_before = first_time(&file)?.is_some_and(|t| t < since);
+        chosen.push(file);
         if starts_before {
             break;
         }
     }
-    let records: Vec<AuditRecord> = kept.into_iter().rev().flatten().collect();
-    Ok(history_from(&records, since))
+    chosen.reverse();
+    let mut reader = Reader::new(since, sink);
+    for file in &chosen {
+        for_each_line(file, |_, bytes, _| {
+            // Unreadable lines (a torn tail) are not history; `audit verify` reports them.
+            if let Ok(record) = serde_json::from_slice::<AuditRecord>(bytes) {
+                reader.add(record);
+            }
+            ControlFlow::Continue(())
+        })?;
+    }
+    Ok(reader.finish())
 }
 
-/// [`history`] over records already read. Intents and dry runs at or after `since` that
-/// name a rule, an action and a target count; notes and outcomes only inform them.
+/// Where the reader puts each past action once its outcome is known.
+trait Sink {
+    fn push(&mut self, key: AnswerKey, action: PastAction);
+}
+
+impl Sink for History {
+    fn push(&mut self, _: AnswerKey, action: PastAction) {
+        self.add(action);
+    }
+}
+
+/// Past actions in trail order.
+#[derive(Default)]
+struct Ordered(Vec<(AnswerKey, PastAction)>);
+
+impl Sink for Ordered {
+    fn push(&mut self, key: AnswerKey, action: PastAction) {
+        self.0.push((key, action));
+    }
+}
+
+impl Ordered {
+    fn into_actions(mut self) -> Vec<PastAction> {
+        self.0.sort_by_key(|(key, _)| *key);
+        self.0.into_iter().map(|(_, a)| a).collect()
+    }
+}
+
+/// The time of the first record of `file`.
+fn first_time(file: &Path) -> Result<Option<SystemTime>, AuditError> {
+    let mut time = None;
+    for_each_line(file, |_, bytes, _| {
+        time = serde_json::from_slice::<AuditRecord>(bytes)
+            .ok()
+            .and_then(|r| r.timestamp());
+        ControlFlow::Break(())
+    })?;
+    Ok(time)
+}
+
+/// [`history`] over records already read (everything kept).
 pub fn history_from(records: &[AuditRecord], since: SystemTime) -> History {
-    let results = outcome_results(records);
-    let actions = records
-        .iter()
-        .filter(|r| matches!(r.kind, RecordKind::Intent | RecordKind::DryRun))
-        .filter_map(|r| {
-            let time = r.timestamp().filter(|t| *t >= since)?;
-            let outcome = match r.kind {
-                RecordKind::DryRun => PastOutcome::DryRun,
-                _ => past_outcome(results.get(&r.seq).copied()),
-            };
-            Some(PastAction {
-                time,
-                rule: r.rule.clone()?,
-                action: r.action.as_ref()?.kind,
-                escalated: r.escalated,
-                target: target_key(r)?,
-                owner: owner_key(r),
-                outcome,
-            })
+    let mut reader = Reader::new(since, History::keeping(Keep::all()));
+    for r in records {
+        reader.add(r.clone());
+    }
+    reader.finish()
+}
+
+/// [`past_actions`] over records already read.
+pub fn past_actions_from(records: &[AuditRecord], since: SystemTime) -> Vec<PastAction> {
+    let mut reader = Reader::new(since, Ordered::default());
+    for r in records {
+        reader.add(r.clone());
+    }
+    reader.finish().into_actions()
+}
+
+/// Pairs intents with their outcomes as the records stream by.
+struct Reader<S> {
+    since: SystemTime,
+    sink: S,
+    /// Intents not answered yet (an outcome comes after its intent).
+    pending: HashMap<AnswerKey, PastAction>,
+}
+
+impl<S: Sink> Reader<S> {
+    fn new(since: SystemTime, sink: S) -> Reader<S> {
+        Reader {
+            since,
+            sink,
+            pending: HashMap::new(),
+        }
+    }
+
+    fn add(&mut self, record: AuditRecord) {
+        for r in record.entries() {
+            match r.kind {
+                RecordKind::Intent => {
+                    if let (Some(key), Some(action)) = (r.answer_key(), self.past(&r)) {
+                        self.pending.insert(key, action);
+                    }
+                }
+                RecordKind::DryRun => {
+                    if let (Some(key), Some(mut action)) = (r.answer_key(), self.past(&r)) {
+                        action.outcome = PastOutcome::DryRun;
+                        self.sink.push(key, action);
+                    }
+                }
+                RecordKind::Outcome => {
+                    let Some(key) = r.answer_key() else { continue };
+                    if let Some(mut action) = self.pending.remove(&key) {
+                        action.outcome = past_outcome(r.outcome.as_ref().map(|o| o.result.name()));
+                        self.sink.push(key, action);
+                    }
+                }
+                RecordKind::Note => {}
+            }
+        }
+    }
+
+    /// An intent or dry run at or after `since` that names a rule, an action and a target.
+    fn past(&self, r: &AuditRecord) -> Option<PastAction> {
+        let time = r.timestamp().filter(|t| *t >= self.since)?;
+        Some(PastAction {
+            time,
+            rule: Arc::from(r.rule.as_deref()?),
+            action: r.action.as_ref()?.kind,
+            escalated: r.escalated,
+            target: target_key(r)?,
+            owner: owner_key(r),
+            outcome: PastOutcome::Unknown,
         })
-        .collect();
-    History::new(actions)
+    }
+
+    /// Intents never answered (a crash mid-action, a failed outcome write) count as done.
+    fn finish(mut self) -> S {
+        for (key, action) in self.pending.drain() {
+            self.sink.push(key, action);
+        }
+        self.sink
+    }
 }
 
 /// An intent's outcome result as the engine weighs it (see [`ActionResult::weight`]).

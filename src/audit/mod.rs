@@ -52,6 +52,7 @@
 //! writer refuses to extend a chain that does not verify (no action is taken).
 
 mod anchor;
+mod batch;
 mod error;
 mod history;
 mod prune;
@@ -65,13 +66,16 @@ mod writer;
 pub const DEFAULT_AUDIT_LOG: &str = "/var/lib/sockwarden/audit.jsonl";
 
 pub use anchor::{anchor_name, checkpoint_name, Anchor, AuditKey, Checkpoint};
+pub use batch::{Batch, BatchProcess, BatchTarget, Entry as BatchEntry};
 pub use error::AuditError;
-pub use history::{history, history_from, past_outcome, HISTORY_LOOKBACK};
+pub use history::{
+    history, history_from, past_actions, past_actions_from, past_outcome, HISTORY_LOOKBACK,
+};
 pub use prune::{prune, PruneReport};
 pub use query::{
-    outcome_results, parse_when, result_of, summarize, Filter, HourCount, Summary, Tally,
+    outcome_results, parse_when, result_of, summarize, AnswerKey, Filter, HourCount, Summary, Tally,
 };
-pub use read::{read_trail, rotated_files, rotated_name, trail_files, SkippedLine, Trail};
+pub use read::{joined, read_trail, rotated_files, rotated_name, trail_files, SkippedLine, Trail};
 pub use record::{
     line_hash, open_line, open_line_with, seal, seal_with, sha256_hex, Action, ActionKind, Actor,
     ActorKind, AuditRecord, LineError, Mode, NewRecord, Note, NoteEvent, Outcome, ProcessRecord,

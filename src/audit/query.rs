@@ -55,7 +55,7 @@ impl Filter {
         records.iter().filter(|r| self.keeps(r, &results)).collect()
     }
 
-    fn keeps(&self, r: &AuditRecord, results: &HashMap<u64, &str>) -> bool {
+    fn keeps(&self, r: &AuditRecord, results: &HashMap<AnswerKey, &str>) -> bool {
         if self.since.is_some() || self.until.is_some() {
             let Some(t) = r.timestamp() else { return false };
             if self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u) {
@@ -94,21 +94,24 @@ impl Filter {
     }
 }
 
-/// intent seq → the result of its outcome record.
-pub fn outcome_results(records: &[AuditRecord]) -> HashMap<u64, &str> {
+/// What an outcome answers: the intent's seq and, in a batch, the entry.
+pub type AnswerKey = (u64, Option<u32>);
+
+/// (intent seq, entry) → the result of its outcome.
+pub fn outcome_results(records: &[AuditRecord]) -> HashMap<AnswerKey, &str> {
     records
         .iter()
         .filter(|r| r.kind == RecordKind::Outcome)
-        .filter_map(|r| Some((r.intent_seq?, r.outcome.as_ref()?.result.name())))
+        .filter_map(|r| Some((r.answer_key()?, r.outcome.as_ref()?.result.name())))
         .collect()
 }
 
 /// The result that belongs with a record: its own outcome, or for an intent the outcome
 /// that answered it.
-pub fn result_of<'a>(r: &'a AuditRecord, results: &HashMap<u64, &'a str>) -> Option<&'a str> {
+pub fn result_of<'a>(r: &'a AuditRecord, results: &HashMap<AnswerKey, &'a str>) -> Option<&'a str> {
     match r.kind {
         RecordKind::Outcome => r.outcome.as_ref().map(|o| o.result.name()),
-        RecordKind::Intent => results.get(&r.seq).copied(),
+        RecordKind::Intent => results.get(&(r.seq, r.entry)).copied(),
         _ => None,
     }
 }
@@ -203,7 +206,7 @@ pub fn summarize(records: &[&AuditRecord], all: &[AuditRecord]) -> Summary {
                 s.intents += 1;
                 let action = r.action.as_ref().map_or("?", |a| a.kind.name()).to_string();
                 let result = results
-                    .get(&r.seq)
+                    .get(&(r.seq, r.entry))
                     .copied()
                     .unwrap_or("no-outcome")
                     .to_string();

@@ -6,7 +6,7 @@ use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use super::error::AuditError;
-use super::record::AuditRecord;
+use super::record::{AuditRecord, RecordKind};
 
 /// The name a live file is rotated to: `<live name>.<first seq, 20 digits>`, so that names
 /// sort in chain order.
@@ -123,7 +123,9 @@ pub struct SkippedLine {
     pub reason: String,
 }
 
-/// Every readable record of a trail, in order. Not verified: see [`super::verify`].
+/// Every readable record of a trail, in order, batch records expanded into one entry per
+/// socket and each outcome joined to its intent (its rule, action and target filled in:
+/// outcomes on disk carry only the result). Not verified: see [`super::verify`].
 #[derive(Debug, Clone, Default)]
 pub struct Trail {
     pub files: Vec<PathBuf>,
@@ -146,7 +148,7 @@ pub(crate) fn read_files(files: Vec<PathBuf>) -> Result<Trail, AuditError> {
     for file in &files {
         for_each_line(file, |line, bytes, had_newline| {
             match serde_json::from_slice::<AuditRecord>(bytes) {
-                Ok(r) => trail.records.push(r),
+                Ok(r) => trail.records.extend(r.entries()),
                 Err(e) => trail.skipped.push(SkippedLine {
                     file: file.clone(),
                     line,
@@ -160,7 +162,46 @@ pub(crate) fn read_files(files: Vec<PathBuf>) -> Result<Trail, AuditError> {
             std::ops::ControlFlow::Continue(())
         })?;
     }
+    join_outcomes(&mut trail.records);
     Ok(trail)
+}
+
+/// Records as readers see them: batches expanded, outcomes joined to their intents (what
+/// [`read_trail`] does to the records of the files).
+pub fn joined(records: Vec<AuditRecord>) -> Vec<AuditRecord> {
+    let mut out: Vec<AuditRecord> = records.into_iter().flat_map(AuditRecord::entries).collect();
+    join_outcomes(&mut out);
+    out
+}
+
+/// Fill each outcome's rule, digest, action, target, unit, process and why from the intent
+/// it answers (when the outcome does not carry them itself, as records before this version
+/// did).
+fn join_outcomes(records: &mut [AuditRecord]) {
+    let intents: std::collections::HashMap<(u64, Option<u32>), usize> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.kind == RecordKind::Intent)
+        .filter_map(|(i, r)| Some((r.answer_key()?, i)))
+        .collect();
+    for i in 0..records.len() {
+        if records[i].kind != RecordKind::Outcome || records[i].action.is_some() {
+            continue;
+        }
+        let Some(&n) = records[i].answer_key().and_then(|k| intents.get(&k)) else {
+            continue;
+        };
+        let intent = records[n].clone();
+        let r = &mut records[i];
+        r.rule = intent.rule;
+        r.policy_digest = intent.policy_digest;
+        r.action = intent.action;
+        r.escalated = intent.escalated;
+        r.target = intent.target;
+        r.unit = intent.unit;
+        r.process = intent.process;
+        r.why = intent.why;
+    }
 }
 
 #[cfg(test)]

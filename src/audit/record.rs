@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::anchor::AuditKey;
+use super::batch::Batch;
 use crate::outcome::ActionResult;
 use crate::record::SocketRecord;
 
@@ -224,6 +225,12 @@ pub struct AuditRecord {
     pub outcome: Option<Outcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<Note>,
+    /// Many sockets in one record (see [`super::batch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<Batch>,
+    /// In an expanded view only (never on disk): which entry of a batch record this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<u32>,
     /// Keyed mode: the id of the key whose HMAC is this record's `hash`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_id: Option<String>,
@@ -235,6 +242,53 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
+    /// The record as readers see it: a batch record becomes one entry per socket (its
+    /// `entry` set, `target` or `outcome` filled in, `batch` gone); any other record is
+    /// itself.
+    pub fn entries(self) -> Vec<AuditRecord> {
+        let Some(batch) = self.batch.clone() else {
+            return vec![self];
+        };
+        let bare = AuditRecord {
+            batch: None,
+            ..self
+        };
+        if !batch.targets.is_empty() {
+            (0..batch.targets.len())
+                .map(|i| {
+                    let t = &batch.targets[i];
+                    AuditRecord {
+                        rule: Some(t.rule.clone()),
+                        escalated: t.escalated,
+                        why: Some(t.why.clone()),
+                        target: batch.socket(i),
+                        entry: u32::try_from(i).ok(),
+                        ..bare.clone()
+                    }
+                })
+                .collect()
+        } else {
+            batch
+                .results
+                .into_iter()
+                .enumerate()
+                .map(|(i, outcome)| AuditRecord {
+                    outcome: Some(outcome),
+                    entry: u32::try_from(i).ok(),
+                    ..bare.clone()
+                })
+                .collect()
+        }
+    }
+
+    /// The key an outcome answers, and an intent is answered by: (intent seq, entry).
+    pub fn answer_key(&self) -> Option<(u64, Option<u32>)> {
+        match self.kind {
+            RecordKind::Outcome => self.intent_seq.map(|s| (s, self.entry)),
+            _ => Some((self.seq, self.entry)),
+        }
+    }
+
     /// The record's time, when `time` parses.
     pub fn timestamp(&self) -> Option<SystemTime> {
         humantime::parse_rfc3339_weak(&self.time).ok()
@@ -295,6 +349,7 @@ pub struct NewRecord {
     pub intent_seq: Option<u64>,
     pub outcome: Option<Outcome>,
     pub note: Option<Note>,
+    pub batch: Option<Batch>,
 }
 
 impl NewRecord {
@@ -314,6 +369,7 @@ impl NewRecord {
             intent_seq: None,
             outcome: None,
             note: None,
+            batch: None,
         }
     }
 
@@ -336,20 +392,54 @@ impl NewRecord {
         }
     }
 
-    /// The outcome of `intent`: copies its rule, digest, action and target.
+    /// The outcome of `intent`: its seq and the result, nothing repeated (readers join the
+    /// outcome to its intent).
     pub fn outcome_of(intent: &AuditRecord, actor: Actor, outcome: Outcome) -> NewRecord {
         NewRecord {
-            rule: intent.rule.clone(),
-            policy_digest: intent.policy_digest.clone(),
-            action: intent.action.clone(),
-            escalated: intent.escalated,
-            target: intent.target.clone(),
-            unit: intent.unit.clone(),
-            process: intent.process.clone(),
-            why: intent.why.clone(),
             intent_seq: Some(intent.seq),
             outcome: Some(outcome),
             ..NewRecord::bare(RecordKind::Outcome, actor, intent.mode)
+        }
+    }
+
+    /// The outcome of the single intent `intent_seq`.
+    pub fn outcome_for(intent_seq: u64, mode: Mode, actor: Actor, outcome: Outcome) -> NewRecord {
+        NewRecord {
+            intent_seq: Some(intent_seq),
+            outcome: Some(outcome),
+            ..NewRecord::bare(RecordKind::Outcome, actor, mode)
+        }
+    }
+
+    /// Intents (or, with `kind` dry-run, would-be actions) for many sockets of one action:
+    /// one record (see [`super::batch`]).
+    pub fn batch(
+        kind: RecordKind,
+        actor: Actor,
+        mode: Mode,
+        action: Action,
+        policy_digest: impl Into<String>,
+        batch: Batch,
+    ) -> NewRecord {
+        NewRecord {
+            action: Some(action),
+            policy_digest: Some(policy_digest.into()),
+            batch: Some(batch),
+            ..NewRecord::bare(kind, actor, mode)
+        }
+    }
+
+    /// The outcomes of the batch intent `intent_seq`, one per target in its order.
+    pub fn outcomes_of(
+        intent_seq: u64,
+        mode: Mode,
+        actor: Actor,
+        results: Vec<Outcome>,
+    ) -> NewRecord {
+        NewRecord {
+            intent_seq: Some(intent_seq),
+            batch: Some(Batch::results(results)),
+            ..NewRecord::bare(RecordKind::Outcome, actor, mode)
         }
     }
 
@@ -424,6 +514,8 @@ impl NewRecord {
             intent_seq: self.intent_seq,
             outcome: self.outcome,
             note: self.note,
+            batch: self.batch,
+            entry: None,
             key_id: None,
             prev,
             hash: String::new(),
@@ -649,7 +741,15 @@ mod tests {
                 message: None,
             },
         );
-        assert!(outcome.escalated, "an outcome carries its intent's flag");
+        // Outcomes carry only the result; readers join them to their intent.
+        assert!(!outcome.escalated && outcome.target.is_none() && outcome.rule.is_none());
+        let outcome =
+            outcome.into_record(3, SystemTime::UNIX_EPOCH, "h1".into(), GENESIS_PREV.into());
+        let read = crate::audit::joined(vec![back.clone(), outcome]);
+        assert!(
+            read[1].escalated,
+            "joined, the outcome has its intent's flag"
+        );
     }
 
     #[test]

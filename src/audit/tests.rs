@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::*;
-use crate::engine::{History, OwnerKey, PastAction, PastOutcome, TargetKey};
+use crate::engine::{OwnerKey, PastAction, PastOutcome, TargetKey};
 use crate::model::{AgeSource, Cookie, Family, Pid, ProcessId, TcpState};
 use crate::policy::Pattern;
 use crate::record::{OwnerRecord, SocketRecord};
@@ -109,7 +109,12 @@ fn records_chain_and_verify() {
     assert_eq!((start.seq, intent.seq, outcome.seq), (1, 2, 3));
     assert_eq!(start.prev, GENESIS_PREV);
     assert_eq!(outcome.intent_seq, Some(2));
-    assert_eq!(outcome.target, intent.target);
+    assert_eq!(outcome.target, None, "an outcome carries only the result");
+    let read = read_trail(&path).expect("read").records;
+    assert_eq!(
+        read[2].target, intent.target,
+        "readers join it to its intent"
+    );
 
     let text = fs::read_to_string(&path).expect("read");
     let lines: Vec<&str> = text.lines().collect();
@@ -133,7 +138,7 @@ fn records_chain_and_verify() {
     assert_eq!(report.exit_code(), 0);
 
     let trail = read_trail(&path).expect("read");
-    assert_eq!(trail.records, vec![start, intent, outcome]);
+    assert_eq!(trail.records, joined(vec![start, intent, outcome]));
     assert!(trail.skipped.is_empty());
 }
 
@@ -178,7 +183,16 @@ fn a_batch_of_1000_chains_with_single_appends_and_rotates_only_between_batches()
     let trail = read_trail(&path).expect("read");
     assert_eq!(trail.records.len(), 2002);
     assert_eq!(trail.records[1], intents[0]);
-    assert_eq!(trail.records[2000], outcomes[999]);
+    let read = &trail.records[2000];
+    assert_eq!(
+        (read.seq, &read.hash, &read.outcome),
+        (
+            outcomes[999].seq,
+            &outcomes[999].hash,
+            &outcomes[999].outcome
+        )
+    );
+    assert_eq!(read.target, intents[999].target, "joined to its intent");
 
     // Both batches carried the live file past 100 kB; rotation waited for the next append,
     // so each rotated file starts at a batch boundary.
@@ -636,7 +650,8 @@ fn incident() -> Vec<AuditRecord> {
         at(7300),
         &mut out,
     );
-    out
+    // As readers see them: each outcome joined to its intent.
+    joined(out)
 }
 
 fn seqs(records: &[&AuditRecord]) -> Vec<u64> {
@@ -808,7 +823,7 @@ fn past_of(record: NewRecord, result: Option<&str>) -> Vec<PastAction> {
         );
         records.push(outcome.into_record(2, at(61), "h".into(), GENESIS_PREV.into()));
     }
-    history_from(&records, at(0)).actions
+    past_actions_from(&records, at(0))
 }
 
 #[test]
@@ -951,7 +966,7 @@ fn history_derives_target_owner_and_escalation() {
     assert_eq!(
         escalated
             .iter()
-            .map(|a| (a.rule.as_str(), a.action, a.escalated))
+            .map(|a| (a.rule.as_ref(), a.action, a.escalated))
             .collect::<Vec<_>>(),
         [("r", ActionKind::Restart, true)]
     );
@@ -966,11 +981,10 @@ fn history_derives_target_owner_and_escalation() {
     assert!(past_of(no_rule, None).is_empty());
     assert!(past_of(note("start"), None).is_empty());
     let records = incident();
-    let h = history_from(&records, at(100));
+    let h = past_actions_from(&records, at(100));
     assert_eq!(
-        h.actions
-            .iter()
-            .map(|a| (a.rule.as_str(), a.action, a.outcome))
+        h.iter()
+            .map(|a| (a.rule.as_ref(), a.action, a.outcome))
             .collect::<Vec<_>>(),
         [
             ("api-leak", ActionKind::Destroy, PastOutcome::Held),
@@ -986,10 +1000,9 @@ fn history_derives_target_owner_and_escalation() {
 fn history_reads_the_trail_across_rotation() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = log_in(dir.path());
-    assert_eq!(
-        history(&path, SystemTime::UNIX_EPOCH).expect("no trail yet"),
-        History::default()
-    );
+    assert!(past_actions(&path, SystemTime::UNIX_EPOCH)
+        .expect("no trail yet")
+        .is_empty());
     let mut log = AuditLog::open(&path).expect("open").with_max_size(3000);
     let mut cookies = Vec::new();
     for i in 0..10 {
@@ -1007,19 +1020,17 @@ fn history_reads_the_trail_across_rotation() {
         cookies.push(TargetKey::Socket(Cookie(i)));
     }
     assert!(!rotated_files(&path).expect("list").is_empty());
-    let h = history(&path, SystemTime::now() - Duration::from_secs(3600)).expect("history");
+    let h = past_actions(&path, SystemTime::now() - Duration::from_secs(3600)).expect("history");
     assert_eq!(
-        h.actions
-            .iter()
-            .map(|p| p.target.clone())
-            .collect::<Vec<_>>(),
+        h.iter().map(|p| p.target.clone()).collect::<Vec<_>>(),
         cookies
     );
-    assert!(h.actions.iter().all(|p| p.outcome == PastOutcome::Done));
-    assert!(history(&path, SystemTime::now() + Duration::from_secs(60))
-        .expect("history")
-        .actions
-        .is_empty());
+    assert!(h.iter().all(|p| p.outcome == PastOutcome::Done));
+    assert!(
+        past_actions(&path, SystemTime::now() + Duration::from_secs(60))
+            .expect("history")
+            .is_empty()
+    );
 }
 
 // ---- the trail tells the whole truth -------------------------------------------------

@@ -219,7 +219,10 @@ fn owner_cell(r: &AuditRecord) -> String {
     String::new()
 }
 
-fn outcome_cell(r: &AuditRecord, results: &std::collections::HashMap<u64, &str>) -> String {
+fn outcome_cell(
+    r: &AuditRecord,
+    results: &std::collections::HashMap<crate::audit::AnswerKey, &str>,
+) -> String {
     match r.kind {
         RecordKind::Outcome => match &r.outcome {
             Some(o) => {

@@ -44,7 +44,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
             ..RunOptions::new(Pid::own())
         },
     };
-    let history = decide::history(&args.audit.path, now)?;
+    let history = decide::history(&args.audit.path, now, &policies)?;
     let mut planned = decider.decide(&history, now)?;
     let mut warnings = listed.warnings;
     warnings.append(&mut planned.snap.warnings);

@@ -62,7 +62,7 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
         policies: &policies,
         options: RunOptions::new(Pid::own()),
     };
-    let history = decide::history(&args.audit.path, now)?;
+    let history = decide::history(&args.audit.path, now, &policies)?;
     let snap = decider.scan(now)?;
     for warning in &snap.warnings {
         eprintln!("warning: {}", output::escape(warning));

@@ -19,7 +19,7 @@ use tracing::{debug, error, info, warn};
 use crate::actions::{self, ActContext, ActionReport};
 use crate::audit::{self, Actor, ActorKind, AuditLog, NewRecord, NoteEvent};
 use crate::decide::{Decider, Planned};
-use crate::engine::{self, Decision, HeldReason, History, PastOutcome, RunOptions};
+use crate::engine::{self, Decision, HeldReason, History, Keep, RunOptions};
 use crate::filter::{NetnsSelector, SocketFilter};
 use crate::metrics::Metrics;
 use crate::model::{Netns, Pid, StateSet};
@@ -316,7 +316,9 @@ impl fmt::Display for PassSummary {
 /// The audit trail's history, re-read only when the live file changed.
 #[derive(Debug, Default)]
 struct HistoryCache {
-    key: Option<(u64, u64, SystemTime)>,
+    /// The live file (inode, size, mtime) and the policy digest and mode it was read for
+    /// (what is kept of it depends on them).
+    key: Option<(u64, u64, SystemTime, String, bool)>,
     history: History,
 }
 
@@ -661,17 +663,14 @@ impl<'a> Daemon<'a> {
 
     /// How this daemon decides: its policies, its observations, its mode.
     fn decider(&self, namespaces: Vec<Netns>, filter: SocketFilter) -> Decider<'_> {
-        Decider {
-            sys: self.sys,
+        decider_of(
+            self.sys,
+            &self.observations,
+            &self.policies,
+            &self.config,
             namespaces,
             filter,
-            observations: self.observations.observations(),
-            policies: &self.policies,
-            options: RunOptions {
-                mode: self.config.mode,
-                ..RunOptions::new(Pid::own())
-            },
-        }
+        )
     }
 
     /// Plan for the sockets of `snap` and carry the plan out (deciding again at act time).
@@ -691,13 +690,26 @@ impl<'a> Daemon<'a> {
             };
             return Ok((Planned { snap, plan }, Vec::new()));
         }
-        let history = cached_history(&mut self.history, &self.config.audit_log, now)
-            .map_err(PassError::History)?
-            .clone();
-        let decider = self.decider(namespaces, filter);
-        let mut plan = decider.plan(&snap, &history, now);
+        let observe = self.mode() == Mode::Observe;
+        let history = cached_history(
+            &mut self.history,
+            &self.config.audit_log,
+            now,
+            &self.policies,
+            observe,
+        )
+        .map_err(PassError::History)?;
+        let decider = decider_of(
+            self.sys,
+            &self.observations,
+            &self.policies,
+            &self.config,
+            namespaces,
+            filter,
+        );
+        let mut plan = decider.plan(&snap, history, now);
         summary.degraded = degrade(&mut plan, &self.caps);
-        drop_recorded_observations(&mut plan, &history);
+        drop_recorded_observations(&mut plan, history);
         summary.planned = plan.items.len();
         summary.held = plan
             .items
@@ -888,17 +900,33 @@ fn degrade(plan: &mut engine::Plan, caps: &Capabilities) -> usize {
     n
 }
 
+/// A daemon's [`Decider`] from its parts (so that the history cache can be borrowed beside).
+fn decider_of<'a>(
+    sys: &'a dyn System,
+    observations: &'a ObservationStore,
+    policies: &'a PolicySet,
+    config: &Config,
+    namespaces: Vec<Netns>,
+    filter: SocketFilter,
+) -> Decider<'a> {
+    Decider {
+        sys,
+        namespaces,
+        filter,
+        observations: observations.observations(),
+        policies,
+        options: RunOptions {
+            mode: config.mode,
+            ..RunOptions::new(Pid::own())
+        },
+    }
+}
+
 /// An observed (dry-run) item is recorded once per rule and target, not every pass.
 fn drop_recorded_observations(plan: &mut engine::Plan, history: &History) {
-    let recorded: HashSet<(&str, engine::TargetKey)> = history
-        .actions
-        .iter()
-        .filter(|a| matches!(a.outcome, PastOutcome::DryRun | PastOutcome::Observed))
-        .map(|a| (a.rule.as_str(), a.target.clone()))
-        .collect();
     plan.items.retain(|i| {
         i.decision != Decision::Held(HeldReason::Observe)
-            || !recorded.contains(&(i.rule.as_str(), i.target.key()))
+            || !history.recorded(&i.rule, &i.target.key())
     });
 }
 
@@ -908,10 +936,14 @@ fn cached_history<'c>(
     cache: &'c mut HistoryCache,
     path: &Path,
     now: SystemTime,
+    policies: &PolicySet,
+    observe: bool,
 ) -> Result<&'c History, audit::AuditError> {
-    let key = live_file_key(path);
+    let key = live_file_key(path)
+        .map(|(ino, len, mtime)| (ino, len, mtime, policies.digest().to_string(), observe));
     if key.is_none() || key != cache.key {
-        cache.history = audit::history(path, now - audit::HISTORY_LOOKBACK)?;
+        let keep = Keep::for_policies(policies, observe);
+        cache.history = audit::history(path, now - audit::HISTORY_LOOKBACK, keep)?;
         cache.key = key;
     }
     Ok(&cache.history)

@@ -76,12 +76,16 @@ impl Setup {
     }
 }
 
+/// The trail as `audit show --json` gives it: one entry per socket, outcomes joined.
 fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON line"))
-        .collect()
+    match crate::audit::read_trail(path) {
+        Ok(trail) => trail
+            .records
+            .iter()
+            .map(|r| serde_json::to_value(r).expect("JSON"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 fn kinds(records: &[Value]) -> Vec<String> {

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
-pub use history::{History, OwnerKey, PastAction, PastOutcome, TargetKey};
+pub use history::{History, Keep, OwnerKey, PastAction, PastOutcome, Step, TargetKey};
 
 use crate::model::{Age, Cookie, NetnsId, Pid, Process, ProcessId, StuckSocket, TcpState};
 use crate::policy::{
@@ -822,10 +822,8 @@ impl<'a> Planner<'a> {
         if let Some(cooldown) = rule.cooldown {
             let last = input
                 .history
-                .counted()
-                .filter(|a| a.rule == rule.name && a.target == key)
-                .map(|a| secs_since(input.now, a.time))
-                .min();
+                .latest(&rule.name, &key)
+                .map(|t| secs_since(input.now, t));
             if let Some(ago) = last.filter(|&ago| ago < cooldown.as_secs()) {
                 return Some(HeldReason::Cooldown {
                     last_secs_ago: ago,
@@ -836,17 +834,9 @@ impl<'a> Planner<'a> {
         if input.options.lift_budgets {
             return None;
         }
-        let recent = |kind: ActionKind, window: u64, target: Option<&TargetKey>| -> u32 {
-            let n = input
-                .history
-                .counted()
-                .filter(|a| a.action == kind && secs_since(input.now, a.time) < window)
-                .filter(|a| target.map_or(true, |t| &a.target == t))
-                .count();
-            u32::try_from(n).unwrap_or(u32::MAX)
-        };
         let rate = |name: &str, limit: u32| {
-            let used = recent(kind, 60, None) + self.rate_used.get(&kind).copied().unwrap_or(0);
+            let used = input.history.count(kind, input.now, 60)
+                + self.rate_used.get(&kind).copied().unwrap_or(0);
             (used >= limit).then(|| HeldReason::Budget {
                 budget: name.to_string(),
                 limit,
@@ -861,7 +851,7 @@ impl<'a> Planner<'a> {
             ActionKind::Restart => match &g.target {
                 Target::Unit { unit } => {
                     let limit = guards.max_restarts_per_unit_per_hour;
-                    let used = recent(kind, 3600, Some(&key))
+                    let used = input.history.restarts(unit, input.now, 3600)
                         + self.restarts_used.get(unit).copied().unwrap_or(0);
                     (used >= limit).then(|| HeldReason::Budget {
                         budget: "max_restarts_per_unit_per_hour".to_string(),
@@ -1041,21 +1031,16 @@ fn exec_env(values: &[ExecValue]) -> Vec<(String, String)> {
 /// When the rule's escalation applies to `owner`, the words that say why.
 fn escalation(rule: &Rule, owner: &OwnerKey, input: &EngineInput<'_>) -> Option<String> {
     let e = rule.escalate.as_ref()?;
-    let mine = || {
-        input
-            .history
-            .counted()
-            .filter(|a| a.rule == rule.name && a.owner.as_ref() == Some(owner))
-    };
+    let mine = || input.history.steps(&rule.name, owner).iter();
     // Time since the last escalation step on this owner: earlier first steps are spent.
     let last_escalation = mine()
-        .filter(|a| a.escalated)
-        .map(|a| secs_since(input.now, a.time))
+        .filter(|(_, escalated, _)| *escalated)
+        .map(|(time, _, _)| secs_since(input.now, *time))
         .min();
     let after = e.after.as_secs();
     let oldest = mine()
-        .filter(|a| !a.escalated)
-        .map(|a| (secs_since(input.now, a.time), a.action))
+        .filter(|(_, escalated, _)| !escalated)
+        .map(|(time, _, action)| (secs_since(input.now, *time), *action))
         .filter(|(ago, _)| last_escalation.map_or(true, |esc| *ago < esc))
         .filter(|(ago, _)| *ago >= after && *ago <= after + e.within.as_secs())
         .max_by_key(|(ago, _)| *ago)?;

@@ -68,7 +68,7 @@ fn clean_destroys_exactly_the_matching_close_wait_sockets_and_records_it() {
         assert_eq!(outcome["outcome"]["result"], "destroyed");
         let intent = intents
             .iter()
-            .find(|i| i["seq"] == outcome["intent_seq"])
+            .find(|i| i["seq"] == outcome["intent_seq"] && i["entry"] == outcome["entry"])
             .expect("its intent");
         assert!(
             intent["seq"].as_u64() < outcome["seq"].as_u64(),

@@ -154,12 +154,9 @@ impl Drop for Agent {
 }
 
 /// Complete lines of the audit log (a line being written is skipped).
+/// The trail's entries as `audit show --json` gives them.
 fn records(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.split_inclusive('\n')
-        .filter(|l| l.ends_with('\n'))
-        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-        .collect()
+    crate::support::audit_records(path)
 }
 
 fn of_kind<'a>(records: &'a [Value], kind: &str) -> Vec<&'a Value> {

@@ -48,7 +48,7 @@ fn a_hostile_process_name_is_escaped_in_every_table_and_exact_in_json() {
     .expect("policy");
     let policy = policy.to_str().expect("path");
 
-    let json = scan_json(&["--netns", netns, "--port", &port]);
+    let json = scan_json(&["--netns", netns, "--port", &port, "--state", "close-wait"]);
     let owner = json[0]["owners"]
         .as_array()
         .and_then(|os| {

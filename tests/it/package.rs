@@ -548,14 +548,16 @@ fn install_and_run_under_systemd(deb: &Path) {
                 .not()
     });
     systemd.exec_ok(["systemctl", "start", "sockwarden"]);
+    // The trail as `audit show --json` gives it: one entry per socket (a destroy's records
+    // are batches on disk).
     let destroyed = || {
-        let log = systemd.exec_ok(["cat", "/var/lib/sockwarden/audit.jsonl"]);
+        let log = systemd.exec_ok(["sockwarden", "audit", "show", "--json"]);
         log.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .any(|r| r["kind"] == "outcome" && r["outcome"]["result"] == "destroyed")
     };
     wait_for("an outcome record `destroyed`", &|| destroyed());
-    let log = systemd.exec_ok(["cat", "/var/lib/sockwarden/audit.jsonl"]);
+    let log = systemd.exec_ok(["sockwarden", "audit", "show", "--json"]);
     let start = log
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

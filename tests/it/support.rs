@@ -348,13 +348,17 @@ pub fn ports_in(ns: &TestNetns, port: u16) -> usize {
     .len()
 }
 
-/// The records of an audit log, as JSON.
+/// The entries of an audit log as `audit show --json` gives them (one per socket, each
+/// outcome joined to its intent), as JSON.
 pub fn audit_records(path: &std::path::Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
-        .collect()
+    match sockwarden::audit::read_trail(path) {
+        Ok(trail) => trail
+            .records
+            .iter()
+            .map(|r| serde_json::to_value(r).expect("JSON"))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
 }
 
 pub fn kill_child(mut child: Child) {
