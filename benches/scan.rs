@@ -7,67 +7,23 @@
 //! target and exits 0 even when a target is missed; it exits 1 only when the fixture could
 //! not be built or verified.
 //!
-//! How the fixture is built: before any thread exists the bench forks a keeper process that
-//! `unshare(CLONE_NEWNET)`s, brings `lo` up and sets `tcp_fin_timeout` to 1 s in that namespace
-//! only, then forks the holders, which `setns` into it. Each holder listens on
-//! 127.0.0.1:(20000 + i); for every socket it connects a client bound to its own 127.x.y.z
-//! address (no ephemeral port exhaustion), accepts, `shutdown(SHUT_WR)`s the client and, in
-//! batches, waits until the clients are in FIN_WAIT_2 (FIN acknowledged) and closes them: the
-//! accepted side stays open forever in CLOSE_WAIT, and the orphaned client expires silently
-//! after 1 s (a plain close could leave an orphan whose timer RSTs the peer). Every child has
-//! `PR_SET_PDEATHSIG(SIGKILL)`, so the holders, and with them the namespace, go away even if
-//! the bench is killed or interrupted.
+//! The fixture is built as `common` describes.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::fmt::Display;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpListener, TcpStream};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
 
-use nix::sched::{setns, unshare, CloneFlags};
-use nix::sys::signal::{kill, Signal};
-use nix::sys::socket::{bind, connect, socket, AddressFamily, SockFlag, SockType, SockaddrIn};
-use nix::sys::wait::waitpid;
-use nix::unistd::{fork, getpid, getppid, pipe, ForkResult, Pid};
+use common::{
+    last_line, load_average, proc_line, reset_own_peak_rss, run_once, Context, Fixture, Res, Run,
+    Sizes, Stats,
+};
+use nix::unistd::getpid;
 
-/// First listener port; holder `i` listens on 127.0.0.1:(BASE_PORT + i).
-const BASE_PORT: u16 = 20_000;
-/// `tcp_fin_timeout` inside the bench namespace, so orphaned clients vanish quickly.
-const FIN_TIMEOUT_SECS: u32 = 1;
-/// A process may hold at most 20,000 open files here (hard limit); keep a margin.
-const MAX_PER_HOLDER: usize = 19_000;
-/// How long the orphaned FIN_WAIT_2 clients may take to expire.
-const SETTLE_LIMIT: Duration = Duration::from_secs(60);
-/// Kernel TCP states (include/net/tcp_states.h), as `tcpi_state` reports them.
-const TCP_FIN_WAIT1: u8 = 4;
-const TCP_FIN_WAIT2: u8 = 5;
-/// Connections a holder opens before it waits for their FINs to be acknowledged; with the
-/// held sockets it must stay under the 20,000 open files limit.
-const BATCH: usize = 500;
-/// How long one client may take to see its FIN acknowledged.
-const FIN_ACK_LIMIT: Duration = Duration::from_secs(5);
 /// Targets from issue 2.
 const TARGET_FASTER_THAN_SS_P: f64 = 5.0;
 const TARGET_WITHIN_SS: f64 = 2.0;
 const TARGET_RSS_MIB: f64 = 64.0;
-
-type Res<T> = Result<T, String>;
-
-/// Attaches "what failed" to any displayable error.
-trait Context<T> {
-    fn ctx(self, what: impl Display) -> Res<T>;
-}
-
-impl<T, E: Display> Context<T> for Result<T, E> {
-    fn ctx(self, what: impl Display) -> Res<T> {
-        self.map_err(|e| format!("{what}: {e}"))
-    }
-}
 
 fn main() {
     let args = match Args::parse(std::env::args().skip(1)) {
@@ -77,7 +33,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let fixture = match Fixture::build(&args) {
+    let fixture = match Fixture::build(&args.sizes()) {
         Ok(fixture) => fixture,
         Err(e) => {
             eprintln!("scan bench: could not build the fixture: {e}");
@@ -119,439 +75,20 @@ impl Args {
             let value = argv.next().ok_or(format!("{flag} needs a value"))?;
             *slot = value.parse().ctx(format!("{flag} {value:?}"))?;
         }
-        if args.processes == 0 || args.runs == 0 || args.sockets < args.processes {
-            return Err("need --processes >= 1, --runs >= 1, --sockets >= --processes".into());
+        if args.runs == 0 {
+            return Err("need --runs >= 1".into());
         }
-        if args.sockets.div_ceil(args.processes) > MAX_PER_HOLDER {
-            return Err(format!(
-                "at most {MAX_PER_HOLDER} sockets per process (20,000 open files limit): \
-                 raise --processes"
-            ));
-        }
-        if args.processes > 10_000 || args.sockets > 5_000_000 {
-            return Err("at most 10,000 processes and 5,000,000 sockets".into());
-        }
+        args.sizes().check()?;
         Ok(args)
     }
 
-    /// How many sockets holder `i` holds (the remainder goes to the first holders).
-    fn share(&self, i: usize) -> usize {
-        self.sockets / self.processes + usize::from(i < self.sockets % self.processes)
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Fixture
-// ---------------------------------------------------------------------------------------------
-
-/// The running fixture: a keeper owning the namespace and the holders owning the sockets.
-/// Dropping it kills them all (the namespace disappears with its last process).
-struct Fixture {
-    keeper: Pid,
-    holders: Vec<Pid>,
-    netns: String,
-    connect_time: Duration,
-    settle_time: Duration,
-    states: BTreeMap<String, usize>,
-}
-
-impl Fixture {
-    fn build(args: &Args) -> Res<Fixture> {
-        ensure_single_threaded()?;
-        let start = Instant::now();
-        let keeper = spawn_keeper()?;
-        let mut fixture = Fixture {
-            keeper,
-            holders: Vec::with_capacity(args.processes),
-            netns: format!("/proc/{keeper}/ns/net"),
-            connect_time: Duration::ZERO,
-            settle_time: Duration::ZERO,
-            states: BTreeMap::new(),
-        };
-        // On error the partly built fixture is dropped here, which kills what was started.
-        fixture.spawn_holders(args)?;
-        fixture.connect_time = start.elapsed();
-        fixture.states = wait_settled(&fixture.netns, args)?;
-        fixture.settle_time = start.elapsed() - fixture.connect_time;
-        Ok(fixture)
-    }
-
-    /// Forks the holders and waits for each to report that its sockets are in CLOSE_WAIT.
-    fn spawn_holders(&mut self, args: &Args) -> Res<()> {
-        let netns = File::open(&self.netns).ctx(format!("open {}", self.netns))?;
-        let netns = &netns;
-        let mut reports = Vec::with_capacity(args.processes);
-        let mut first_client = 0;
-        for index in 0..args.processes {
-            // One pipe per holder: the write end lives only in that holder (the parent's copy
-            // is dropped with the closure), so EOF means it reported or died.
-            let (report_rx, report_tx) = pipe().ctx("pipe")?;
-            let plan = HolderPlan {
-                index,
-                first_client,
-                count: args.share(index),
-            };
-            first_client += plan.count;
-            let pid = fork_child(move || holder_main(&plan, netns, report_tx))?;
-            self.holders.push(pid);
-            reports.push(report_rx);
-        }
-        let errors: Vec<String> = reports
-            .into_iter()
-            .enumerate()
-            .filter_map(|(index, rx)| read_report(index, rx).err())
-            .collect();
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("holders failed: {}", errors.join("; ")))
+    fn sizes(&self) -> Sizes {
+        Sizes {
+            sockets: self.sockets,
+            processes: self.processes,
         }
     }
 }
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        for &pid in self.holders.iter().chain([&self.keeper]) {
-            // Best effort: these are our own children; ESRCH means already gone.
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-        for &pid in self.holders.iter().chain([&self.keeper]) {
-            let _ = waitpid(pid, None);
-        }
-    }
-}
-
-/// fork() is only sound here while the process has a single thread.
-fn ensure_single_threaded() -> Res<()> {
-    let threads = std::fs::read_dir("/proc/self/task")
-        .ctx("read /proc/self/task")?
-        .count();
-    if threads == 1 {
-        Ok(())
-    } else {
-        Err(format!(
-            "the bench must fork before starting threads, it has {threads}"
-        ))
-    }
-}
-
-/// Forks a child that runs `body` and never returns; the child dies with the bench.
-fn fork_child(body: impl FnOnce() -> Res<()>) -> Res<Pid> {
-    let parent = getpid();
-    // Nothing buffered may be printed twice by the child.
-    io::stdout().flush().ctx("flush stdout")?;
-    // SAFETY: the bench is single-threaded (checked by ensure_single_threaded before the first
-    // fork, and it starts no threads later), so the child may allocate and run normal code.
-    match unsafe { fork() }.ctx("fork")? {
-        ForkResult::Parent { child } => Ok(child),
-        ForkResult::Child => {
-            let code = match die_with_parent(parent).and_then(|()| body()) {
-                Ok(()) => 0,
-                Err(e) => {
-                    eprintln!("scan bench child {}: {e}", getpid());
-                    1
-                }
-            };
-            // SAFETY: _exit ends this forked child without running the parent's atexit
-            // handlers or unwinding into the parent's stack frames.
-            unsafe { libc::_exit(code) }
-        }
-    }
-}
-
-/// SIGKILL this child when the bench dies (ctrl-c, panic, kill): the namespace goes with it.
-fn die_with_parent(parent: Pid) -> Res<()> {
-    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).ctx("prctl(PR_SET_PDEATHSIG)")?;
-    if getppid() != parent {
-        return Err("the bench exited before its child was set up".into());
-    }
-    Ok(())
-}
-
-/// Forks the keeper: it creates the namespace, configures it, reports and then waits forever.
-fn spawn_keeper() -> Res<Pid> {
-    let (ready_rx, ready_tx) = pipe().ctx("pipe")?;
-    let keeper = fork_child(|| {
-        setup_netns()?;
-        let mut tx = File::from(ready_tx);
-        tx.write_all(b"ok\n").ctx("report netns ready")?;
-        drop(tx);
-        park()
-    })?;
-    let mut reply = String::new();
-    File::from(ready_rx)
-        .read_to_string(&mut reply)
-        .ctx("read from keeper")?;
-    if reply.trim() == "ok" {
-        Ok(keeper)
-    } else {
-        // Reap it; its own error went to stderr.
-        let _ = kill(keeper, Signal::SIGKILL);
-        let _ = waitpid(keeper, None);
-        Err("the namespace keeper failed (see its error above; are you root?)".into())
-    }
-}
-
-/// In the keeper: new network namespace, `lo` up, short `tcp_fin_timeout` in it only.
-fn setup_netns() -> Res<()> {
-    unshare(CloneFlags::CLONE_NEWNET).ctx("unshare(CLONE_NEWNET)")?;
-    loopback_up().ctx("bring lo up (SIOCSIFFLAGS)")?;
-    // /proc/sys/net is resolved against the opener's namespace: this changes the bench netns.
-    let path = "/proc/sys/net/ipv4/tcp_fin_timeout";
-    std::fs::write(path, format!("{FIN_TIMEOUT_SECS}\n")).ctx(format!("write {path}"))
-}
-
-/// `ip link set lo up`, with two ioctls on a throwaway socket.
-fn loopback_up() -> io::Result<()> {
-    let sock = socket(
-        AddressFamily::Inet,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    // SAFETY: ifreq is plain old data (a name array and a union of integers and sockaddrs);
-    // all-zero bytes are a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
-        *dst = *src as libc::c_char;
-    }
-    // SAFETY: `req` is a valid, NUL-terminated ifreq that lives across the call; the kernel
-    // writes at most sizeof(ifreq) bytes into it.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS just filled the `ifru_flags` member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    req.ifr_ifru.ifru_flags = flags | libc::IFF_UP as libc::c_short;
-    // SAFETY: as above; the kernel only reads `req`.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Which sockets one holder builds.
-struct HolderPlan {
-    index: usize,
-    /// Global index of its first client, which picks the client addresses.
-    first_client: usize,
-    count: usize,
-}
-
-/// In a holder: enter the namespace, build its CLOSE_WAIT sockets, report, hold them forever.
-fn holder_main(plan: &HolderPlan, netns: &File, report: OwnedFd) -> Res<()> {
-    let built = setns(netns, CloneFlags::CLONE_NEWNET)
-        .ctx("setns(CLONE_NEWNET)")
-        .and_then(|()| hold_close_waits(plan));
-    let mut tx = File::from(report);
-    match built {
-        Ok(held) => {
-            tx.write_all(b"ok").ctx("report")?;
-            drop(tx);
-            let _held = held;
-            park()
-        }
-        Err(e) => tx.write_all(e.as_bytes()).ctx("report"),
-    }
-}
-
-/// Sleeps until killed (SIGKILL from the bench or from PDEATHSIG).
-fn park() -> ! {
-    loop {
-        nix::unistd::pause();
-    }
-}
-
-/// Builds `plan.count` CLOSE_WAIT sockets; returns them and the listener so the caller keeps
-/// them open.
-fn hold_close_waits(plan: &HolderPlan) -> Res<(TcpListener, Vec<TcpStream>)> {
-    let port = BASE_PORT + u16::try_from(plan.index).ctx("holder index")?;
-    let listen = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-    let listener = TcpListener::bind(listen).ctx(format!("listen on {listen}"))?;
-    let mut held = Vec::with_capacity(plan.count);
-    let clients: Vec<usize> = (plan.first_client..plan.first_client + plan.count).collect();
-    for batch in clients.chunks(BATCH) {
-        close_wait_batch(&listener, listen, batch, &mut held)?;
-    }
-    Ok((listener, held))
-}
-
-/// One batch of connections whose accepted sides end in CLOSE_WAIT, the stable way
-/// (KERNEL-NOTES): every client sends its FIN with shutdown(SHUT_WR); once each FIN is
-/// acknowledged (client in FIN_WAIT_2) the clients are closed. Their orphans sit in FIN_WAIT_2
-/// for tcp_fin_timeout and leave without an RST. Batching because the peer delays the ACK of a
-/// FIN by a few ms: waiting per connection would take minutes at 100,000.
-fn close_wait_batch(
-    listener: &TcpListener,
-    listen: SocketAddrV4,
-    batch: &[usize],
-    held: &mut Vec<TcpStream>,
-) -> Res<()> {
-    let mut clients = Vec::with_capacity(batch.len());
-    for &k in batch {
-        let addr = client_addr(k);
-        let (client, server) =
-            connect_pair(listener, listen, addr).ctx(format!("connect {addr} -> {listen}"))?;
-        client
-            .shutdown(Shutdown::Write)
-            .ctx(format!("shutdown(SHUT_WR) {addr} -> {listen}"))?;
-        clients.push((addr, client));
-        held.push(server);
-    }
-    for (addr, client) in &clients {
-        wait_fin_acked(client).ctx(format!("FIN of {addr} -> {listen}"))?;
-    }
-    Ok(())
-}
-
-/// Client `k`'s own loopback address: 127.(10 + a / 256).(a % 256).(1..=254), a = k / 254.
-fn client_addr(k: usize) -> Ipv4Addr {
-    let (a, host) = (k / 254, k % 254 + 1);
-    // Bounded by Args::parse (sockets <= 5,000,000 => a / 256 < 80).
-    Ipv4Addr::new(127, (10 + a / 256) as u8, (a % 256) as u8, host as u8)
-}
-
-/// A connected (client, accepted server) pair, the client bound to its own address.
-fn connect_pair(
-    listener: &TcpListener,
-    listen: SocketAddrV4,
-    client: Ipv4Addr,
-) -> io::Result<(TcpStream, TcpStream)> {
-    let fd = socket(
-        AddressFamily::Inet,
-        SockType::Stream,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    bind(
-        fd.as_raw_fd(),
-        &SockaddrIn::from(SocketAddrV4::new(client, 0)),
-    )?;
-    connect(fd.as_raw_fd(), &SockaddrIn::from(listen))?;
-    let (server, _) = listener.accept()?;
-    Ok((TcpStream::from(fd), server))
-}
-
-/// Waits until the client's FIN is acknowledged (its state is FIN_WAIT_2).
-fn wait_fin_acked(client: &TcpStream) -> io::Result<()> {
-    let deadline = Instant::now() + FIN_ACK_LIMIT;
-    loop {
-        match tcp_state(client)? {
-            TCP_FIN_WAIT2 => return Ok(()),
-            TCP_FIN_WAIT1 if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-            s => {
-                return Err(io::Error::other(format!(
-                    "client in TCP state {s} after shutdown, expected FIN_WAIT_2 (5)"
-                )))
-            }
-        }
-    }
-}
-
-/// `tcpi_state` from getsockopt(TCP_INFO).
-fn tcp_state(sock: &TcpStream) -> io::Result<u8> {
-    // SAFETY: tcp_info is plain old data; all-zero bytes are a valid value.
-    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
-    // SAFETY: `info` and `len` are valid for writes and `len` is the size of `info`; the kernel
-    // writes at most `len` bytes.
-    let rc = unsafe {
-        libc::getsockopt(
-            sock.as_raw_fd(),
-            libc::IPPROTO_TCP,
-            libc::TCP_INFO,
-            (&mut info as *mut libc::tcp_info).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(info.tcpi_state)
-}
-
-/// Reads holder `index`'s report: "ok", or its error; nothing means it died.
-fn read_report(index: usize, rx: OwnedFd) -> Res<()> {
-    let mut text = String::new();
-    File::from(rx)
-        .read_to_string(&mut text)
-        .ctx(format!("read holder {index}'s report"))?;
-    match text.as_str() {
-        "ok" => Ok(()),
-        "" => Err(format!(
-            "holder {index} died without reporting (see stderr)"
-        )),
-        e => Err(format!("holder {index}: {e}")),
-    }
-}
-
-/// Polls `ss -Htan` in the namespace until only the CLOSE_WAIT sockets and the listeners are
-/// left (the orphaned clients expire after tcp_fin_timeout), then checks their counts. A dump
-/// taken while sockets vanish may skip some (the kernel resumes a dump by position in a hash
-/// chain), so counts are only trusted once nothing else is left, and a mismatch must be seen
-/// twice in a row.
-fn wait_settled(netns: &str, args: &Args) -> Res<BTreeMap<String, usize>> {
-    let deadline = Instant::now() + SETTLE_LIMIT;
-    let mut mismatches = 0;
-    loop {
-        let states = ss_states(netns)?;
-        let get = |s: &str| states.get(s).copied().unwrap_or(0);
-        let (close_wait, listen) = (get("CLOSE-WAIT"), get("LISTEN"));
-        let settled = states.values().sum::<usize>() == close_wait + listen;
-        if settled && close_wait == args.sockets && listen == args.processes {
-            return Ok(states);
-        }
-        if settled {
-            mismatches += 1;
-            if mismatches == 2 {
-                return Err(format!(
-                    "expected {} CLOSE-WAIT and {} LISTEN, ss -tan shows {states:?}",
-                    args.sockets, args.processes
-                ));
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "the fixture did not settle in {SETTLE_LIMIT:?}: {states:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Socket count per state (ss's names) in the namespace. Streams the output: buffering
-/// 100,000 lines would raise the bench's own peak RSS, which wait4 folds into every row.
-fn ss_states(netns: &str) -> Res<BTreeMap<String, usize>> {
-    let mut child = in_netns(netns, &["ss", "-Htan"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .ctx("run nsenter ss -Htan")?;
-    let mut states = BTreeMap::new();
-    if let Some(stdout) = child.stdout.take() {
-        for line in BufReader::new(stdout).lines() {
-            let line = line.ctx("read ss -Htan")?;
-            if let Some(state) = line.split_whitespace().next() {
-                *states.entry(state.to_string()).or_insert(0) += 1;
-            }
-        }
-    }
-    let status = child.wait().ctx("wait for ss -Htan")?;
-    if !status.success() {
-        return Err(format!("nsenter ss -Htan: {status}"));
-    }
-    Ok(states)
-}
-
-/// `nsenter --net=NETNS argv…`: nsenter execs the command, so wait4's rusage is the command's.
-fn in_netns(netns: &str, argv: &[&str]) -> Command {
-    let mut cmd = Command::new("nsenter");
-    cmd.arg(format!("--net={netns}")).args(argv);
-    cmd
-}
-
 // ---------------------------------------------------------------------------------------------
 // Measurement
 // ---------------------------------------------------------------------------------------------
@@ -590,14 +127,6 @@ impl Display for ExpectedLines {
             ExpectedLines::AtLeast(n) => write!(f, ">= {n}"),
         }
     }
-}
-
-/// Figures of one run.
-#[derive(Clone, Copy)]
-struct Run {
-    wall: Duration,
-    maxrss_kib: i64,
-    lines: usize,
 }
 
 /// A subject's outcome: its runs, or why it could not be measured.
@@ -672,20 +201,11 @@ fn measure_all(args: &Args, fixture: &Fixture) -> Vec<Row> {
     rows
 }
 
-/// A child's ru_maxrss includes the peak RSS of the process image it exec'd from, i.e. this
-/// bench's (std spawns with vfork semantics): reset our peak to what we use now. Best effort.
-fn reset_own_peak_rss() {
-    // "5" resets the peak resident set size (proc(5), /proc/pid/clear_refs).
-    if let Err(e) = std::fs::write("/proc/self/clear_refs", "5") {
-        eprintln!("note: could not reset the bench's peak RSS: {e}");
-    }
-}
-
 /// Runs the subject `runs` times; the first failure makes the row "not available".
 fn measure(subject: &Subject, runs: usize, stderr_path: &Path) -> Res<Vec<Run>> {
     let mut all = Vec::with_capacity(runs);
     for _ in 0..runs {
-        let (run, status) = run_once(subject, stderr_path)?;
+        let (run, status) = run_once(&subject.program, &subject.args, stderr_path)?;
         let code = status.code().unwrap_or(-1);
         if !subject.ok_codes.contains(&code) {
             let why = last_line(stderr_path).unwrap_or_default();
@@ -699,112 +219,9 @@ fn measure(subject: &Subject, runs: usize, stderr_path: &Path) -> Res<Vec<Run>> 
     Ok(all)
 }
 
-/// Spawns the command, counts its stdout lines through a pipe (discarding the bytes), and
-/// reaps it with wait4 for its peak RSS.
-fn run_once(subject: &Subject, stderr_path: &Path) -> Res<(Run, ExitStatus)> {
-    let stderr = File::create(stderr_path).ctx(format!("create {}", stderr_path.display()))?;
-    let start = Instant::now();
-    let mut child = Command::new(&subject.program)
-        .args(&subject.args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .ctx(format!("spawn {}", subject.program))?;
-    let lines = child
-        .stdout
-        .take()
-        .map(count_lines)
-        .transpose()
-        .ctx("read stdout")?
-        .unwrap_or(0);
-    let (status, rusage) = wait4(child.id())?;
-    let wall = start.elapsed();
-    let run = Run {
-        wall,
-        maxrss_kib: rusage.ru_maxrss,
-        lines,
-    };
-    Ok((run, status))
-}
-
-fn count_lines(mut reader: impl Read) -> io::Result<usize> {
-    let mut buf = vec![0u8; 1 << 16];
-    let mut lines = 0;
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => return Ok(lines),
-            Ok(n) => lines += buf[..n].iter().filter(|&&b| b == b'\n').count(),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Reaps `pid` and returns its exit status and resource usage (ru_maxrss in KiB).
-fn wait4(pid: u32) -> Res<(ExitStatus, libc::rusage)> {
-    let pid = libc::pid_t::try_from(pid).ctx("pid")?;
-    let mut status = 0;
-    // SAFETY: rusage is plain old data; all-zero bytes are a valid value.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: `status` and `usage` are valid for writes for the duration of the call; `pid`
-        // is our own unreaped child (std's Child never waited for it).
-        let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-        if rc == pid {
-            return Ok((ExitStatus::from_raw(status), usage));
-        }
-        let err = io::Error::last_os_error();
-        if err.kind() != io::ErrorKind::Interrupted {
-            return Err(format!("wait4({pid}): {err}"));
-        }
-    }
-}
-
-fn last_line(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .map(str::to_string)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Report
 // ---------------------------------------------------------------------------------------------
-
-/// Summary of a measured row.
-struct Stats {
-    median: f64,
-    min: f64,
-    max: f64,
-    peak_mib: f64,
-    lines: usize,
-    lines_stable: bool,
-}
-
-impl Stats {
-    fn of(runs: &[Run]) -> Stats {
-        let mut secs: Vec<f64> = runs.iter().map(|r| r.wall.as_secs_f64()).collect();
-        secs.sort_by(f64::total_cmp);
-        let mid = secs.len() / 2;
-        let median = if secs.len() % 2 == 1 {
-            secs[mid]
-        } else {
-            (secs[mid - 1] + secs[mid]) / 2.0
-        };
-        let peak_kib = runs.iter().map(|r| r.maxrss_kib).max().unwrap_or(0);
-        let lines = runs.first().map_or(0, |r| r.lines);
-        Stats {
-            median,
-            min: secs.first().copied().unwrap_or(0.0),
-            max: secs.last().copied().unwrap_or(0.0),
-            peak_mib: peak_kib as f64 / 1024.0,
-            lines,
-            lines_stable: runs.iter().all(|r| r.lines == lines),
-        }
-    }
-}
 
 fn print_report(args: &Args, fixture: &Fixture, rows: &[Row]) {
     println!();
@@ -900,20 +317,4 @@ fn print_targets(rows: &[Row]) {
 fn verdict(target: &str, measured: &str, pass: bool) {
     let word = if pass { "PASS" } else { "MISS" };
     println!("  {target:<34} {measured:<28} {word}");
-}
-
-/// A /proc file's text on one line, for the report header.
-fn proc_line(path: &str) -> String {
-    std::fs::read_to_string(path)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "?".into())
-}
-
-/// The 1, 5 and 15 minute load averages: the machine is shared, and load inflates figures.
-fn load_average() -> String {
-    let line = proc_line("/proc/loadavg");
-    line.split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }

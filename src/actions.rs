@@ -104,6 +104,7 @@ pub fn carry_out(
 
     // Decide again on what is true now, with the trail as it is now (another writer may
     // have acted meanwhile).
+    let started = std::time::Instant::now();
     let now = ctx.now;
     let keep = crate::engine::Keep::for_policies(decider.policies, false);
     let fresh = audit::history(ctx.audit.path(), now - audit::HISTORY_LOOKBACK, keep)
@@ -127,6 +128,11 @@ pub fn carry_out(
             return Ok(reports);
         }
     };
+    tracing::debug!(
+        took_ms = started.elapsed().as_millis() as u64,
+        items = fresh.plan.items.len(),
+        "act-time decision"
+    );
     let recheck = Recheck::new(&fresh);
     let mut destroys: Vec<&PlanItem> = Vec::new();
     let mut others: Vec<(&PlanItem, &PlanItem)> = Vec::new();
@@ -142,7 +148,12 @@ pub fn carry_out(
     for (planned_item, now) in others {
         reports.push(act_one(planned_item, now, snap, &fresh.snap, ctx)?);
     }
+    tracing::debug!(
+        took_ms = started.elapsed().as_millis() as u64,
+        "paired; destroying"
+    );
     reports.extend(destroy_all(&destroys, &fresh.snap, ctx)?);
+    tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "done");
     Ok(reports)
 }
 
@@ -671,13 +682,22 @@ fn destroy_all(
             continue;
         };
         // Group commit: the intents of the whole namespace, in batch records, one fsync.
+        let t = std::time::Instant::now();
         let written = record_items(&targets, fresh, ctx, RecordKind::Intent)?;
+        tracing::debug!(took_ms = t.elapsed().as_millis() as u64, "intents written");
         let sockets: Vec<KernelSocket> = targets
             .iter()
             .filter_map(|item| first_socket(item, fresh).map(|s| s.socket.clone()))
             .collect();
+        let t = std::time::Instant::now();
         let results = destroy_confirmed(ctx.sys, netns, &sockets);
+        tracing::debug!(
+            took_ms = t.elapsed().as_millis() as u64,
+            "destroyed and confirmed"
+        );
+        let t = std::time::Instant::now();
         record_outcomes(&written, &results, ctx)?;
+        tracing::debug!(took_ms = t.elapsed().as_millis() as u64, "outcomes written");
         for ((item, w), (result, errno, message)) in targets.iter().zip(&written).zip(results) {
             reports.push(report(item, &result, errno, message, Some(w.seq)));
         }

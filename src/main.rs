@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     // The daemon reports each pass at info; one-off commands stay quiet unless asked.
     let daemon = matches!(cli.command, Command::Run(_));
     init_logging(cli.verbose, cli.log_format, daemon);
-    let code = match dispatch(cli.command) {
+    let code = match dispatch(cli.command, cli.verbose) {
         Ok(code) => code,
         Err(err) if is_broken_pipe(&err) => exit::OK,
         Err(err) => {
@@ -28,11 +28,11 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
 
-fn dispatch(command: Command) -> anyhow::Result<i32> {
+fn dispatch(command: Command, verbose: u8) -> anyhow::Result<i32> {
     match command {
         Command::Scan(args) => cmd::scan::run(&args, &LinuxSystem::new()),
         Command::Doctor(args) => cmd::doctor::run(&args, &LinuxSystem::new()),
-        Command::Clean(args) => cmd::clean::run(&args, &LinuxSystem::new()),
+        Command::Clean(args) => cmd::clean::run(&args, &LinuxSystem::new(), verbose > 0),
         Command::Policy(command) => cmd::policy::run(&command, &LinuxSystem::new()),
         Command::Audit(command) => cmd::audit::run(command),
         Command::Run(args) => cmd::run::run(&args, &LinuxSystem::new()),

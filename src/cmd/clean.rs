@@ -16,7 +16,8 @@ use crate::policy::{self, Mode, PolicySet};
 use crate::scan::{self, Observations, Snapshot};
 use crate::sys::System;
 
-pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
+/// Run `clean`; `full`: print every row of the plan and the results (`-v`).
+pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32> {
     let policies = match load_policies(args) {
         Ok(p) => p,
         Err(diagnostics) => {
@@ -45,7 +46,13 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
         },
     };
     let history = decide::history(&args.audit.path, now, &policies)?;
+    let t = std::time::Instant::now();
     let mut planned = decider.decide(&history, now)?;
+    tracing::debug!(
+        took_ms = t.elapsed().as_millis() as u64,
+        sockets = planned.snap.sockets.len(),
+        "plan-time decision"
+    );
     let mut warnings = listed.warnings;
     warnings.append(&mut planned.snap.warnings);
     let mut unseen = listed.unseen;
@@ -67,7 +74,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
     let Planned { snap, plan } = &planned;
 
     let mut out = io::stdout().lock();
-    print_plan(&mut out, plan, snap, args.json)?;
+    print_plan(&mut out, plan, snap, args.json, full)?;
     let to_act = plan.to_act().count();
     let observed = plan
         .items
@@ -106,7 +113,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System) -> anyhow::Result<i32> {
     };
     // Every item is decided again here, on what is true after the confirmation.
     let reports = actions::carry_out(&planned, &decider, &mut ctx)?;
-    print_reports(&mut out, &reports, args.json)?;
+    print_reports(&mut out, &reports, args.json, full)?;
     Ok(incomplete(if reports.iter().all(ActionReport::succeeded) {
         exit::OK
     } else {
@@ -185,7 +192,19 @@ fn confirm(n: usize) -> anyhow::Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }
 
-fn print_plan(out: &mut dyn Write, plan: &Plan, snap: &Snapshot, json: bool) -> io::Result<()> {
+/// Above this many items a table shows a summary and the first rows; `--json` or `-v`
+/// give every row.
+const FULL_TABLE_LIMIT: usize = 50;
+/// Rows shown under a summary.
+const FIRST_ROWS: usize = 10;
+
+fn print_plan(
+    out: &mut dyn Write,
+    plan: &Plan,
+    snap: &Snapshot,
+    json: bool,
+    full: bool,
+) -> io::Result<()> {
     if json {
         for item in &plan.items {
             let mut value = serde_json::to_value(item).map_err(io::Error::other)?;
@@ -195,9 +214,80 @@ fn print_plan(out: &mut dyn Write, plan: &Plan, snap: &Snapshot, json: bool) -> 
         }
         return Ok(());
     }
+    writeln!(
+        out,
+        "Plan ({} mode): {} item(s), {} to act on",
+        plan.mode.name(),
+        plan.items.len(),
+        plan.to_act().count()
+    )?;
+    let summarize = !full && plan.items.len() > FULL_TABLE_LIMIT;
+    if summarize {
+        // (rule, action, state, owner, decision) -> (items, oldest age)
+        type Group = (String, String, String, String, String);
+        let mut groups: std::collections::BTreeMap<Group, (usize, u64)> =
+            std::collections::BTreeMap::new();
+        for i in &plan.items {
+            let socket = i.socket_indices.first().and_then(|x| snap.sockets.get(*x));
+            let key = (
+                i.rule.clone(),
+                i.action.to_string(),
+                socket
+                    .map(|s| s.socket.state.to_string())
+                    .unwrap_or_default(),
+                i.owner
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_else(|| "-".into()),
+                i.decision.to_string(),
+            );
+            let age = socket.map_or(0, |s| s.age.secs);
+            let entry = groups.entry(key).or_insert((0, 0));
+            entry.0 += 1;
+            entry.1 = entry.1.max(age);
+        }
+        let mut rows: Vec<(usize, Vec<String>)> = groups
+            .into_iter()
+            .map(|((rule, action, state, owner, decision), (n, oldest))| {
+                (
+                    n,
+                    vec![
+                        n.to_string(),
+                        rule,
+                        action,
+                        state,
+                        owner,
+                        crate::duration::format(oldest),
+                        decision,
+                    ],
+                )
+            })
+            .collect();
+        rows.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
+        let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, r)| r).collect();
+        output::table(
+            out,
+            &[
+                "ITEMS", "RULE", "ACTION", "STATE", "OWNER", "OLDEST", "DECISION",
+            ],
+            &rows,
+            None,
+        )?;
+        writeln!(
+            out,
+            "\nFirst {FIRST_ROWS} of {} (all of them with --json or -v):",
+            plan.items.len()
+        )?;
+    }
+    let shown = if summarize {
+        FIRST_ROWS
+    } else {
+        plan.items.len()
+    };
     let rows: Vec<Vec<String>> = plan
         .items
         .iter()
+        .take(shown)
         .map(|i| {
             let owner = i
                 .owner
@@ -221,13 +311,6 @@ fn print_plan(out: &mut dyn Write, plan: &Plan, snap: &Snapshot, json: bool) -> 
             ]
         })
         .collect();
-    writeln!(
-        out,
-        "Plan ({} mode): {} item(s), {} to act on",
-        plan.mode.name(),
-        plan.items.len(),
-        plan.to_act().count()
-    )?;
     output::table(
         out,
         &["RULE", "ACTION", "TARGET", "OWNER", "DECISION", "WHY"],
@@ -236,7 +319,12 @@ fn print_plan(out: &mut dyn Write, plan: &Plan, snap: &Snapshot, json: bool) -> 
     )
 }
 
-fn print_reports(out: &mut dyn Write, reports: &[ActionReport], json: bool) -> io::Result<()> {
+fn print_reports(
+    out: &mut dyn Write,
+    reports: &[ActionReport],
+    json: bool,
+    full: bool,
+) -> io::Result<()> {
     if json {
         for r in reports {
             let mut value = serde_json::to_value(r).map_err(io::Error::other)?;
@@ -246,7 +334,21 @@ fn print_reports(out: &mut dyn Write, reports: &[ActionReport], json: bool) -> i
         }
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = reports
+    writeln!(out)?;
+    // Above the limit: every result that did not succeed, then the first rows.
+    let summarize = !full && reports.len() > FULL_TABLE_LIMIT;
+    let shown: Vec<&ActionReport> = if summarize {
+        let mut shown: Vec<&ActionReport> = reports
+            .iter()
+            .filter(|r| !r.succeeded())
+            .take(FULL_TABLE_LIMIT)
+            .collect();
+        shown.extend(reports.iter().filter(|r| r.succeeded()).take(FIRST_ROWS));
+        shown
+    } else {
+        reports.iter().collect()
+    };
+    let rows: Vec<Vec<String>> = shown
         .iter()
         .map(|r| {
             vec![
@@ -258,11 +360,34 @@ fn print_reports(out: &mut dyn Write, reports: &[ActionReport], json: bool) -> i
             ]
         })
         .collect();
-    writeln!(out)?;
     output::table(
         out,
         &["RULE", "ACTION", "TARGET", "RESULT", "DETAIL"],
         &rows,
         None,
-    )
+    )?;
+    if summarize {
+        writeln!(
+            out,
+            "({} of {} results shown; all of them with --json or -v)",
+            shown.len(),
+            reports.len()
+        )?;
+    }
+    writeln!(out, "{}", results_line(reports))
+}
+
+/// One line: how many of each result, e.g. `23 destroyed, 2 skipped`.
+fn results_line(reports: &[ActionReport]) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for r in reports {
+        *counts.entry(r.result.to_string()).or_default() += 1;
+    }
+    let mut parts: Vec<(usize, String)> = counts.into_iter().map(|(k, n)| (n, k)).collect();
+    parts.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    parts
+        .into_iter()
+        .map(|(n, k)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
