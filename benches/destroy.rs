@@ -84,7 +84,6 @@ fn bench(args: &Args) -> Res<String> {
     let work = tempdir()?;
     let trail = work.join("audit").join("audit.jsonl");
     std::fs::create_dir(work.join("audit")).ctx("mkdir audit")?;
-    let stderr = work.join("stderr");
     let mut cleans: Vec<Destroyed> = Vec::new();
     let mut ss: Vec<Destroyed> = Vec::new();
     let mut fixture_times = Vec::new();
@@ -112,6 +111,9 @@ fn bench(args: &Args) -> Res<String> {
                     "ss -tnK"
                 }
             );
+            // Each run's stderr is kept (SOCKWARDEN_LOG=debug puts phase timings there).
+            let tool = if sockwarden { "clean" } else { "ss" };
+            let stderr = work.join(format!("stderr-{round}-{tool}"));
             let (run, status) = run_once(&program, &argv, &stderr)?;
             let ok = status.code() == Some(0);
             if !ok {

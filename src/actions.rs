@@ -49,7 +49,7 @@ pub struct ActContext<'a> {
 /// What came of one plan item, for the command's report (the audit log has the same).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActionReport {
-    pub rule: String,
+    pub rule: std::sync::Arc<str>,
     pub action: String,
     pub target: String,
     pub result: ActionResult,
@@ -129,6 +129,7 @@ pub fn carry_out(
         }
     };
     tracing::debug!(
+        peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
         took_ms = started.elapsed().as_millis() as u64,
         items = fresh.plan.items.len(),
         "act-time decision"
@@ -149,11 +150,16 @@ pub fn carry_out(
         reports.push(act_one(planned_item, now, snap, &fresh.snap, ctx)?);
     }
     tracing::debug!(
+        peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
         took_ms = started.elapsed().as_millis() as u64,
         "paired; destroying"
     );
     reports.extend(destroy_all(&destroys, &fresh.snap, ctx)?);
-    tracing::debug!(took_ms = started.elapsed().as_millis() as u64, "done");
+    tracing::debug!(
+        peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "done"
+    );
     Ok(reports)
 }
 
@@ -173,12 +179,7 @@ fn item_key<'a>(item: &'a PlanItem, snap: &Snapshot) -> ItemKey<'a> {
         Target::Socket { .. } => first_socket(item, snap).map(|s| s.socket.netns),
         _ => None,
     };
-    (
-        item.rule.as_str(),
-        item.action.kind(),
-        item.target.key(),
-        netns,
-    )
+    (&item.rule, item.action.kind(), item.target.key(), netns)
 }
 
 impl<'f> Recheck<'f> {
@@ -339,8 +340,10 @@ fn record_items(
     ctx: &mut ActContext<'_>,
     kind: RecordKind,
 ) -> Result<Vec<Written>, AuditError> {
-    // Records to write, each with the items it holds (their index in `items`).
-    let mut records: Vec<(NewRecord, Vec<usize>)> = Vec::new();
+    // The records to write, each as the items it holds (their index in `items`): singles
+    // in order, then the batches of each action. Each record is made only when the writer
+    // asks for it, so a mass destroy's entries are never all in memory at once.
+    let mut singles: Vec<Vec<usize>> = Vec::new();
     let mut groups: Vec<(ActionKind, Vec<usize>)> = Vec::new();
     for (i, item) in items.iter().enumerate() {
         if batchable(item) {
@@ -349,67 +352,80 @@ fn record_items(
                 None => groups.push((item.action.kind(), vec![i])),
             }
         } else {
-            let record = match kind {
+            singles.push(vec![i]);
+        }
+    }
+    let mut layout: Vec<(Option<ActionKind>, Vec<usize>)> =
+        singles.into_iter().map(|m| (None, m)).collect();
+    for (action, members) in groups {
+        for chunk in members.chunks(AUDIT_BATCH) {
+            layout.push((Some(action), chunk.to_vec()));
+        }
+    }
+    let mode = mode_of(ctx);
+    let (actor, digest) = (ctx.actor.clone(), ctx.policy_digest.clone());
+    let make = |(batch, members): &(Option<ActionKind>, Vec<usize>)| -> NewRecord {
+        let Some(action) = batch else {
+            let item = items[members[0]];
+            return match kind {
                 RecordKind::DryRun => {
                     let record = NewRecord::dry_run(
-                        ctx.actor.clone(),
-                        mode_of(ctx),
+                        actor.clone(),
+                        mode,
                         audit_action(item),
                         item.why.clone(),
                     );
-                    describe(record, item, snap, ctx)
+                    describe_with(record, item, snap, &digest)
                 }
-                _ => intent_record(item, snap, ctx),
+                _ => intent_record_with(item, snap, &actor, mode, &digest),
             };
-            records.push((record, vec![i]));
-        }
-    }
-    for (action, members) in groups {
-        for chunk in members.chunks(AUDIT_BATCH) {
-            let entries = chunk
-                .iter()
-                .filter_map(|&i| {
-                    let item = items[i];
-                    let s = first_socket(item, snap)?;
-                    Some(BatchEntry {
-                        rule: item.rule.clone(),
-                        escalated: item.escalated,
-                        why: item.why.clone(),
-                        socket: SocketRecord::new(s, &netns_of(snap, s.socket.netns)),
-                    })
+        };
+        let entries = members
+            .iter()
+            .filter_map(|&i| {
+                let item = items[i];
+                let s = first_socket(item, snap)?;
+                Some(BatchEntry {
+                    rule: item.rule.to_string(),
+                    escalated: item.escalated,
+                    why: item.why.clone(),
+                    socket: SocketRecord::new(s, &netns_of(snap, s.socket.netns)),
                 })
-                .collect();
-            let record = NewRecord::batch(
-                kind,
-                ctx.actor.clone(),
-                mode_of(ctx),
-                audit::Action::new(action),
-                ctx.policy_digest.clone(),
-                Batch::of(entries),
-            );
-            records.push((record, chunk.to_vec()));
-        }
-    }
-    let (new, members): (Vec<NewRecord>, Vec<Vec<usize>>) = records.into_iter().unzip();
-    let written_records = ctx.audit.append_batch(new)?;
+            })
+            .collect();
+        NewRecord::batch(
+            kind,
+            actor.clone(),
+            mode,
+            audit::Action::new(*action),
+            digest.clone(),
+            Batch::of(entries),
+        )
+    };
     let mut written = vec![None; items.len()];
-    for (record, members) in written_records.iter().zip(members) {
-        let batch = record.batch.is_some();
-        for (entry, i) in members.into_iter().enumerate() {
-            written[i] = Some(Written {
-                seq: record.seq,
-                mode: record.mode,
-                entry: batch.then(|| u32::try_from(entry).unwrap_or(u32::MAX)),
-            });
-        }
-    }
+    let mut placed = layout.iter();
+    ctx.audit
+        .append_streamed(layout.iter().map(make), |record| {
+            let Some((batch, members)) = placed.next() else {
+                return;
+            };
+            for (entry, &i) in members.iter().enumerate() {
+                written[i] = Some(Written {
+                    seq: record.seq,
+                    mode: record.mode,
+                    entry: batch
+                        .is_some()
+                        .then(|| u32::try_from(entry).unwrap_or(u32::MAX)),
+                });
+            }
+        })?;
     // Every item is in exactly one record (a socket item always has its socket).
     Ok(written
         .into_iter()
         .map(|w| {
             w.unwrap_or(Written {
                 seq: 0,
-                mode: mode_of(ctx),
+                mode,
                 entry: None,
             })
         })
@@ -456,7 +472,7 @@ fn record_outcomes(
             results,
         ));
     }
-    ctx.audit.append_batch(singles)?;
+    ctx.audit.append_streamed(singles, |_| ())?;
     Ok(())
 }
 
@@ -684,20 +700,29 @@ fn destroy_all(
         // Group commit: the intents of the whole namespace, in batch records, one fsync.
         let t = std::time::Instant::now();
         let written = record_items(&targets, fresh, ctx, RecordKind::Intent)?;
-        tracing::debug!(took_ms = t.elapsed().as_millis() as u64, "intents written");
-        let sockets: Vec<KernelSocket> = targets
+        tracing::debug!(
+            peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
+            took_ms = t.elapsed().as_millis() as u64,
+            "intents written"
+        );
+        let sockets: Vec<&KernelSocket> = targets
             .iter()
-            .filter_map(|item| first_socket(item, fresh).map(|s| s.socket.clone()))
+            .filter_map(|item| first_socket(item, fresh).map(|s| &s.socket))
             .collect();
         let t = std::time::Instant::now();
         let results = destroy_confirmed(ctx.sys, netns, &sockets);
         tracing::debug!(
+            peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
             took_ms = t.elapsed().as_millis() as u64,
             "destroyed and confirmed"
         );
         let t = std::time::Instant::now();
         record_outcomes(&written, &results, ctx)?;
-        tracing::debug!(took_ms = t.elapsed().as_millis() as u64, "outcomes written");
+        tracing::debug!(
+            peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
+            took_ms = t.elapsed().as_millis() as u64,
+            "outcomes written"
+        );
         for ((item, w), (result, errno, message)) in targets.iter().zip(&written).zip(results) {
             reports.push(report(item, &result, errno, message, Some(w.seq)));
         }
@@ -706,7 +731,7 @@ fn destroy_all(
 }
 
 /// Destroy one namespace's sockets and confirm with a re-dump; one result per socket.
-fn destroy_confirmed(sys: &dyn System, netns: &Netns, sockets: &[KernelSocket]) -> Vec<Result3> {
+fn destroy_confirmed(sys: &dyn System, netns: &Netns, sockets: &[&KernelSocket]) -> Vec<Result3> {
     let states: StateSet = sockets.iter().map(|s| s.state).collect();
     let outcomes = match sys.destroy_many(netns, sockets) {
         Ok(outcomes) => outcomes,
@@ -767,24 +792,29 @@ fn destroy_result(outcome: DestroyOutcome, still_listed: Option<bool>) -> Result
 
 /// The intent record of a plan item, written (and fsynced) before acting on it.
 fn intent_record(item: &PlanItem, snap: &Snapshot, ctx: &ActContext<'_>) -> NewRecord {
-    let intent = NewRecord::intent(
-        ctx.actor.clone(),
-        mode_of(ctx),
-        audit_action(item),
-        item.why.clone(),
-    );
-    describe(intent, item, snap, ctx)
+    intent_record_with(item, snap, &ctx.actor, mode_of(ctx), &ctx.policy_digest)
+}
+
+fn intent_record_with(
+    item: &PlanItem,
+    snap: &Snapshot,
+    actor: &Actor,
+    mode: policy::Mode,
+    policy_digest: &str,
+) -> NewRecord {
+    let intent = NewRecord::intent(actor.clone(), mode, audit_action(item), item.why.clone());
+    describe_with(intent, item, snap, policy_digest)
 }
 
 /// Fill in rule, digest and target of a record from a plan item.
-fn describe(
+fn describe_with(
     record: NewRecord,
     item: &PlanItem,
     snap: &Snapshot,
-    ctx: &ActContext<'_>,
+    policy_digest: &str,
 ) -> NewRecord {
     let mut record = record
-        .rule(item.rule.clone(), ctx.policy_digest.clone())
+        .rule(item.rule.to_string(), policy_digest.to_string())
         .escalated(item.escalated);
     if let Some(s) = item
         .socket_indices

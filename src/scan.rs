@@ -124,6 +124,7 @@ pub fn scan_in(
     let mut unseen = Vec::new();
     let only_one = namespaces.len() == 1;
     let uptime = sys.uptime();
+    let started = std::time::Instant::now();
 
     let mut sockets = Vec::new();
     let mut seen = Vec::new();
@@ -131,6 +132,8 @@ pub fn scan_in(
     for netns in namespaces {
         match sys.dump(netns, filter.states) {
             Ok(dump) => {
+                sockets.reserve(dump.sockets.len());
+                seen.reserve(dump.sockets.len());
                 for socket in dump.sockets {
                     seen.push((socket.netns, socket.cookie, socket.state));
                     let ctx = AgeContext {
@@ -162,6 +165,12 @@ pub fn scan_in(
         }
     }
 
+    tracing::debug!(
+        peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
+        took_ms = started.elapsed().as_millis() as u64,
+        sockets = sockets.len(),
+        "dumped"
+    );
     let wanted: HashSet<Inode> = sockets
         .iter()
         .map(|s| s.socket.inode)
@@ -189,6 +198,11 @@ pub fn scan_in(
             warnings.push(unreadable_warning(&unreadable));
         }
     }
+    tracing::debug!(
+        peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "owners read"
+    );
     if filter.needs_owners() {
         sockets.retain(|s| filter.matches_owners(s));
     }

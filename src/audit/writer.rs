@@ -27,6 +27,8 @@ pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
 
 /// How far back the tail reader reads at a time.
 const TAIL_CHUNK: u64 = 16 * 1024;
+/// How much sealed JSON a streamed append holds before it writes it out.
+pub const STREAM_BUFFER: usize = 1 << 20;
 
 /// An append handle on an audit trail. The directory is opened (and checked) once; the live
 /// file is opened and locked per append, so a rotation or repair by another writer is
@@ -150,39 +152,73 @@ impl AuditLog {
         })
     }
 
-    /// Append `records` as one group commit: one lock, the records chained in order and
-    /// written with one `write(2)` (more only if the kernel writes short), then ONE fsync,
-    /// then the anchor. All or nothing: on `Err` whatever part of the batch reached the
-    /// file is truncated away and none of it counts as written (for intents: act on none
-    /// of them). Rotation happens only between batches, so a batch may carry the live file
-    /// past the rotation size. An empty batch writes nothing.
+    /// Append `records` as one group commit: one lock, the records chained in order, then
+    /// ONE fsync, then the anchor. All or nothing: on `Err` whatever part of the batch
+    /// reached the file is truncated away and none of it counts as written (for intents:
+    /// act on none of them). Rotation happens only between batches, so a batch may carry
+    /// the live file past the rotation size. An empty batch writes nothing.
     pub fn append_batch(
         &mut self,
         records: Vec<NewRecord>,
     ) -> Result<Vec<AuditRecord>, AuditError> {
-        let Some(first) = records.first() else {
-            return Ok(Vec::new());
+        let mut written = Vec::with_capacity(records.len());
+        self.append_streamed(records, |record| written.push(record))?;
+        Ok(written)
+    }
+
+    /// [`append_batch`](Self::append_batch) for records made one at a time: each is sealed
+    /// and written as it comes (at most [`STREAM_BUFFER`] bytes are held), `written` sees
+    /// each record once it is handed to the file (on `Err`, forget them: none counts as
+    /// written), and the fsync and the anchor come once at the
+    /// end. A mass destroy's intents never exist in memory all at once. Same all-or-nothing.
+    pub fn append_streamed(
+        &mut self,
+        records: impl IntoIterator<Item = NewRecord>,
+        mut written: impl FnMut(AuditRecord),
+    ) -> Result<(), AuditError> {
+        let mut records = records.into_iter().peekable();
+        let Some(first) = records.peek() else {
+            return Ok(());
         };
         // Errors are worded for the first record's kind (a batch is intents or outcomes).
         let kind = first.kind;
-        let (file, head) = self.lock_live(kind, &first.actor, first.mode)?;
+        let (actor, mode) = (first.actor.clone(), first.mode);
+        let (file, head) = self.lock_live(kind, &actor, mode)?;
+        let len_before = file.metadata().map_err(self.werr("fstat", kind))?.len();
+        let undo = |e: AuditError| {
+            let _ = file.set_len(len_before);
+            let _ = file.sync_data();
+            e
+        };
         let time = SystemTime::now();
-        let mut bytes = Vec::with_capacity(records.len() * 1024);
-        let mut written = Vec::with_capacity(records.len());
+        let mut bytes = Vec::with_capacity(STREAM_BUFFER);
         let head_hash = head.hash.clone();
         let (mut seq, mut prev) = (head.seq, head.hash);
+        // Records in `bytes` not yet handed to `written`.
+        let mut held: Vec<AuditRecord> = Vec::new();
         for record in records {
             seq += 1;
             let mut rec = record.into_record(seq, time, self.host.clone(), prev);
             let line = seal_with(&mut rec, self.key.as_ref())
-                .map_err(|e| self.werr("serialize", kind)(io::Error::other(e)))?;
+                .map_err(|e| undo(self.werr("serialize", kind)(io::Error::other(e))))?;
             prev = line_hash(&line);
             bytes.extend_from_slice(&line);
             bytes.push(b'\n');
-            written.push(rec);
+            held.push(rec);
+            if bytes.len() >= STREAM_BUFFER {
+                let len = file
+                    .metadata()
+                    .map_err(|e| undo(self.werr("fstat", kind)(e)))?
+                    .len();
+                write_once(&file, len, &bytes).map_err(|e| undo(self.werr("write", kind)(e)))?;
+                bytes.clear();
+                held.drain(..).for_each(&mut written);
+            }
         }
-        let len_before = file.metadata().map_err(self.werr("fstat", kind))?.len();
-        self.write_synced(&file, &bytes, kind)?;
+        if let Err(e) = self.write_synced(&file, &bytes, kind) {
+            return Err(undo(e));
+        }
+        held.drain(..).for_each(&mut written);
         if let Err(e) = self.write_anchor(seq, &prev, kind) {
             // All or nothing: records the anchor does not vouch for are not written. Put
             // the old anchor back in case the new one reached the disk after all.
@@ -191,7 +227,7 @@ impl AuditLog {
             let _ = self.write_anchor(head.seq, &head_hash, kind);
             return Err(e);
         }
-        Ok(written)
+        Ok(())
     }
 
     fn werr(&self, call: &'static str, kind: RecordKind) -> impl Fn(io::Error) -> AuditError + '_ {

@@ -49,6 +49,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32
     let t = std::time::Instant::now();
     let mut planned = decider.decide(&history, now)?;
     tracing::debug!(
+        peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
         took_ms = t.elapsed().as_millis() as u64,
         sockets = planned.snap.sockets.len(),
         "plan-time decision"
@@ -209,6 +210,13 @@ fn print_plan(
         for item in &plan.items {
             let mut value = serde_json::to_value(item).map_err(io::Error::other)?;
             value["type"] = "plan".into();
+            // The cookies of the sockets behind the item (the engine keeps only indices).
+            value["sockets"] = item
+                .socket_indices
+                .iter()
+                .filter_map(|&i| snap.sockets.get(i).map(|s| s.socket.cookie.0))
+                .collect::<Vec<u64>>()
+                .into();
             serde_json::to_writer(&mut *out, &value)?;
             out.write_all(b"\n")?;
         }
@@ -230,7 +238,7 @@ fn print_plan(
         for i in &plan.items {
             let socket = i.socket_indices.first().and_then(|x| snap.sockets.get(*x));
             let key = (
-                i.rule.clone(),
+                i.rule.to_string(),
                 i.action.to_string(),
                 socket
                     .map(|s| s.socket.state.to_string())
@@ -302,7 +310,7 @@ fn print_plan(
                 _ => i.target.to_string(),
             };
             vec![
-                i.rule.clone(),
+                i.rule.to_string(),
                 i.action.to_string(),
                 target,
                 owner,
@@ -352,7 +360,7 @@ fn print_reports(
         .iter()
         .map(|r| {
             vec![
-                r.rule.clone(),
+                r.rule.to_string(),
                 r.action.clone(),
                 r.target.clone(),
                 r.result.to_string(),

@@ -227,7 +227,7 @@ impl PastAction {
     pub fn from_item(item: &PlanItem, time: SystemTime, outcome: PastOutcome) -> PastAction {
         PastAction {
             time,
-            rule: Arc::from(item.rule.as_str()),
+            rule: Arc::from(&*item.rule),
             action: item.action.kind(),
             escalated: item.escalated,
             target: item.target.key(),

@@ -7,6 +7,7 @@ mod tests;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
@@ -75,16 +76,16 @@ impl Plan {
 /// One planned action on one target.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanItem {
-    pub rule: String,
+    /// The rule's name (shared by every item of the rule: a mass leak has 100,000 items).
+    pub rule: Arc<str>,
     /// True when this is the rule's `[rule.escalate]` step.
     pub escalated: bool,
     pub action: Action,
     pub target: Target,
     /// The owner this is about (unit, else process), for the audit log and escalation.
     pub owner: Option<OwnerKey>,
-    /// The sockets that justify the action (for a socket target, just that one).
-    pub sockets: Vec<Cookie>,
-    /// Their indices in [`EngineInput::sockets`].
+    /// The indices in [`EngineInput::sockets`] of the sockets that justify the action (for
+    /// a socket target, just that one).
     pub socket_indices: Vec<usize>,
     /// For `exec`: the command with its placeholders filled in (values read from processes
     /// escaped, see [`exec_values`]).
@@ -275,10 +276,29 @@ impl Match {
     }
 }
 
+/// Every rule's view of every socket, in one allocation: `matches[socket][rule]`.
+struct Matches {
+    rules: usize,
+    cells: Vec<Match>,
+}
+
+impl std::ops::Index<usize> for Matches {
+    type Output = [Match];
+    fn index(&self, socket: usize) -> &[Match] {
+        &self.cells[socket * self.rules..(socket + 1) * self.rules]
+    }
+}
+
+impl std::ops::IndexMut<usize> for Matches {
+    fn index_mut(&mut self, socket: usize) -> &mut [Match] {
+        &mut self.cells[socket * self.rules..(socket + 1) * self.rules]
+    }
+}
+
 struct Evaluation {
     plan: Plan,
     /// matches[socket][rule]
-    matches: Vec<Vec<Match>>,
+    matches: Matches,
     /// The rule that fired first for each socket.
     winner: Vec<Option<usize>>,
     /// Plan item covering each socket, if any.
@@ -289,19 +309,19 @@ impl Evaluation {
     fn new(input: &EngineInput<'_>) -> Evaluation {
         let rules = &input.policies.rules;
         let socks = input.sockets;
-        let mut matches: Vec<Vec<Match>> = socks
-            .iter()
-            .map(|s| {
-                rules
-                    .iter()
-                    .map(|r| Match {
+        let mut matches = Matches {
+            rules: rules.len(),
+            cells: socks
+                .iter()
+                .flat_map(|s| {
+                    rules.iter().map(|r| Match {
                         selectors: selectors_match(r, s, input.netns_names),
                         age_ok: s.age.secs >= r.older_than.as_secs(),
                         ..Match::default()
                     })
-                    .collect()
-            })
-            .collect();
+                })
+                .collect(),
+        };
 
         // min_sockets: count, per rule and owner process, the sockets that match and are old
         // enough. A socket held by several processes counts for each.
@@ -335,9 +355,8 @@ impl Evaluation {
             }
         }
 
-        let winner: Vec<Option<usize>> = matches
-            .iter()
-            .map(|row| row.iter().position(Match::fires))
+        let winner: Vec<Option<usize>> = (0..socks.len())
+            .map(|i| matches[i].iter().position(Match::fires))
             .collect();
         let mut planner = Planner::new(input, &matches);
         for r in 0..rules.len() {
@@ -608,7 +627,7 @@ impl<'a> Protection<'a> {
 /// Builds plan items rule by rule and applies the guards in order.
 struct Planner<'a> {
     input: &'a EngineInput<'a>,
-    matches: &'a [Vec<Match>],
+    matches: &'a Matches,
     protection: Protection<'a>,
     mode: Mode,
     items: Vec<PlanItem>,
@@ -617,7 +636,9 @@ struct Planner<'a> {
     rate_used: HashMap<ActionKind, u32>,
     restarts_used: HashMap<String, u32>,
     fraction_used: HashMap<(usize, ProcessId), u32>,
-    planned: HashMap<(ActionKind, TargetKey), String>,
+    planned: HashMap<(ActionKind, TargetKey), Arc<str>>,
+    /// Each rule's name, shared by its items.
+    rule_names: Vec<Arc<str>>,
 }
 
 /// Sockets of one rule that become one item.
@@ -631,7 +652,7 @@ struct Group {
 }
 
 impl<'a> Planner<'a> {
-    fn new(input: &'a EngineInput<'a>, matches: &'a [Vec<Match>]) -> Planner<'a> {
+    fn new(input: &'a EngineInput<'a>, matches: &'a Matches) -> Planner<'a> {
         Planner {
             input,
             matches,
@@ -642,6 +663,12 @@ impl<'a> Planner<'a> {
             restarts_used: HashMap::new(),
             fraction_used: HashMap::new(),
             planned: HashMap::new(),
+            rule_names: input
+                .policies
+                .rules
+                .iter()
+                .map(|r| Arc::from(r.name.as_str()))
+                .collect(),
         }
     }
 
@@ -663,96 +690,124 @@ impl<'a> Planner<'a> {
         })
     }
 
-    /// Split the sockets a rule won into items, then guard each item.
+    /// Split the sockets a rule won into items, then guard each item, in the order of
+    /// `won`. A socket target is kept as its index until it is guarded (a mass leak has
+    /// 100,000 of them); sockets of a shared target (process, unit) join one group.
     fn plan_rule(&mut self, r: usize, won: &[usize]) {
-        let rule = &self.input.policies.rules[r];
-        let socks = self.input.sockets;
-        let mut groups: Vec<Group> = Vec::new();
-        let mut escalation_cache: HashMap<OwnerKey, Option<String>> = HashMap::new();
+        enum Slot {
+            Socket(usize),
+            Shared(usize),
+        }
+        let mut slots: Vec<Slot> = Vec::with_capacity(won.len());
+        let mut shared: Vec<Group> = Vec::new();
+        let mut escalations: HashMap<OwnerKey, Option<String>> = HashMap::new();
         for &i in won {
-            let s = &socks[i];
-            let owner = self.owner_key(r, i);
-            let escalated = match &owner {
-                Some(o) => escalation_cache
-                    .entry(o.clone())
-                    .or_insert_with(|| escalation(rule, o, self.input))
-                    .clone(),
-                None => None,
-            };
-            let action = match (&escalated, &rule.escalate) {
-                (Some(_), Some(e)) => e.action.clone(),
-                _ => rule.action.clone(),
-            };
-            let socket_target = Target::Socket {
-                cookie: s.socket.cookie,
-                index: i,
-            };
-            if s.socket.state == TcpState::Listen {
-                groups.push(Group {
-                    action,
-                    escalated,
-                    target: socket_target,
-                    owner,
-                    sockets: vec![i],
-                    held: Some(HeldReason::Listening),
-                });
+            let g = self.group_of(r, i, &mut escalations);
+            if !matches!(g.target, Target::Process { .. } | Target::Unit { .. }) {
+                slots.push(Slot::Socket(i));
                 continue;
             }
-            let protected = self.protection.socket(s);
-            let (target, held) = match action.kind() {
-                ActionKind::Log | ActionKind::Destroy | ActionKind::Exec => (socket_target, None),
-                ActionKind::Signal | ActionKind::Restart => match self.principal(r, i) {
-                    None => (socket_target, Some(HeldReason::NoOwner)),
-                    Some(p) => match (&p.unit, action.kind()) {
-                        (Some(u), ActionKind::Restart) => (Target::Unit { unit: u.clone() }, None),
-                        (None, ActionKind::Restart) => (
-                            Target::Process {
-                                process: p.id,
-                                comm: p.comm.clone(),
-                            },
-                            Some(HeldReason::NoUnit),
-                        ),
-                        _ => (
-                            Target::Process {
-                                process: p.id,
-                                comm: p.comm.clone(),
-                            },
-                            None,
-                        ),
-                    },
-                },
-            };
-            // A protected socket never joins a group that acts: it gets an item of its own
-            // (same target, held) so that the plan says why it was left out.
-            let held = held.or(protected.map(|what| HeldReason::Protected { what }));
-            let shared = matches!(target, Target::Process { .. } | Target::Unit { .. });
-            if shared {
-                if let Some(g) = groups.iter_mut().find(|g| {
-                    g.target == target
-                        && g.action == action
-                        && g.held == held
-                        && g.escalated.is_some() == escalated.is_some()
-                }) {
-                    g.sockets.push(i);
-                    continue;
+            match shared.iter_mut().find(|s| {
+                s.target == g.target
+                    && s.action == g.action
+                    && s.held == g.held
+                    && s.escalated.is_some() == g.escalated.is_some()
+            }) {
+                Some(existing) => existing.sockets.push(i),
+                None => {
+                    slots.push(Slot::Shared(shared.len()));
+                    shared.push(g);
                 }
             }
-            groups.push(Group {
-                action,
-                escalated,
-                target,
-                owner,
-                sockets: vec![i],
-                held,
-            });
         }
-        for g in groups {
+        self.items.reserve(slots.len());
+        let mut shared: Vec<Option<Group>> = shared.into_iter().map(Some).collect();
+        for slot in slots {
+            let g = match slot {
+                Slot::Socket(i) => self.group_of(r, i, &mut escalations),
+                Slot::Shared(n) => match shared[n].take() {
+                    Some(g) => g,
+                    None => continue,
+                },
+            };
             self.guard(r, g);
         }
     }
 
-    fn guard(&mut self, r: usize, g: Group) {
+    /// The item socket `i` makes under rule `r` on its own: the action (escalated or not),
+    /// the target and anything that holds it back before the guards are asked.
+    fn group_of(
+        &self,
+        r: usize,
+        i: usize,
+        escalations: &mut HashMap<OwnerKey, Option<String>>,
+    ) -> Group {
         let rule = &self.input.policies.rules[r];
+        let s = &self.input.sockets[i];
+        let owner = self.owner_key(r, i);
+        let escalated = match &owner {
+            Some(o) => escalations
+                .entry(o.clone())
+                .or_insert_with(|| escalation(rule, o, self.input))
+                .clone(),
+            None => None,
+        };
+        let action = match (&escalated, &rule.escalate) {
+            (Some(_), Some(e)) => e.action.clone(),
+            _ => rule.action.clone(),
+        };
+        let socket_target = Target::Socket {
+            cookie: s.socket.cookie,
+            index: i,
+        };
+        if s.socket.state == TcpState::Listen {
+            return Group {
+                action,
+                escalated,
+                target: socket_target,
+                owner,
+                sockets: vec![i],
+                held: Some(HeldReason::Listening),
+            };
+        }
+        let protected = self.protection.socket(s);
+        let (target, held) = match action.kind() {
+            ActionKind::Log | ActionKind::Destroy | ActionKind::Exec => (socket_target, None),
+            ActionKind::Signal | ActionKind::Restart => match self.principal(r, i) {
+                None => (socket_target, Some(HeldReason::NoOwner)),
+                Some(p) => match (&p.unit, action.kind()) {
+                    (Some(u), ActionKind::Restart) => (Target::Unit { unit: u.clone() }, None),
+                    (None, ActionKind::Restart) => (
+                        Target::Process {
+                            process: p.id,
+                            comm: p.comm.clone(),
+                        },
+                        Some(HeldReason::NoUnit),
+                    ),
+                    _ => (
+                        Target::Process {
+                            process: p.id,
+                            comm: p.comm.clone(),
+                        },
+                        None,
+                    ),
+                },
+            },
+        };
+        // A protected socket never joins a group that acts: it gets an item of its own
+        // (same target, held) so that the plan says why it was left out.
+        let held = held.or(protected.map(|what| HeldReason::Protected { what }));
+        Group {
+            action,
+            escalated,
+            target,
+            owner,
+            sockets: vec![i],
+            held,
+        }
+    }
+
+    fn guard(&mut self, r: usize, g: Group) {
         let kind = g.action.kind();
         let key = g.target.key();
         let decision = match g.held.clone() {
@@ -769,7 +824,7 @@ impl<'a> Planner<'a> {
                     if let Some(p) = self.principal(r, g.sockets[0]) {
                         *self.fraction_used.entry((r, p.id)).or_default() += 1;
                     }
-                    self.planned.insert((kind, key), rule.name.clone());
+                    self.planned.insert((kind, key), self.rule_names[r].clone());
                     match self.mode {
                         Mode::Observe => Decision::Held(HeldReason::Observe),
                         Mode::Enforce => Decision::Act,
@@ -786,16 +841,11 @@ impl<'a> Planner<'a> {
         };
         let why = self.why(r, &g);
         self.items.push(PlanItem {
-            rule: rule.name.clone(),
+            rule: self.rule_names[r].clone(),
             escalated: g.escalated.is_some(),
             action: g.action,
             target: g.target,
             owner: g.owner,
-            sockets: g
-                .sockets
-                .iter()
-                .map(|&i| self.input.sockets[i].socket.cookie)
-                .collect(),
             socket_indices: g.sockets,
             argv,
             env,
@@ -817,7 +867,9 @@ impl<'a> Planner<'a> {
             }
         }
         if let Some(rule) = self.planned.get(&(kind, key.clone())) {
-            return Some(HeldReason::AlreadyPlanned { rule: rule.clone() });
+            return Some(HeldReason::AlreadyPlanned {
+                rule: rule.to_string(),
+            });
         }
         if let Some(cooldown) = rule.cooldown {
             let last = input
@@ -937,6 +989,8 @@ impl<'a> Planner<'a> {
         } else {
             why.push_str(&format!("{age}, {owner}"));
         }
+        // Kept per item: no slack (a mass leak has 100,000 of them).
+        why.shrink_to_fit();
         why
     }
 

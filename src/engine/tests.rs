@@ -453,7 +453,12 @@ fn signal_targets_a_process_and_restart_a_unit_once_each() {
         ..Case::default()
     };
     let (plan, explanation) = run(&case);
-    assert_eq!(plan.items[0].sockets, vec![Cookie(2), Cookie(1)]);
+    let cookies: Vec<Cookie> = plan.items[0]
+        .socket_indices
+        .iter()
+        .map(|&i| case.sockets[i].socket.cookie)
+        .collect();
+    assert_eq!(cookies, vec![Cookie(2), Cookie(1)]);
     assert_eq!(plan.items[0].socket_indices, vec![1, 0]);
     assert_eq!(plan.items[0].owner, Some(OwnerKey::Process(c.py.id)));
     assert_eq!(

@@ -192,12 +192,16 @@ impl Metrics {
         for item in &plan.items {
             if let Decision::Held(reason) = &item.decision {
                 *st.refusals
-                    .entry((guard_name(reason), item.rule.clone()))
+                    .entry((guard_name(reason), item.rule.to_string()))
                     .or_insert(0) += 1;
             }
         }
         for r in reports {
-            let key = (action_name(&r.action), r.rule.clone(), r.result.to_string());
+            let key = (
+                action_name(&r.action),
+                r.rule.to_string(),
+                r.result.to_string(),
+            );
             *st.actions.entry(key).or_insert(0) += 1;
         }
     }

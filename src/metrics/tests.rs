@@ -93,7 +93,6 @@ fn item(rule: &str, action: Action, decision: Decision) -> PlanItem {
             index: 0,
         },
         owner: None,
-        sockets: vec![Cookie(1)],
         socket_indices: vec![0],
         argv: None,
         env: Vec::new(),

@@ -215,7 +215,7 @@ impl System for FakeSystem {
     fn destroy_many(
         &self,
         _netns: &Netns,
-        sockets: &[KernelSocket],
+        sockets: &[&KernelSocket],
     ) -> Result<Vec<DestroyOutcome>, SysError> {
         Ok(sockets.iter().map(|s| self.destroy_one(s)).collect())
     }

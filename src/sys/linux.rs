@@ -107,7 +107,7 @@ impl System for LinuxSystem {
     fn destroy_many(
         &self,
         ns: &Netns,
-        sockets: &[KernelSocket],
+        sockets: &[&KernelSocket],
     ) -> Result<Vec<DestroyOutcome>, SysError> {
         self.with_socket(ns, |s, _| s.destroy_many(sockets))
     }

@@ -137,7 +137,7 @@ pub trait System {
     fn destroy_many(
         &self,
         netns: &Netns,
-        sockets: &[KernelSocket],
+        sockets: &[&KernelSocket],
     ) -> Result<Vec<DestroyOutcome>, SysError>;
 
     /// Whether `process` — through the handle taken when it was scanned, never by its pid

@@ -757,7 +757,7 @@ impl DiagSocket {
     /// SOCK_DESTROY one socket by its full id, cookie included, and wait for the kernel's
     /// answer. `Err` only when the request could not be sent or answered at all.
     pub fn destroy(&mut self, socket: &KernelSocket) -> Result<DestroyOutcome, SysError> {
-        let mut out = self.destroy_batched(std::slice::from_ref(socket), 1)?;
+        let mut out = self.destroy_batched(&[socket], 1)?;
         Ok(out.pop().unwrap_or(DestroyOutcome::Failed(libc::EIO)))
     }
 
@@ -766,7 +766,7 @@ impl DiagSocket {
     /// outcomes are in the order of `sockets`.
     pub fn destroy_many(
         &mut self,
-        sockets: &[KernelSocket],
+        sockets: &[&KernelSocket],
     ) -> Result<Vec<DestroyOutcome>, SysError> {
         let batch = self.batch;
         self.destroy_batched(sockets, batch)
@@ -774,7 +774,7 @@ impl DiagSocket {
 
     fn destroy_batched(
         &mut self,
-        sockets: &[KernelSocket],
+        sockets: &[&KernelSocket],
         batch: usize,
     ) -> Result<Vec<DestroyOutcome>, SysError> {
         let mut outcomes = Vec::with_capacity(sockets.len());
@@ -783,8 +783,7 @@ impl DiagSocket {
                 [one] => format!("SOCK_DESTROY {}", describe(one)),
                 _ => format!("SOCK_DESTROY of {} sockets", chunk.len()),
             };
-            let refs: Vec<&KernelSocket> = chunk.iter().collect();
-            let answers = self.exchange(&refs, destroy_request, &call)?;
+            let answers = self.exchange(chunk, destroy_request, &call)?;
             // A lost ACK has no known outcome, and must never count as destroyed.
             let mut outs: Vec<DestroyOutcome> = answers
                 .iter()
@@ -802,14 +801,14 @@ impl DiagSocket {
     /// TCP answers a cookie mismatch with ENOENT, like a missing socket (only UDP says
     /// ESTALE): look the tuples up without a cookie to tell "another socket holds the tuple
     /// now" from "gone". Either way our socket is gone; this only refines the report.
-    fn tell_reused_from_gone(&mut self, chunk: &[KernelSocket], outs: &mut [DestroyOutcome]) {
+    fn tell_reused_from_gone(&mut self, chunk: &[&KernelSocket], outs: &mut [DestroyOutcome]) {
         let gone: Vec<usize> = (0..chunk.len())
             .filter(|&i| outs[i] == DestroyOutcome::AlreadyGone)
             .collect();
         if gone.is_empty() {
             return;
         }
-        let refs: Vec<&KernelSocket> = gone.iter().map(|&i| &chunk[i]).collect();
+        let refs: Vec<&KernelSocket> = gone.iter().map(|&i| chunk[i]).collect();
         let call = || {
             format!(
                 "sock_diag lookup of {} tuples SOCK_DESTROY did not find",
@@ -821,7 +820,7 @@ impl DiagSocket {
                 for (&i, answer) in gone.iter().zip(answers) {
                     // The lookup falls back to a listener on the port: only the exact
                     // tuple under another cookie counts.
-                    let ours = SockId::of(&chunk[i]);
+                    let ours = SockId::of(chunk[i]);
                     if answer
                         .found
                         .is_some_and(|f| f.same_tuple(&ours) && f.cookie != ours.cookie)
@@ -1609,7 +1608,9 @@ mod tests {
                 s.local == local && s.remote == remote
             }));
             // Batches of 3 so the 9 requests span three datagrams.
-            let got = diag.destroy_batched(&list, 3).expect("destroy");
+            let got = diag
+                .destroy_batched(&list.iter().collect::<Vec<_>>(), 3)
+                .expect("destroy");
             let mut want = vec![DestroyOutcome::Destroyed; 9];
             want[0] = DestroyOutcome::TupleReused;
             assert_eq!(got, want);
@@ -1622,7 +1623,9 @@ mod tests {
             let err = (&est.server).read(&mut [0u8; 4]).expect_err("aborted");
             assert_eq!(err.raw_os_error(), Some(libc::ECONNABORTED), "{err}");
             // Everything is gone now; the default batch size answers each one.
-            let got = diag.destroy_many(&list).expect("destroy");
+            let got = diag
+                .destroy_many(&list.iter().collect::<Vec<_>>())
+                .expect("destroy");
             assert_eq!(got, vec![DestroyOutcome::AlreadyGone; 9]);
         }
 
@@ -1642,7 +1645,9 @@ mod tests {
                 })
                 .collect();
             list.push(live.clone());
-            let got = diag.destroy_batched(&list, list.len()).expect("destroy");
+            let got = diag
+                .destroy_batched(&list.iter().collect::<Vec<_>>(), list.len())
+                .expect("destroy");
             assert_eq!(got.len(), 301);
             let lost = got
                 .iter()
@@ -1718,7 +1723,9 @@ mod bench {
         if std::env::var_os("SOCKWARDEN_BENCH_DESTROY").is_some() {
             let sockets = diag.dump(own, close_wait).expect("dump");
             let t = Instant::now();
-            let outcomes = diag.destroy_many(&sockets).expect("destroy_many");
+            let outcomes = diag
+                .destroy_many(&sockets.iter().collect::<Vec<_>>())
+                .expect("destroy_many");
             let ok = outcomes
                 .iter()
                 .filter(|o| **o == DestroyOutcome::Destroyed)

@@ -498,6 +498,19 @@ pub fn container_from_cgroup(text: &str) -> Option<String> {
     None
 }
 
+/// This process's peak resident set so far, in KiB (`VmHWM`), for debug lines that follow
+/// where memory goes; 0 when it cannot be read.
+pub fn own_peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
