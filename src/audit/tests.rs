@@ -143,6 +143,31 @@ fn records_chain_and_verify() {
 }
 
 #[test]
+fn a_streamed_append_larger_than_its_buffer_is_one_chain_and_made_one_record_at_a_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open");
+    let made = std::cell::Cell::new(0u64);
+    let mut seen = Vec::new();
+    // Each intent is ~0.5 kB: 5,000 of them span several STREAM_BUFFERs.
+    let records = (0..5000).map(|c| {
+        made.set(made.get() + 1);
+        destroy_intent(c)
+    });
+    log.append_streamed(records, |r| {
+        // A record is handed back only after it was made, and never ahead of its turn.
+        assert!(r.seq <= made.get());
+        seen.push(r.seq);
+    })
+    .expect("streamed");
+    assert_eq!(seen, (1..=5000).collect::<Vec<_>>());
+    assert!(fs::metadata(&path).expect("meta").len() > 2 * writer::STREAM_BUFFER as u64);
+    let report = verify(&path);
+    assert!(report.is_intact(), "{report}");
+    assert_eq!(report.records, 5000);
+}
+
+#[test]
 fn a_batch_of_1000_chains_with_single_appends_and_rotates_only_between_batches() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = log_in(dir.path());
