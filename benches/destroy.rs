@@ -82,7 +82,10 @@ struct Destroyed {
 
 fn bench(args: &Args) -> Res<String> {
     let work = tempdir()?;
-    eprintln!("work directory (trails, each run's stderr): {}", work.display());
+    eprintln!(
+        "work directory (trails, each run's stderr): {}",
+        work.display()
+    );
     let trail = work.join("audit").join("audit.jsonl");
     std::fs::create_dir(work.join("audit")).ctx("mkdir audit")?;
     let mut cleans: Vec<Destroyed> = Vec::new();

@@ -89,7 +89,11 @@ pub fn carry_out(
     let mut to_act: Vec<&PlanItem> = Vec::new();
     for item in &plan.items {
         match (&item.decision, ctx.dry_run) {
-            (Decision::Held(HeldReason::Observe), _) => {
+            // A dry run is observe mode by override: its records say dry-run.
+            (Decision::Held(HeldReason::Observe), true) => {
+                plan_only.push((item, ActionResult::DryRun))
+            }
+            (Decision::Held(HeldReason::Observe), false) => {
                 plan_only.push((item, ActionResult::Observed))
             }
             (Decision::Act, true) => plan_only.push((item, ActionResult::DryRun)),

@@ -71,7 +71,12 @@ impl Filter {
             return false;
         }
         if let Some(wanted) = &self.outcome {
-            if result_of(r, results) != Some(wanted.as_str()) {
+            let got = result_of(r, results);
+            let keep = match wanted.as_str() {
+                "no-outcome" => r.kind == RecordKind::Intent && got.is_none(),
+                w => got == Some(w),
+            };
+            if !keep {
                 return false;
             }
         }

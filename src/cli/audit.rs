@@ -114,8 +114,9 @@ pub struct FilterArgs {
     /// Only these actions (repeatable).
     #[arg(long = "action", value_name = "ACTION", value_enum)]
     pub actions: Vec<ActionKind>,
-    /// Only outcomes with this result (destroyed, already-gone, failed, …) and their intents.
-    #[arg(long, value_name = "RESULT")]
+    /// Only outcomes with this result (destroyed, already-gone, failed, …) and their
+    /// intents; no-outcome: intents never answered (a crash, or a failed outcome write).
+    #[arg(long, value_name = "RESULT", value_parser = parse_outcome_arg)]
     pub outcome: Option<String>,
     /// Only records about a process whose command name (comm) matches this glob.
     #[arg(long, value_name = "GLOB", value_parser = parse_glob_arg)]
@@ -170,4 +171,20 @@ impl FilterArgs {
             rule: self.rule.clone(),
         })
     }
+}
+
+/// The name an unanswered intent goes by in `--outcome` and in summaries.
+pub const NO_OUTCOME: &str = "no-outcome";
+
+/// `--outcome`: a result this version writes, or `no-outcome`; anything else would match
+/// nothing, silently.
+fn parse_outcome_arg(text: &str) -> Result<String, String> {
+    let known: Vec<&str> = crate::outcome::ALL.iter().map(|r| r.name()).collect();
+    if known.contains(&text) || text == NO_OUTCOME {
+        return Ok(text.to_string());
+    }
+    Err(format!(
+        "unknown result `{text}`; one of: {}, {NO_OUTCOME}",
+        known.join(", ")
+    ))
 }

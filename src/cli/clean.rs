@@ -35,12 +35,8 @@ pub struct CleanArgs {
     pub policy: Vec<PathBuf>,
 
     /// What to do with the selected sockets (ad-hoc rule).
-    #[arg(
-        long,
-        value_name = "ACTION",
-        value_enum,
-        required_unless_present = "policy"
-    )]
+    /// Either this or --policy is needed (checked by the command, to say which).
+    #[arg(long, value_name = "ACTION", value_enum)]
     pub action: Option<policy::ActionKind>,
 
     /// The signal for --action signal, e.g. SIGHUP, TERM, 15.

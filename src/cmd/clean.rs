@@ -8,7 +8,7 @@ use crate::actions::{self, ActContext, ActionReport};
 use crate::audit::{Actor, ActorKind};
 use crate::cli::{exit, CleanArgs};
 use crate::decide::{self, Decider, Planned};
-use crate::engine::{self, Decision, Plan, RunOptions};
+use crate::engine::{self, Decision, HeldReason, Plan, RunOptions};
 use crate::filter::SocketFilter;
 use crate::model::{Pid, StateSet};
 use crate::output;
@@ -17,7 +17,16 @@ use crate::scan::{self, Observations, Snapshot};
 use crate::sys::System;
 
 /// Run `clean`; `full`: print every row of the plan and the results (`-v`).
+/// What `clean` says when it was not told what to do.
+pub const NO_ACTION: &str = "clean needs to know what to do: --action ACTION (log, destroy, \
+signal, restart, exec) with selectors, or --policy FILE for the rules of a policy; e.g. \
+`sockwarden clean --state close-wait --older-than 10m --action destroy --dry-run`";
+
 pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32> {
+    if args.action.is_none() && args.policy.is_empty() {
+        eprintln!("sockwarden: error: {NO_ACTION}");
+        return Ok(exit::ERROR);
+    }
     let policies = match load_policies(args) {
         Ok(p) => p,
         Err(diagnostics) => {
@@ -75,7 +84,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32
     let Planned { snap, plan } = &planned;
 
     let mut out = io::stdout().lock();
-    print_plan(&mut out, plan, snap, args.json, full)?;
+    print_plan(&mut out, plan, snap, args.json, full, args.dry_run)?;
     let to_act = plan.to_act().count();
     let observed = plan
         .items
@@ -205,6 +214,7 @@ fn print_plan(
     snap: &Snapshot,
     json: bool,
     full: bool,
+    dry_run: bool,
 ) -> io::Result<()> {
     if json {
         for item in &plan.items {
@@ -222,13 +232,26 @@ fn print_plan(
         }
         return Ok(());
     }
-    writeln!(
-        out,
-        "Plan ({} mode): {} item(s), {} to act on",
-        plan.mode.name(),
-        plan.items.len(),
-        plan.to_act().count()
-    )?;
+    if dry_run {
+        let would = plan
+            .items
+            .iter()
+            .filter(|i| i.decision == Decision::Held(HeldReason::Observe))
+            .count();
+        writeln!(
+            out,
+            "Plan (dry run: nothing is touched): {} item(s), {would} would act",
+            plan.items.len()
+        )?;
+    } else {
+        writeln!(
+            out,
+            "Plan ({} mode): {} item(s), {} to act on",
+            plan.mode.name(),
+            plan.items.len(),
+            plan.to_act().count()
+        )?;
+    }
     let summarize = !full && plan.items.len() > FULL_TABLE_LIMIT;
     if summarize {
         // (rule, action, state, owner, decision) -> (items, oldest age)
@@ -243,11 +266,8 @@ fn print_plan(
                 socket
                     .map(|s| s.socket.state.to_string())
                     .unwrap_or_default(),
-                i.owner
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_else(|| "-".into()),
-                i.decision.to_string(),
+                owner_text(i, snap),
+                decision_text(&i.decision, dry_run),
             );
             let age = socket.map_or(0, |s| s.age.secs);
             let entry = groups.entry(key).or_insert((0, 0));
@@ -297,11 +317,7 @@ fn print_plan(
         .iter()
         .take(shown)
         .map(|i| {
-            let owner = i
-                .owner
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_else(|| "-".into());
+            let owner = owner_text(i, snap);
             let socket = i.socket_indices.first().and_then(|x| snap.sockets.get(*x));
             let target = match socket {
                 Some(s) if matches!(i.target, engine::Target::Socket { .. }) => {
@@ -314,7 +330,7 @@ fn print_plan(
                 i.action.to_string(),
                 target,
                 owner,
-                i.decision.to_string(),
+                decision_text(&i.decision, dry_run),
                 i.why.clone(),
             ]
         })
@@ -325,6 +341,32 @@ fn print_plan(
         &rows,
         None,
     )
+}
+
+/// The owner an item is about, as every table writes a process: its unit, else
+/// `comm(pid)` (the command name as read from the process, so escaped when printed).
+fn owner_text(item: &engine::PlanItem, snap: &Snapshot) -> String {
+    match &item.owner {
+        None => "-".into(),
+        Some(engine::OwnerKey::Unit(unit)) => unit.clone(),
+        Some(engine::OwnerKey::Process(id)) => item
+            .socket_indices
+            .iter()
+            .filter_map(|&x| snap.sockets.get(x))
+            .flat_map(|s| &s.owners)
+            .find(|o| o.process.id == *id)
+            .map(|o| format!("{}({})", o.process.comm, id.pid))
+            .unwrap_or_else(|| format!("pid {}", id.pid)),
+    }
+}
+
+/// A decision as the plan table says it: in a dry run, what passed every guard "would act"
+/// (the engine holds it back as observe mode, which is not what the operator asked).
+fn decision_text(decision: &Decision, dry_run: bool) -> String {
+    match decision {
+        Decision::Held(HeldReason::Observe) if dry_run => "dry run: would act".to_string(),
+        other => other.to_string(),
+    }
 }
 
 fn print_reports(

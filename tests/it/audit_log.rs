@@ -420,6 +420,15 @@ fn cli_show_and_summary_filter_the_trail() {
         .collect();
     assert_eq!(kinds, ["intent", "outcome"]);
 
+    // A result that does not exist would silently match nothing: it is refused, naming
+    // the ones that do.
+    let (code, out, err) = sockwarden(&["audit", "show", "--audit-log", p, "--outcome", "bogus"]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(
+        err.contains("unknown result `bogus`") && err.contains("already-gone"),
+        "{err}"
+    );
+
     let (code, out, _) = sockwarden(&[
         "audit",
         "show",

@@ -90,6 +90,16 @@ fn clean_destroys_exactly_the_matching_close_wait_sockets_and_records_it() {
 }
 
 #[test]
+fn clean_without_an_action_or_a_policy_says_which_to_give() {
+    let (code, out, err) = run(&["clean", "--state", "close-wait", "--dry-run"]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(
+        err.contains("--action ACTION") && err.contains("--policy FILE"),
+        "{err}"
+    );
+}
+
+#[test]
 fn dry_run_records_the_plan_and_touches_nothing() {
     if !root_or_skip("clean dry-run") {
         return;
@@ -121,6 +131,10 @@ fn dry_run_records_the_plan_and_touches_nothing() {
         records.iter().all(|r| r["kind"] == "dry-run"),
         "{records:?}"
     );
+    // The operator asked for a dry run; the plan says so, not "observe mode".
+    assert!(out.contains("dry run: would act"), "{out}");
+    assert!(!out.contains("observe mode"), "{out}");
+    assert!(out.contains("2 dry-run"), "the results line:\n{out}");
 }
 
 #[test]
