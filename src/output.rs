@@ -264,10 +264,11 @@ pub fn summarize(snap: &Snapshot) -> Vec<SummaryRow> {
             namespaces: ns.len(),
         })
         .collect();
+    // Oldest first, like the socket list: the longest-stuck owner is the first to look at.
     rows.sort_by(|a, b| {
-        b.sockets
-            .cmp(&a.sockets)
-            .then(b.oldest_age_secs.cmp(&a.oldest_age_secs))
+        b.oldest_age_secs
+            .cmp(&a.oldest_age_secs)
+            .then(b.sockets.cmp(&a.sockets))
     });
     rows
 }

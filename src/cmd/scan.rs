@@ -4,7 +4,7 @@ use std::io::{self, IsTerminal, Write};
 use std::time::SystemTime;
 
 use crate::cli::{exit, ScanArgs};
-use crate::model::AgeSource;
+use crate::model::{AgeSource, TcpState};
 use crate::output;
 use crate::scan::{self, Observations};
 use crate::sys::System;
@@ -58,6 +58,15 @@ pub fn run(args: &ScanArgs, sys: &dyn System) -> anyhow::Result<i32> {
                 snap.sockets.len()
             );
         }
+        if !snap.sockets.is_empty() {
+            let mut states: Vec<TcpState> = Vec::new();
+            for s in &snap.sockets {
+                if !states.contains(&s.socket.state) {
+                    states.push(s.socket.state);
+                }
+            }
+            eprintln!("{}", next_steps(&states));
+        }
     } else if !snap.unseen.is_empty() {
         eprintln!(
             "warning: NOT seen: {}",
@@ -71,6 +80,20 @@ pub fn run(args: &ScanArgs, sys: &dyn System) -> anyhow::Result<i32> {
     } else {
         exit::OK
     })
+}
+
+/// What to do next when something is stuck (`states`: those seen, oldest first): see what
+/// the policies would do, then plan a cleanup without touching anything.
+pub fn next_steps(states: &[TcpState]) -> String {
+    let selectors: Vec<String> = states
+        .iter()
+        .map(|s| format!("--state {}", s.name()))
+        .collect();
+    format!(
+        "next: `sockwarden policy explain` shows what the policies would do to each; \
+         `sockwarden clean {} --action destroy --dry-run` plans a cleanup and touches nothing",
+        selectors.join(" ")
+    )
 }
 
 fn terminal_width() -> Option<usize> {

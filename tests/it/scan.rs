@@ -279,10 +279,19 @@ fn exit_codes_tell_found_from_nothing() {
         "nothing stuck: exit 0, empty stdout"
     );
     let _leaky = leak_close_wait(&ns, "127.0.0.1:0", 1);
-    let (code, out, _) = run(&["scan", "--netns", netns]);
+    let (code, out, err) = run(&["scan", "--netns", netns]);
     assert_eq!(code, 1, "stuck sockets found: exit 1");
     assert!(out.starts_with("NETNS"), "a table with a header: {out}");
     assert!(out.contains("close-wait"), "{out}");
+    // Something is stuck: the next step is named, on stderr (stdout stays the table).
+    assert!(
+        err.contains("sockwarden policy explain")
+            && err.contains("--state close-wait")
+            && err.contains("--action destroy --dry-run"),
+        "{err}"
+    );
+    let (_, json, err) = run(&["scan", "--netns", netns, "--json"]);
+    assert!(!err.contains("next:") && !json.contains("next:"), "{err}");
 }
 
 #[test]
