@@ -75,19 +75,32 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
         let rows: Vec<Vec<String>> = explanations
             .iter()
             .map(|e| {
+                // The rule that decides: the one that fires, else the first that matches.
+                let rule = e.rules.iter().find(|r| r.fires).or(e.rules.first());
                 vec![
+                    e.netns.clone(),
                     e.state.name().to_string(),
                     e.local.to_string(),
                     e.remote.to_string(),
-                    output::age_cell(&e.age),
                     e.owners.join(", "),
+                    rule.map_or("-".into(), |r| r.rule.clone()),
+                    rule.map_or_else(|| output::age_cell(&e.age), |r| r.threshold.clone()),
                     e.summary.clone(),
                 ]
             })
             .collect();
         output::table(
             &mut out,
-            &["STATE", "LOCAL", "REMOTE", "AGE", "OWNERS", "VERDICT"],
+            &[
+                "NETNS",
+                "STATE",
+                "LOCAL",
+                "REMOTE",
+                "OWNERS",
+                "RULE",
+                "AGE (EVIDENCE) VS THRESHOLD",
+                "VERDICT",
+            ],
             &rows,
             None,
         )?;

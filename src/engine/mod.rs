@@ -215,6 +215,8 @@ impl fmt::Display for HeldReason {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SocketExplanation {
     pub index: usize,
+    /// The namespace's name (as `scan` names it).
+    pub netns: String,
     pub cookie: Cookie,
     pub state: TcpState,
     pub local: std::net::SocketAddr,
@@ -461,6 +463,11 @@ impl Evaluation {
                 };
                 SocketExplanation {
                     index: i,
+                    netns: input
+                        .netns_names
+                        .get(&s.socket.netns)
+                        .cloned()
+                        .unwrap_or_else(|| s.socket.netns.to_string()),
                     cookie: s.socket.cookie,
                     state: s.socket.state,
                     local: s.socket.local,

@@ -318,3 +318,57 @@ fn bad_duration_is_refused_with_examples() {
     assert_eq!(code, 2);
     assert!(err.contains("\"10m\""), "{err}");
 }
+
+#[test]
+fn policy_explain_names_the_namespace_the_rule_and_the_evidence_against_the_threshold() {
+    if !root_or_skip("policy explain") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = dir.path().join("p.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nname = \"slow-leak\"\nstates = [\"close-wait\"]\nolder_than = \"1h\"\naction = \"log\"\n",
+    )
+    .expect("write policy");
+    let ns = TestNetns::new();
+    let server = leak_close_wait(&ns, "127.0.0.1:0", 1);
+    let netns = ns.path();
+    let netns = netns.to_str().expect("path");
+    let name = with_port(&scan_json(&["--netns", netns]), server.addr().port())[0]["netns"]
+        .as_str()
+        .expect("netns name")
+        .to_string();
+    let args = [
+        "policy",
+        "explain",
+        "--policy",
+        policy.to_str().expect("path"),
+        "--netns",
+        netns,
+        "--audit-log",
+        "/nonexistent/audit.jsonl",
+    ];
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains("close-wait") && l.contains(&server.addr().to_string()))
+        .unwrap_or_else(|| panic!("no row for the leaked socket:\n{out}"));
+    assert!(out.starts_with("NETNS"), "{out}");
+    assert!(row.starts_with(&name), "the namespace first: {row}");
+    assert!(row.contains("slow-leak"), "the rule: {row}");
+    assert!(
+        row.contains("(tcp-info) < 1h"),
+        "evidence vs threshold: {row}"
+    );
+    let (_, json, _) = run(&[&args[..], &["--json"]].concat());
+    let lines: Vec<Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert!(
+        !lines.is_empty() && lines.iter().all(|l| l["netns"] == name.as_str()),
+        "{json}"
+    );
+}
