@@ -51,7 +51,12 @@ pub struct ActContext<'a> {
 pub struct ActionReport {
     pub rule: std::sync::Arc<str>,
     pub action: String,
+    /// The target in words, for tables and logs.
+    #[serde(skip)]
     pub target: String,
+    /// The same object as the plan's item (`clean --json` joins on it).
+    #[serde(rename = "target")]
+    pub target_ref: crate::record::TargetRef,
     pub result: ActionResult,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<i32>,
@@ -295,7 +300,7 @@ fn record_plan_only(
     Ok(items
         .iter()
         .zip(written)
-        .map(|((item, result), w)| report(item, result, None, None, Some(w.seq)))
+        .map(|((item, result), w)| report(item, snap, result, None, None, Some(w.seq)))
         .collect())
 }
 
@@ -314,7 +319,7 @@ fn record_not_acted(
         .iter()
         .zip(&written)
         .map(|((item, (result, errno, message)), w)| {
-            report(item, result, *errno, message.clone(), Some(w.seq))
+            report(item, snap, result, *errno, message.clone(), Some(w.seq))
         })
         .collect())
 }
@@ -538,7 +543,14 @@ fn act_one(
     };
     ctx.audit
         .append(NewRecord::outcome_of(&intent, ctx.actor.clone(), outcome))?;
-    Ok(report(now, &result, errno, message, Some(intent.seq)))
+    Ok(report(
+        now,
+        fresh,
+        &result,
+        errno,
+        message,
+        Some(intent.seq),
+    ))
 }
 
 /// The sockfs inodes of the sockets an item is about.
@@ -728,7 +740,7 @@ fn destroy_all(
             "outcomes written"
         );
         for ((item, w), (result, errno, message)) in targets.iter().zip(&written).zip(results) {
-            reports.push(report(item, &result, errno, message, Some(w.seq)));
+            reports.push(report(item, fresh, &result, errno, message, Some(w.seq)));
         }
     }
     Ok(reports)
@@ -870,6 +882,7 @@ fn mode_of(ctx: &ActContext<'_>) -> policy::Mode {
 
 fn report(
     item: &PlanItem,
+    snap: &Snapshot,
     result: &ActionResult,
     errno: Option<i32>,
     message: Option<String>,
@@ -879,6 +892,7 @@ fn report(
         rule: item.rule.clone(),
         action: item.action.to_string(),
         target: item.target.to_string(),
+        target_ref: item.target.reference(&snap.sockets),
         result: result.clone(),
         errno,
         message,

@@ -74,14 +74,40 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     text
 }
 
-/// Write one JSON object per line.
+/// The version of the JSON contract (`docs/json.md`, `docs/schema.json`): every line any
+/// command prints carries it as `schema`, with its `type`. Fields are added within a
+/// version; a rename or removal makes the next one.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
+
+/// One line of the contract: `type`, `schema`, then the body's own fields.
+#[derive(Serialize)]
+struct Line<'a, T: Serialize> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    schema: u32,
+    #[serde(flatten)]
+    body: T,
+}
+
+/// Write one JSON line of type `kind`.
+pub fn json_line<T: Serialize>(out: &mut dyn Write, kind: &str, body: T) -> io::Result<()> {
+    let line = Line {
+        kind,
+        schema: JSON_SCHEMA_VERSION,
+        body,
+    };
+    serde_json::to_writer(&mut *out, &line)?;
+    out.write_all(b"\n")
+}
+
+/// Write one JSON line of type `kind` per item.
 pub fn json_lines<T: Serialize>(
     out: &mut dyn Write,
+    kind: &str,
     items: impl IntoIterator<Item = T>,
 ) -> io::Result<()> {
     for item in items {
-        serde_json::to_writer(&mut *out, &item)?;
-        out.write_all(b"\n")?;
+        json_line(out, kind, item)?;
     }
     Ok(())
 }
@@ -208,8 +234,7 @@ pub fn sockets_json(out: &mut dyn Write, snap: &Snapshot) -> io::Result<()> {
                 SocketRecord::new(s, &unnamed)
             }
         };
-        serde_json::to_writer(&mut buf, &record).map_err(io::Error::other)?;
-        buf.push(b'\n');
+        json_line(&mut buf, "socket", &record)?;
         if buf.len() >= 64 * 1024 {
             out.write_all(&buf)?;
             buf.clear();

@@ -81,3 +81,20 @@ impl SocketRecord {
         }
     }
 }
+
+/// What an action is aimed at, as every JSON line names it: the plan's items, the results
+/// of `clean` and the daemon's reports carry the same object, so a script joins them on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum TargetRef {
+    /// A socket: its namespace and cookie (the cookie the kernel and `scan --json` give).
+    Socket { netns_inode: u64, cookie: u64 },
+    /// A process: pid and start time are its identity; comm as read from it.
+    Process {
+        pid: i32,
+        start_time: u64,
+        comm: String,
+    },
+    /// A systemd unit.
+    Unit { unit: String },
+}

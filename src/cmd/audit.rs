@@ -53,7 +53,7 @@ pub fn run_to(cmd: AuditCommand, out: &mut dyn Write, width: Option<usize>) -> a
                 Mode::Enforce,
             )?;
             if args.json {
-                output::json_lines(out, [&report])?;
+                output::json_line(out, "prune", &report)?;
             } else if report.removed.is_empty() {
                 writeln!(
                     out,
@@ -81,7 +81,7 @@ pub fn run_to(cmd: AuditCommand, out: &mut dyn Write, width: Option<usize>) -> a
             let kept = filter.apply(&trail.records);
             if args.json {
                 // Re-serialized: the same fields in the same order as stored, `hash` included.
-                output::json_lines(out, kept.iter())?;
+                output::json_lines(out, "audit-record", kept.iter())?;
             } else {
                 show_table(out, &trail, &kept, width)?;
             }
@@ -96,7 +96,7 @@ pub fn run_to(cmd: AuditCommand, out: &mut dyn Write, width: Option<usize>) -> a
             let kept = filter.apply(&trail.records);
             let summary = summarize(&kept, &trail.records);
             if args.json {
-                output::json_lines(out, [&summary])?;
+                output::json_line(out, "audit-summary", &summary)?;
             } else {
                 summary_text(out, &args.log.path, &summary, width)?;
             }
@@ -122,7 +122,7 @@ fn read(path: &Path) -> anyhow::Result<Trail> {
 
 fn print_verify(out: &mut dyn Write, report: &VerifyReport, json: bool) -> anyhow::Result<()> {
     if json {
-        output::json_lines(out, [report])?;
+        output::json_line(out, "verify", report)?;
     } else if report.exit_code() == 2 {
         eprintln!("sockwarden: error: {report}");
     } else {

@@ -92,6 +92,10 @@ pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32
         .filter(|i| i.decision == Decision::Held(engine::HeldReason::Observe))
         .count();
     if to_act == 0 && observed == 0 {
+        // A script reading --json always gets the summary line last.
+        if args.json {
+            output::json_line(&mut out, "summary", Summary::of(&[]))?;
+        }
         if plan.items.is_empty() {
             eprintln!(
                 "nothing to do: {} socket(s) matched, no action planned",
@@ -218,17 +222,7 @@ fn print_plan(
 ) -> io::Result<()> {
     if json {
         for item in &plan.items {
-            let mut value = serde_json::to_value(item).map_err(io::Error::other)?;
-            value["type"] = "plan".into();
-            // The cookies of the sockets behind the item (the engine keeps only indices).
-            value["sockets"] = item
-                .socket_indices
-                .iter()
-                .filter_map(|&i| snap.sockets.get(i).map(|s| s.socket.cookie.0))
-                .collect::<Vec<u64>>()
-                .into();
-            serde_json::to_writer(&mut *out, &value)?;
-            out.write_all(b"\n")?;
+            output::json_line(out, "plan", PlanLine::of(item, snap, dry_run))?;
         }
         return Ok(());
     }
@@ -376,13 +370,8 @@ fn print_reports(
     full: bool,
 ) -> io::Result<()> {
     if json {
-        for r in reports {
-            let mut value = serde_json::to_value(r).map_err(io::Error::other)?;
-            value["type"] = "result".into();
-            serde_json::to_writer(&mut *out, &value)?;
-            out.write_all(b"\n")?;
-        }
-        return Ok(());
+        output::json_lines(out, "result", reports)?;
+        return output::json_line(out, "summary", Summary::of(reports));
     }
     writeln!(out)?;
     // Above the limit: every result that did not succeed, then the first rows.
@@ -428,6 +417,89 @@ fn print_reports(
 }
 
 /// One line: how many of each result, e.g. `23 destroyed, 2 skipped`.
+/// One plan item as `clean --json` prints it: the target as every line names it, and for
+/// a socket target the socket object of `scan --json`.
+#[derive(serde::Serialize)]
+struct PlanLine<'a> {
+    rule: &'a str,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    escalated: bool,
+    action: &'a policy::Action,
+    target: crate::record::TargetRef,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    socket: Option<crate::record::SocketRecord>,
+    /// The cookies of every socket behind the item.
+    sockets: Vec<u64>,
+    #[serde(flatten)]
+    decision: &'a Decision,
+    /// True in a dry run: nothing is touched, whatever the decision.
+    dry_run: bool,
+    why: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    argv: Option<&'a [String]>,
+}
+
+impl<'a> PlanLine<'a> {
+    fn of(item: &'a engine::PlanItem, snap: &Snapshot, dry_run: bool) -> PlanLine<'a> {
+        let behind: Vec<&crate::model::StuckSocket> = item
+            .socket_indices
+            .iter()
+            .filter_map(|&i| snap.sockets.get(i))
+            .collect();
+        let socket = match item.target {
+            engine::Target::Socket { .. } => behind.first().map(|s| {
+                let netns = snap
+                    .netns(s.socket.netns)
+                    .cloned()
+                    .unwrap_or(crate::model::Netns {
+                        id: s.socket.netns,
+                        name: snap.netns_name(s.socket.netns),
+                        path: Default::default(),
+                    });
+                crate::record::SocketRecord::new(s, &netns)
+            }),
+            _ => None,
+        };
+        PlanLine {
+            rule: &item.rule,
+            escalated: item.escalated,
+            action: &item.action,
+            target: item.target.reference(&snap.sockets),
+            socket,
+            sockets: behind.iter().map(|s| s.socket.cookie.0).collect(),
+            decision: &item.decision,
+            dry_run,
+            why: &item.why,
+            argv: item.argv.as_deref(),
+        }
+    }
+}
+
+/// The last line of `clean --json`: how many of each result, and whether all succeeded.
+#[derive(serde::Serialize)]
+struct Summary {
+    total: usize,
+    succeeded: usize,
+    not_succeeded: usize,
+    results: std::collections::BTreeMap<String, usize>,
+}
+
+impl Summary {
+    fn of(reports: &[ActionReport]) -> Summary {
+        let mut results = std::collections::BTreeMap::new();
+        for r in reports {
+            *results.entry(r.result.to_string()).or_default() += 1;
+        }
+        let succeeded = reports.iter().filter(|r| r.succeeded()).count();
+        Summary {
+            total: reports.len(),
+            succeeded,
+            not_succeeded: reports.len() - succeeded,
+            results,
+        }
+    }
+}
+
 fn results_line(reports: &[ActionReport]) -> String {
     let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
     for r in reports {

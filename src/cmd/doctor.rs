@@ -52,7 +52,7 @@ pub fn run(args: &DoctorArgs, sys: &dyn System) -> anyhow::Result<i32> {
     let checks = gather(sys);
     let mut out = io::stdout().lock();
     if args.json {
-        output::json_lines(&mut out, &checks)?;
+        output::json_lines(&mut out, "check", &checks)?;
     } else {
         let rows: Vec<Vec<String>> = checks
             .iter()

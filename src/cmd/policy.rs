@@ -70,7 +70,32 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
     let explanations = decider.explain(&snap, &history, now);
     let mut out = io::stdout().lock();
     if args.json {
-        output::json_lines(&mut out, &explanations)?;
+        // The contract's socket object, then what the rules make of it.
+        #[derive(serde::Serialize)]
+        struct ExplainLine<'a> {
+            socket: crate::record::SocketRecord,
+            rules: &'a [crate::engine::RuleExplanation],
+            summary: &'a str,
+        }
+        for e in &explanations {
+            let Some(stuck) = snap.sockets.get(e.index) else {
+                continue;
+            };
+            let netns =
+                snap.netns(stuck.socket.netns)
+                    .cloned()
+                    .unwrap_or_else(|| crate::model::Netns {
+                        id: stuck.socket.netns,
+                        name: e.netns.clone(),
+                        path: Default::default(),
+                    });
+            let line = ExplainLine {
+                socket: crate::record::SocketRecord::new(stuck, &netns),
+                rules: &e.rules,
+                summary: &e.summary,
+            };
+            output::json_line(&mut out, "explanation", &line)?;
+        }
     } else {
         let rows: Vec<Vec<String>> = explanations
             .iter()

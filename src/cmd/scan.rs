@@ -18,7 +18,7 @@ pub fn run(args: &ScanArgs, sys: &dyn System) -> anyhow::Result<i32> {
     let mut out = io::BufWriter::with_capacity(256 * 1024, stdout.lock());
     match (args.summary, args.json) {
         (false, true) => output::sockets_json(&mut out, &snap)?,
-        (true, true) => output::json_lines(&mut out, output::summarize(&snap))?,
+        (true, true) => output::json_lines(&mut out, "socket-group", output::summarize(&snap))?,
         (false, false) if snap.sockets.is_empty() => {}
         (false, false) => output::sockets_table(&mut out, &snap, width)?,
         (true, false) => output::summary_table(&mut out, &output::summarize(&snap), width)?,

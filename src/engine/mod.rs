@@ -122,6 +122,25 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The target as JSON names it; `snap_sockets` are the sockets `index` points into.
+    pub fn reference(&self, sockets: &[StuckSocket]) -> crate::record::TargetRef {
+        use crate::record::TargetRef;
+        match self {
+            Target::Socket { cookie, index } => TargetRef::Socket {
+                netns_inode: sockets.get(*index).map_or(0, |s| s.socket.netns.inode),
+                cookie: cookie.0,
+            },
+            Target::Process { process, comm } => TargetRef::Process {
+                pid: process.pid.0,
+                start_time: process.start_time,
+                comm: comm.clone(),
+            },
+            Target::Unit { unit } => TargetRef::Unit { unit: unit.clone() },
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -110,6 +110,10 @@ fn report(rule: &str, action: &str, result: &str) -> ActionReport {
         rule: rule.into(),
         action: action.into(),
         target: "socket 0x1".into(),
+        target_ref: crate::record::TargetRef::Socket {
+            netns_inode: 1,
+            cookie: 1,
+        },
         result: result.into(),
         errno: None,
         message: None,

@@ -460,6 +460,10 @@ fn destroyed(target: &str) -> ActionReport {
         rule: "cw".into(),
         action: "destroy".into(),
         target: target.into(),
+        target_ref: sockwarden::record::TargetRef::Socket {
+            netns_inode: 1,
+            cookie: 1,
+        },
         result: "destroyed".into(),
         errno: None,
         message: None,
