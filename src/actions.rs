@@ -50,7 +50,12 @@ pub struct ActContext<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActionReport {
     pub rule: std::sync::Arc<str>,
+    /// The action in words, for tables and logs.
+    #[serde(skip)]
     pub action: String,
+    /// The same object as the audit record's `action` (kind, signal, unit, command).
+    #[serde(rename = "action")]
+    pub action_ref: audit::Action,
     /// The target in words, for tables and logs.
     #[serde(skip)]
     pub target: String,
@@ -893,6 +898,7 @@ fn report(
         action: item.action.to_string(),
         target: item.target.to_string(),
         target_ref: item.target.reference(&snap.sockets),
+        action_ref: audit_action(item),
         result: result.clone(),
         errno,
         message,

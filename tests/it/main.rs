@@ -9,6 +9,7 @@ mod clean;
 mod daemon;
 mod hostile;
 mod isolated_systemd;
+mod json_contract;
 mod metrics_endpoint;
 mod package;
 mod policy_files;

@@ -460,6 +460,7 @@ fn destroyed(target: &str) -> ActionReport {
         rule: "cw".into(),
         action: "destroy".into(),
         target: target.into(),
+        action_ref: sockwarden::audit::Action::new(sockwarden::policy::ActionKind::Destroy),
         target_ref: sockwarden::record::TargetRef::Socket {
             netns_inode: 1,
             cookie: 1,
