@@ -896,7 +896,7 @@ fn report(
     ActionReport {
         rule: item.rule.clone(),
         action: item.action.to_string(),
-        target: item.target.to_string(),
+        target: item.target.text(&snap.sockets),
         target_ref: item.target.reference(&snap.sockets),
         action_ref: audit_action(item),
         result: result.clone(),
@@ -1076,11 +1076,16 @@ mod tests {
         let (path, mut log) = log_in(&dir);
         let decider = decider(&sys, &policies, &obs);
         let reports = carry_out(&planned, &decider, &mut context(&sys, &mut log)).expect("act");
-        let by_target: HashMap<String, &ActionReport> =
-            reports.iter().map(|r| (r.target.clone(), r)).collect();
-        assert_eq!(by_target["socket 0x1"].result, "destroyed");
-        assert_eq!(by_target["socket 0x2"].result, "already-gone");
-        let protected = by_target["socket 0x3"];
+        let by_target: HashMap<u64, &ActionReport> = reports
+            .iter()
+            .filter_map(|r| match r.target_ref {
+                crate::record::TargetRef::Socket { cookie, .. } => Some((cookie, r)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(by_target[&1].result, "destroyed");
+        assert_eq!(by_target[&2].result, "already-gone");
+        let protected = by_target[&3];
         assert_eq!(protected.result, "skipped");
         let message = protected.message.as_deref().unwrap_or("");
         assert!(message.contains("protect_ssh"), "{message}");

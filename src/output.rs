@@ -118,7 +118,8 @@ pub fn age_cell(age: &Age) -> String {
     format!("{prefix}{}", duration::format(age.secs))
 }
 
-/// Owners as a table cell: `api[1234]/fd7 api.service`, `+N more`, or why there are none.
+/// Owners as a table cell: `api(1234) fd 7 api.service`, `+N more`, or why there are none.
+/// Every table writes a process as `comm(pid)`.
 pub fn owners_cell(s: &StuckSocket, unreadable_processes: usize) -> String {
     let Some(first) = s.owners.first() else {
         return if s.socket.inode.0 == 0 {
@@ -130,7 +131,7 @@ pub fn owners_cell(s: &StuckSocket, unreadable_processes: usize) -> String {
         };
     };
     let p = &first.process;
-    let mut cell = format!("{}[{}]/fd{}", p.comm, p.id.pid, first.fd);
+    let mut cell = format!("{}({}) fd {}", p.comm, p.id.pid, first.fd);
     if let Some(unit) = p.unit.as_deref().or(p.container.as_deref()) {
         cell.push(' ');
         cell.push_str(unit);

@@ -195,7 +195,7 @@ fn owner_cell(r: &AuditRecord) -> String {
         let Some(first) = t.owners.first() else {
             return "(no owner)".into();
         };
-        let mut cell = format!("{}[{}]", first.comm, first.pid);
+        let mut cell = format!("{}({})", first.comm, first.pid);
         if let Some(u) = first.unit.as_deref().or(first.container.as_deref()) {
             cell.push(' ');
             cell.push_str(u);
@@ -207,7 +207,7 @@ fn owner_cell(r: &AuditRecord) -> String {
     }
     if let Some(p) = &r.process {
         return format!(
-            "{}[{}]{}",
+            "{}({}){}",
             p.comm,
             p.pid,
             p.unit

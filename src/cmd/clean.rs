@@ -312,13 +312,7 @@ fn print_plan(
         .take(shown)
         .map(|i| {
             let owner = owner_text(i, snap);
-            let socket = i.socket_indices.first().and_then(|x| snap.sockets.get(*x));
-            let target = match socket {
-                Some(s) if matches!(i.target, engine::Target::Socket { .. }) => {
-                    format!("{} {}→{}", s.socket.state, s.socket.local, s.socket.remote)
-                }
-                _ => i.target.to_string(),
-            };
+            let target = i.target.text(&snap.sockets);
             vec![
                 i.rule.to_string(),
                 i.action.to_string(),

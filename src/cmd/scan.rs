@@ -59,12 +59,10 @@ pub fn run(args: &ScanArgs, sys: &dyn System) -> anyhow::Result<i32> {
             );
         }
         if !snap.sockets.is_empty() {
-            let mut states: Vec<TcpState> = Vec::new();
-            for s in &snap.sockets {
-                if !states.contains(&s.socket.state) {
-                    states.push(s.socket.state);
-                }
-            }
+            // In the kernel's order of states, whatever order the sockets came in.
+            let mut states: Vec<TcpState> = snap.sockets.iter().map(|s| s.socket.state).collect();
+            states.sort();
+            states.dedup();
             eprintln!("{}", next_steps(&states));
         }
     } else if !snap.unseen.is_empty() {
@@ -82,7 +80,7 @@ pub fn run(args: &ScanArgs, sys: &dyn System) -> anyhow::Result<i32> {
     })
 }
 
-/// What to do next when something is stuck (`states`: those seen, oldest first): see what
+/// What to do next when something is stuck (`states`: those seen): see what
 /// the policies would do, then plan a cleanup without touching anything.
 pub fn next_steps(states: &[TcpState]) -> String {
     let selectors: Vec<String> = states

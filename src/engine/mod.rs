@@ -141,6 +141,20 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The target in words, as every table writes it: a socket as its state and tuple
+    /// (`close-wait 10.0.0.1:80→10.0.0.2:5000`), a process as `comm(pid)`, a unit by name.
+    pub fn text(&self, sockets: &[StuckSocket]) -> String {
+        match self {
+            Target::Socket { index, .. } => match sockets.get(*index) {
+                Some(s) => format!("{} {}→{}", s.socket.state, s.socket.local, s.socket.remote),
+                None => self.to_string(),
+            },
+            _ => self.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -14,6 +14,7 @@ mod metrics_endpoint;
 mod package;
 mod policy_files;
 mod races;
+mod readme;
 mod restart;
 mod scan;
 mod support;

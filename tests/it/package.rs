@@ -286,6 +286,19 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
         top.contains("/var/lib/sockwarden/audit.jsonl"),
         "FILES section missing"
     );
+    for section in [
+        ".SH EXIT STATUS",
+        ".SH ENVIRONMENT",
+        ".SH EXAMPLES",
+        ".SH FILES",
+    ] {
+        assert!(top.contains(section), "sockwarden.1 has no {section}");
+    }
+    let policy = gunzip(&at("/usr/share/man/man5/sockwarden-policy.5.gz"));
+    assert!(
+        policy.contains(".TH SOCKWARDEN\\-POLICY 5") && policy.contains("never_touch_units"),
+        "sockwarden-policy.5:\n{policy}"
+    );
     let mut pages = Vec::new();
     man_page_names(&Cli::command(), "sockwarden", &mut pages);
     assert!(pages.iter().any(|p| p == "sockwarden-scan"), "{pages:?}");

@@ -368,7 +368,10 @@ fn policy_explain_names_the_namespace_the_rule_and_the_evidence_against_the_thre
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
     assert!(
-        !lines.is_empty() && lines.iter().all(|l| l["netns"] == name.as_str()),
+        !lines.is_empty()
+            && lines
+                .iter()
+                .all(|l| l["type"] == "explanation" && l["socket"]["netns"] == name.as_str()),
         "{json}"
     );
 }
