@@ -20,7 +20,8 @@ fn main() -> ExitCode {
         Err(err) => {
             eprintln!(
                 "sockwarden: error: {}",
-                sockwarden::output::escape(&format!("{err:#}"))
+                // Each cause once: an io::Error's text is often repeated by its context.
+                sockwarden::output::escape(&sockwarden::output::error_chain(err.as_ref()))
             );
             exit::ERROR
         }

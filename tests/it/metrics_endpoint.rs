@@ -825,3 +825,36 @@ fn textfile_has_the_same_content_and_is_replaced_atomically() {
         .collect();
     assert_eq!(left, ["sockwarden.prom"], "temporary files left behind");
 }
+
+/// An error says each cause once: the errno of a taken port or a missing file is not
+/// repeated by the context around it.
+#[test]
+fn a_taken_metrics_port_and_a_missing_namespace_file_are_each_said_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = concat!(env!("CARGO_MANIFEST_DIR"), "/policies/default.toml");
+    let log = dir.path().join("audit.jsonl");
+    let (code, _, err) = crate::support::run(&[
+        "run",
+        "--config",
+        "/dev/null",
+        "--policy",
+        policy,
+        "--metrics-listen",
+        &addr,
+        "--audit-log",
+        log.to_str().expect("path"),
+        "--state-dir",
+        dir.path().to_str().expect("path"),
+        "--netns",
+        "host",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("bind {addr}")), "{err}");
+    assert_eq!(err.matches("Address already in use").count(), 1, "{err}");
+
+    let (code, _, err) = crate::support::run(&["scan", "--netns", "/nonexistent"]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+}
