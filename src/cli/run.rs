@@ -65,8 +65,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9477 [default: off].
-    #[arg(long, value_name = "ADDR")]
+    /// Serve Prometheus metrics (and /healthz, /readyz) on this address, e.g.
+    /// 127.0.0.1:9477, or :9477 for every interface [default: off].
+    #[arg(long, value_name = "ADDR", value_parser = crate::metrics::parse_listen)]
     pub metrics_listen: Option<SocketAddr>,
 
     /// Write the metrics to this node_exporter textfile after each pass [default: off].

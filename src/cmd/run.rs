@@ -59,10 +59,11 @@ pub fn run(args: &RunArgs, sys: &dyn System) -> anyhow::Result<i32> {
         (None, None) => None,
         (listen, _) => {
             let metrics = Metrics::new();
+            metrics.set_interval(config.interval);
             if let Some(addr) = listen {
                 // The operator asked for the endpoint: not having it is a start-up error.
                 let (bound, _thread) = metrics.serve(*addr)?;
-                info!("metrics on http://{bound}/metrics");
+                info!("metrics on http://{bound}/metrics, health on /healthz and /readyz");
             }
             Some(metrics)
         }

@@ -242,13 +242,13 @@ impl Parser<'_> {
         }
         if let Some(v) = doc.get("metrics_listen") {
             s.metrics_listen = self.string("metrics_listen", v).and_then(|text| {
-                match text.parse::<SocketAddr>() {
+                match crate::metrics::parse_listen(&text) {
                     Ok(a) => Some(a),
                     Err(e) => {
                         self.error(
                             v.span(),
-                            format!("invalid listen address `{text}`: {e}"),
-                            "write an IP address and a port, e.g. \"127.0.0.1:9477\" or \"[::1]:9477\"; leave the key out to turn the listener off",
+                            e,
+                            "write an IP address and a port, e.g. \"127.0.0.1:9477\", \"[::1]:9477\" or \":9477\" (every interface); leave the key out to turn the listener off",
                         );
                         None
                     }

@@ -207,12 +207,32 @@ fn parse_head(head: &[u8]) -> Result<Head, HeadError> {
 
 fn route(head: &Head, metrics: &Metrics) -> Vec<u8> {
     let path = head.target.split('?').next().unwrap_or_default();
-    if path != "/metrics" {
-        return plain(404, "Not Found", "not found; metrics are at /metrics\n");
-    }
+    let (code, reason, content_type, body) = match path {
+        "/metrics" => (200, "OK", CONTENT_TYPE, metrics.render()),
+        "/healthz" | "/readyz" => {
+            let health = if path == "/healthz" {
+                metrics.liveness()
+            } else {
+                metrics.readiness()
+            };
+            let (code, reason) = if health.ok {
+                (200, "OK")
+            } else {
+                (503, "Service Unavailable")
+            };
+            (code, reason, "text/plain; charset=utf-8", health.detail)
+        }
+        _ => {
+            return plain(
+                404,
+                "Not Found",
+                "not found; metrics are at /metrics, health at /healthz and /readyz\n",
+            )
+        }
+    };
     match head.method.as_str() {
-        "GET" => response(200, "OK", CONTENT_TYPE, &metrics.render(), "", true),
-        "HEAD" => response(200, "OK", CONTENT_TYPE, &metrics.render(), "", false),
+        "GET" => response(code, reason, content_type, &body, "", true),
+        "HEAD" => response(code, reason, content_type, &body, "", false),
         _ => response(
             405,
             "Method Not Allowed",

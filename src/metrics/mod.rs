@@ -28,7 +28,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::actions::ActionReport;
 use crate::engine::{Decision, HeldReason, Plan};
@@ -73,7 +73,35 @@ struct State {
     unseen_namespaces: u64,
     /// The audit trail's head seq after the daemon's last write.
     audit_head: Option<u64>,
+    /// When the metrics (the daemon) started, and when its last pass completed: the
+    /// monotonic clock, so that a clock step never makes a stuck loop look alive.
+    started: Instant,
+    last_completed: Option<Instant>,
+    /// The pass interval, for /healthz.
+    interval: Duration,
 }
+
+/// What `/healthz` and `/readyz` answer: (healthy, why).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// A listen address as node_exporter takes it: `127.0.0.1:9477`, `[::1]:9477`, or `:9477`
+/// for every IPv4 interface.
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let full = match text.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => text.to_string(),
+    };
+    full.parse::<SocketAddr>().map_err(|e| {
+        format!("invalid listen address `{text}`: {e} (e.g. 127.0.0.1:9477, [::1]:9477, :9477)")
+    })
+}
+
+/// A loop whose last completed pass is older than this many intervals is not alive.
+pub const STALE_INTERVALS: u32 = 3;
 
 /// A fixed-bucket histogram; `counts[i]` is the number of observations in bucket `i` alone
 /// (not cumulative), the last entry being the `+Inf` overflow.
@@ -149,6 +177,9 @@ impl Metrics {
                 capabilities: BTreeMap::new(),
                 unseen_namespaces: 0,
                 audit_head: None,
+                started: Instant::now(),
+                last_completed: None,
+                interval: Duration::from_secs(30),
             }),
         })
     }
@@ -188,6 +219,7 @@ impl Metrics {
         st.scan.observe(scan_duration.as_secs_f64());
         st.passes += 1;
         st.last_pass = Some(snap.taken_at);
+        st.last_completed = Some(Instant::now());
         st.mode = Some(plan.mode);
         for item in &plan.items {
             if let Decision::Held(reason) = &item.decision {
@@ -226,6 +258,56 @@ impl Metrics {
     /// The audit trail's head seq after the daemon's last write.
     pub fn set_audit_head(&self, seq: u64) {
         self.lock().audit_head = Some(seq);
+    }
+
+    /// The daemon's pass interval (for `/healthz`).
+    pub fn set_interval(&self, interval: Duration) {
+        self.lock().interval = interval;
+    }
+
+    /// `/healthz`: the loop is alive when its last completed pass (or, before the first,
+    /// its start) is less than [`STALE_INTERVALS`] intervals old. A pass that hangs (a
+    /// stuck netlink dump, a wedged /proc read) fails it even though the port answers.
+    pub fn liveness(&self) -> Health {
+        let st = self.lock();
+        Self::liveness_at(&st, Instant::now())
+    }
+
+    fn liveness_at(st: &State, now: Instant) -> Health {
+        let limit = st.interval * STALE_INTERVALS;
+        let (since, what) = match st.last_completed {
+            Some(at) => (now.saturating_duration_since(at), "the last completed pass"),
+            None => (
+                now.saturating_duration_since(st.started),
+                "start-up, no pass yet,",
+            ),
+        };
+        let ok = since < limit;
+        Health {
+            ok,
+            detail: format!(
+                "{}: {what} {}s ago ({} {STALE_INTERVALS} intervals of {}s)\n",
+                if ok { "ok" } else { "stuck" },
+                since.as_secs(),
+                if ok { "<" } else { ">=" },
+                st.interval.as_secs()
+            ),
+        }
+    }
+
+    /// `/readyz`: ready once a first pass has completed (its figures are in /metrics).
+    pub fn readiness(&self) -> Health {
+        let st = self.lock();
+        match st.last_completed {
+            Some(_) => Health {
+                ok: true,
+                detail: format!("ready: {} pass(es) completed\n", st.passes),
+            },
+            None => Health {
+                ok: false,
+                detail: "not ready: no pass has completed yet\n".into(),
+            },
+        }
     }
 
     /// The whole exposition in the Prometheus text format 0.0.4.

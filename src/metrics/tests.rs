@@ -606,3 +606,41 @@ fn textfile_is_replaced_whole() {
     );
     assert!(err.to_string().contains("missing"), "{err}");
 }
+
+#[test]
+fn listen_addresses_as_node_exporter_takes_them() {
+    assert_eq!(
+        super::parse_listen(":9477"),
+        Ok("0.0.0.0:9477".parse().expect("addr"))
+    );
+    assert_eq!(
+        super::parse_listen("[::1]:9477"),
+        Ok("[::1]:9477".parse().expect("addr"))
+    );
+    let e = super::parse_listen("localhost:9477").expect_err("a name is not an address");
+    assert!(
+        e.contains("`localhost:9477`") && e.contains(":9477)"),
+        "{e}"
+    );
+    assert!(super::parse_listen(":99999").is_err());
+}
+
+#[test]
+fn liveness_is_the_age_of_the_last_completed_pass_in_intervals() {
+    let metrics = Metrics::new();
+    metrics.set_interval(std::time::Duration::from_secs(10));
+    let st = metrics.lock();
+    let start = st.started;
+    let at = |secs| start + std::time::Duration::from_secs(secs);
+    assert!(Metrics::liveness_at(&st, at(29)).ok, "starting up");
+    let stuck = Metrics::liveness_at(&st, at(30));
+    assert!(
+        !stuck.ok && stuck.detail.contains("no pass yet"),
+        "{stuck:?}"
+    );
+    drop(st);
+    let mut st = metrics.lock();
+    st.last_completed = Some(at(100));
+    assert!(Metrics::liveness_at(&st, at(129)).ok);
+    assert!(!Metrics::liveness_at(&st, at(130)).ok);
+}

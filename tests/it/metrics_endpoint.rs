@@ -858,3 +858,42 @@ fn a_taken_metrics_port_and_a_missing_namespace_file_are_each_said_once() {
     assert_eq!(code, 2, "{err}");
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+#[test]
+fn healthz_fails_when_the_loop_stops_passing_and_readyz_waits_for_the_first_pass() {
+    let metrics = Metrics::new();
+    metrics.set_interval(Duration::from_millis(100));
+    let addr = serve(&metrics);
+    let r = get(addr, "/readyz");
+    assert_eq!(r.status, 503, "no pass yet: {}", r.body);
+    assert_eq!(get(addr, "/healthz").status, 200, "starting up is alive");
+
+    let sys = fake();
+    let (snap, plan) = pass(&sys);
+    metrics.observe_pass(&snap, &plan, &[], Duration::from_millis(1));
+    let r = get(addr, "/readyz");
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "ready: 1 pass(es) completed\n")
+    );
+    let r = get(addr, "/healthz");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.starts_with("ok: the last completed pass"),
+        "{}",
+        r.body
+    );
+
+    // No pass for more than three intervals: the port still answers, the loop is stuck.
+    std::thread::sleep(Duration::from_millis(350));
+    let r = get(addr, "/healthz");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.starts_with("stuck:"), "{}", r.body);
+    assert_eq!(
+        get(addr, "/readyz").status,
+        200,
+        "readiness is not liveness"
+    );
+    let r = request(addr, "HEAD /healthz HTTP/1.1\r\n\r\n");
+    assert_eq!((r.status, r.body.as_str()), (503, ""));
+}

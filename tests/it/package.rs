@@ -687,4 +687,19 @@ fn the_daemonset_ships_the_packaged_config_policy_and_capabilities() {
         "DaemonSet capabilities vs the unit's bounding set"
     );
     assert!(yaml.contains("drop: [ALL]"));
+    // Probes that tell a stuck loop from a live one, and a node agent's priority.
+    for (probe, path) in [
+        ("startupProbe:", "/readyz"),
+        ("readinessProbe:", "/readyz"),
+        ("livenessProbe:", "/healthz"),
+    ] {
+        let block: String = yaml
+            .lines()
+            .skip_while(|l| l.trim() != probe)
+            .take(4)
+            .collect();
+        assert!(block.contains(&format!("path: {path}")), "{probe} {block}");
+    }
+    assert!(yaml.contains("priorityClassName: system-node-critical"));
+    assert!(yaml.contains("--metrics-listen=:9477"));
 }
