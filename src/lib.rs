@@ -25,6 +25,7 @@ pub mod decide;
 pub mod duration;
 pub mod engine;
 pub mod filter;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod outcome;

@@ -375,3 +375,30 @@ fn policy_explain_names_the_namespace_the_rule_and_the_evidence_against_the_thre
         "{json}"
     );
 }
+
+#[test]
+fn log_lines_carry_their_journal_priority_and_a_bad_log_filter_is_refused() {
+    let bin = env!("CARGO_BIN_EXE_sockwarden");
+    let out = std::process::Command::new(bin)
+        .args(["-v", "scan", "--netns", "host"])
+        .env("JOURNAL_STREAM", "8:12345")
+        .env_remove("SOCKWARDEN_LOG")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("<7>") && l.contains("dumped")),
+        "debug lines are priority 7 under the journal:\n{err}"
+    );
+
+    let out = std::process::Command::new(bin)
+        .args(["scan"])
+        .env("SOCKWARDEN_LOG", "debgu")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`debgu` is neither a level"), "{err}");
+    assert!(out.stdout.is_empty());
+}
