@@ -832,7 +832,16 @@ impl<'a> Daemon<'a> {
                 break sig;
             }
             if signals.take_reload() {
-                let _ = self.reload();
+                if let Err(e) = notifier.reloading() {
+                    warn!("sd_notify RELOADING=1: {e}");
+                }
+                let status = match self.reload() {
+                    Ok(()) => "reloaded".to_string(),
+                    Err(e) => format!("reload failed, the last good configuration stays: {e}"),
+                };
+                if let Err(e) = notifier.ready(&status) {
+                    warn!("sd_notify: {e}");
+                }
                 next_pass = Instant::now();
             }
             if Instant::now() >= next_pass {

@@ -96,6 +96,18 @@ impl Notifier {
         self.send("WATCHDOG=1")
     }
 
+    /// Before a reload (SIGHUP): `RELOADING=1` with the monotonic time systemd wants
+    /// (sd_notify(3)); [`ready`](Self::ready) again when it is done.
+    pub fn reloading(&self) -> io::Result<()> {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map_err(io::Error::from)?;
+        let usec = u64::try_from(now.tv_sec()).unwrap_or(0) * 1_000_000
+            + u64::try_from(now.tv_nsec()).unwrap_or(0) / 1_000;
+        self.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={usec}\nSTATUS=reloading"
+        ))
+    }
+
     pub fn stopping(&self, status: &str) -> io::Result<()> {
         self.send(&format!("STOPPING=1\nSTATUS={}", one_line(status)))
     }
@@ -138,6 +150,13 @@ mod tests {
         assert_eq!(received(&listener), "READY=1\nSTATUS=pass 1: 0 stuck");
         n.watchdog().expect("send");
         assert_eq!(received(&listener), "WATCHDOG=1");
+        n.reloading().expect("send");
+        let reloading = received(&listener);
+        assert!(
+            reloading.starts_with("RELOADING=1\nMONOTONIC_USEC=")
+                && reloading.ends_with("\nSTATUS=reloading"),
+            "{reloading}"
+        );
         n.stopping("bye\nnow").expect("send");
         assert_eq!(received(&listener), "STOPPING=1\nSTATUS=bye now");
     }

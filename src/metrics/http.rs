@@ -208,7 +208,7 @@ fn parse_head(head: &[u8]) -> Result<Head, HeadError> {
 fn route(head: &Head, metrics: &Metrics) -> Vec<u8> {
     let path = head.target.split('?').next().unwrap_or_default();
     let (code, reason, content_type, body) = match path {
-        "/metrics" => (200, "OK", CONTENT_TYPE, metrics.render()),
+        "/metrics" => (200, "OK", CONTENT_TYPE, metrics.render_endpoint()),
         "/healthz" | "/readyz" => {
             let health = if path == "/healthz" {
                 metrics.liveness()

@@ -5,8 +5,12 @@
 //! Series (text format 0.0.4; label values escaped; no label per socket or pid):
 //! - `sockwarden_stuck_sockets{state,netns,unit}` gauge, replaced each pass (`unit` is the
 //!   first owner's systemd unit, `""` when none);
-//! - `sockwarden_stuck_socket_age_seconds{state}` histogram of the *current* snapshot
-//!   (recomputed each pass, so it may go down; use it without `rate()`);
+//! - `sockwarden_stuck_oldest_age_seconds{state,netns,unit}` gauge: the oldest of each
+//!   group of the last pass (a snapshot is a gauge, never a histogram);
+//! - `sockwarden_destroyed_socket_age_seconds` histogram of events: the age at which each
+//!   socket the daemon destroyed had been stuck (`rate()` it);
+//! - `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`,
+//!   `process_max_fds`, `process_start_time_seconds` of the agent itself;
 //! - `sockwarden_actions_total{action,rule,outcome}` counter, one per action report;
 //! - `sockwarden_guard_refusals_total{guard,rule}` counter, one per held plan item
 //!   (`guard` = observe, listening, protected, no-owner, no-unit, cooldown,
@@ -33,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::actions::ActionReport;
 use crate::engine::{Decision, HeldReason, Plan};
 use crate::model::TcpState;
+use crate::outcome::ActionResult;
 use crate::policy::{ActionKind, Mode};
 use crate::scan::Snapshot;
 
@@ -61,8 +66,10 @@ struct State {
     mode: Option<Mode>,
     /// (state, netns name, unit) -> sockets; replaced every pass.
     stuck: BTreeMap<(TcpState, String, String), u64>,
-    /// Ages of the current snapshot by state; replaced every pass.
-    ages: BTreeMap<TcpState, Histogram>,
+    /// (state, netns name, unit) -> the oldest age in seconds; replaced every pass.
+    oldest: BTreeMap<(TcpState, String, String), u64>,
+    /// Events: the age of each socket the daemon destroyed.
+    destroyed_ages: Histogram,
     scan: Histogram,
     /// (action, rule, outcome) -> count.
     actions: BTreeMap<(String, String, String), u64>,
@@ -79,6 +86,49 @@ struct State {
     last_completed: Option<Instant>,
     /// The pass interval, for /healthz.
     interval: Duration,
+}
+
+/// The standard `process_*` series of the agent itself (what every exporter has).
+fn process_metrics(out: &mut String) {
+    let Some(p) = crate::sys::procfs::own_process_stats() else {
+        return;
+    };
+    let series: [(&str, &str, Kind, Value); 5] = [
+        (
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            Kind::Counter,
+            Value::Float(p.cpu_secs),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            Kind::Gauge,
+            Value::Int(p.rss_bytes),
+        ),
+        (
+            "process_open_fds",
+            "Number of open file descriptors.",
+            Kind::Gauge,
+            Value::Int(p.open_fds),
+        ),
+        (
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            Kind::Gauge,
+            Value::Int(p.max_fds),
+        ),
+        (
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            Kind::Gauge,
+            Value::Float(p.start_time_secs),
+        ),
+    ];
+    for (name, help, kind, value) in series {
+        text::header(out, name, help, kind);
+        text::sample(out, name, &[], value);
+    }
 }
 
 /// What `/healthz` and `/readyz` answer: (healthy, why).
@@ -170,7 +220,8 @@ impl Metrics {
                 last_pass: None,
                 mode: None,
                 stuck: BTreeMap::new(),
-                ages: BTreeMap::new(),
+                oldest: BTreeMap::new(),
+                destroyed_ages: Histogram::new(&AGE_BUCKETS),
                 scan: Histogram::new(&SCAN_BUCKETS),
                 actions: BTreeMap::new(),
                 refusals: BTreeMap::new(),
@@ -194,7 +245,8 @@ impl Metrics {
         scan_duration: Duration,
     ) {
         let mut stuck = BTreeMap::new();
-        let mut ages: BTreeMap<TcpState, Histogram> = BTreeMap::new();
+        let mut oldest: BTreeMap<(TcpState, String, String), u64> = BTreeMap::new();
+        let mut age_of: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
         for s in &snap.sockets {
             let unit = s
                 .owners
@@ -206,16 +258,25 @@ impl Metrics {
                 snap.netns_name(s.socket.netns),
                 unit.to_string(),
             );
+            let age = oldest.entry(key.clone()).or_insert(0);
+            *age = (*age).max(s.age.secs);
             *stuck.entry(key).or_insert(0) += 1;
-            ages.entry(s.socket.state)
-                .or_insert_with(|| Histogram::new(&AGE_BUCKETS))
-                // u64 seconds to f64 is exact below 2^53 s.
-                .observe(s.age.secs as f64);
+            age_of.insert(s.socket.cookie.0, s.age.secs);
         }
 
         let mut st = self.lock();
         st.stuck = stuck;
-        st.ages = ages;
+        st.oldest = oldest;
+        for r in reports {
+            if let (ActionResult::Destroyed, crate::record::TargetRef::Socket { cookie, .. }) =
+                (&r.result, &r.target_ref)
+            {
+                if let Some(age) = age_of.get(cookie) {
+                    // u64 seconds to f64 is exact below 2^53 s.
+                    st.destroyed_ages.observe(*age as f64);
+                }
+            }
+        }
         st.scan.observe(scan_duration.as_secs_f64());
         st.passes += 1;
         st.last_pass = Some(snap.taken_at);
@@ -310,6 +371,15 @@ impl Metrics {
         }
     }
 
+    /// What `GET /metrics` serves: [`render`](Self::render) and the agent's own
+    /// `process_*` series (not in the textfile: node_exporter reports its own process, and
+    /// figures written once a pass would be stale).
+    pub fn render_endpoint(&self) -> String {
+        let mut out = self.render();
+        process_metrics(&mut out);
+        out
+    }
+
     /// The whole exposition in the Prometheus text format 0.0.4.
     pub fn render(&self) -> String {
         let st = self.lock();
@@ -331,16 +401,30 @@ impl Metrics {
             );
         }
 
-        let name = "sockwarden_stuck_socket_age_seconds";
+        let name = "sockwarden_stuck_oldest_age_seconds";
         text::header(
             &mut out,
             name,
-            "Age in its state of each socket of the last pass, by state (the current snapshot, recomputed every pass: do not rate() it).",
+            "Age in its state of the oldest socket of each group of the last pass, by state, network namespace and unit (the labels of sockwarden_stuck_sockets).",
+            Kind::Gauge,
+        );
+        for ((state, netns, unit), age) in &st.oldest {
+            text::sample(
+                &mut out,
+                name,
+                &[("state", state.name()), ("netns", netns), ("unit", unit)],
+                Value::Int(*age),
+            );
+        }
+
+        let name = "sockwarden_destroyed_socket_age_seconds";
+        text::header(
+            &mut out,
+            name,
+            "How long each socket the daemon destroyed had been stuck in its state (events: rate() it).",
             Kind::Histogram,
         );
-        for (state, h) in &st.ages {
-            h.render(&mut out, name, &[("state", state.name())]);
-        }
+        st.destroyed_ages.render(&mut out, name, &[]);
 
         let name = "sockwarden_actions_total";
         text::header(

@@ -188,37 +188,22 @@ fn a_small_pass_renders_exactly() {
     assert!(out.contains("# TYPE sockwarden_stuck_sockets gauge\n"));
     assert!(out.contains("# HELP sockwarden_stuck_sockets Sockets in a watched state"));
 
-    let cw = |le: &str, n: u64| {
-        format!(
-            "sockwarden_stuck_socket_age_seconds_bucket{{state=\"close-wait\",le=\"{le}\"}} {n}"
-        )
-    };
-    let ages = lines_of(&out, "sockwarden_stuck_socket_age_seconds_bucket");
+    // A snapshot is a gauge: the oldest of each group, with the groups' labels.
     assert_eq!(
-        ages.iter()
-            .filter(|l| l.contains("close-wait"))
-            .cloned()
-            .collect::<Vec<_>>(),
+        lines_of(&out, "sockwarden_stuck_oldest_age_seconds"),
         [
-            cw("10", 1),
-            cw("60", 1),
-            cw("300", 1),
-            cw("600", 1),
-            cw("1800", 2),
-            cw("3600", 2),
-            cw("21600", 2),
-            cw("86400", 2),
-            cw("+Inf", 3),
+            "sockwarden_stuck_oldest_age_seconds{state=\"fin-wait-2\",netns=\"host\",unit=\"\"} 60",
+            "sockwarden_stuck_oldest_age_seconds{state=\"close-wait\",netns=\"host\",unit=\"\"} 90000",
+            "sockwarden_stuck_oldest_age_seconds{state=\"close-wait\",netns=\"host\",unit=\"api.service\"} 700",
         ]
     );
+    assert!(out.contains("# TYPE sockwarden_stuck_oldest_age_seconds gauge\n"));
+    // Events are a histogram: socket 1 (5 s old) was destroyed.
+    assert!(out.contains("# TYPE sockwarden_destroyed_socket_age_seconds histogram\n"));
+    assert!(out.contains("sockwarden_destroyed_socket_age_seconds_bucket{le=\"10\"} 1\n"));
     assert!(out.contains(
-        "sockwarden_stuck_socket_age_seconds_sum{state=\"close-wait\"} 90705\n\
-         sockwarden_stuck_socket_age_seconds_count{state=\"close-wait\"} 3\n"
+        "sockwarden_destroyed_socket_age_seconds_sum 5\nsockwarden_destroyed_socket_age_seconds_count 1\n"
     ));
-    assert!(out.contains(
-        "sockwarden_stuck_socket_age_seconds_bucket{state=\"fin-wait-2\",le=\"60\"} 1\n"
-    ));
-    assert!(out.contains("# TYPE sockwarden_stuck_socket_age_seconds histogram\n"));
 
     assert_eq!(
         lines_of(&out, "sockwarden_actions_total"),
@@ -300,7 +285,8 @@ fn every_family_has_help_and_type_before_its_samples() {
         names,
         [
             "sockwarden_stuck_sockets",
-            "sockwarden_stuck_socket_age_seconds",
+            "sockwarden_stuck_oldest_age_seconds",
+            "sockwarden_destroyed_socket_age_seconds",
             "sockwarden_actions_total",
             "sockwarden_guard_refusals_total",
             "sockwarden_scan_duration_seconds",
@@ -402,8 +388,9 @@ fn counters_accumulate_and_gauges_are_replaced() {
         ["sockwarden_stuck_sockets{state=\"close-wait\",netns=\"host\",unit=\"api.service\"} 1"],
         "web.service left the snapshot, so it leaves the gauge"
     );
-    assert!(out.contains("sockwarden_stuck_socket_age_seconds_count{state=\"close-wait\"} 1\n"));
-    assert!(out.contains("sockwarden_stuck_socket_age_seconds_sum{state=\"close-wait\"} 80\n"));
+    assert!(out.contains(
+        "sockwarden_stuck_oldest_age_seconds{state=\"close-wait\",netns=\"host\",unit=\"api.service\"} 80\n"
+    ));
     assert!(out.contains(
         "sockwarden_actions_total{action=\"destroy\",rule=\"leak\",outcome=\"destroyed\"} 5\n"
     ));
@@ -424,7 +411,7 @@ fn counters_accumulate_and_gauges_are_replaced() {
     );
     let out = m.render();
     assert!(lines_of(&out, "sockwarden_stuck_sockets").is_empty());
-    assert!(!out.contains("sockwarden_stuck_socket_age_seconds_"));
+    assert!(lines_of(&out, "sockwarden_stuck_oldest_age_seconds").is_empty());
     assert!(out.contains(
         "sockwarden_actions_total{action=\"destroy\",rule=\"leak\",outcome=\"destroyed\"} 5\n"
     ));
@@ -443,29 +430,41 @@ fn histogram_buckets_are_cumulative_and_inf_is_the_count() {
         .enumerate()
         .map(|(i, &a)| sock(i as u64, HOST, TcpState::FinWait2, a, &[]))
         .collect();
+    // Every socket destroyed: the event histogram gets each one's age.
+    let reports: Vec<ActionReport> = (0..ages.len())
+        .map(|i| {
+            let mut r = report("leak", "destroy", "destroyed");
+            r.target_ref = crate::record::TargetRef::Socket {
+                netns_inode: 1,
+                cookie: i as u64,
+            };
+            r
+        })
+        .collect();
     m.observe_pass(
         &snapshot(1, sockets),
         &plan(Mode::Observe, vec![]),
-        &[],
+        &reports,
         Duration::from_secs(30),
     );
     let out = m.render();
-    let buckets: Vec<(String, u64)> = lines_of(&out, "sockwarden_stuck_socket_age_seconds_bucket")
-        .iter()
-        .map(|l| {
-            let le = l
-                .split("le=\"")
-                .nth(1)
-                .and_then(|r| r.split('"').next())
-                .expect("le");
-            let n = l
-                .rsplit(' ')
-                .next()
-                .and_then(|v| v.parse().ok())
-                .expect("count");
-            (le.to_string(), n)
-        })
-        .collect();
+    let buckets: Vec<(String, u64)> =
+        lines_of(&out, "sockwarden_destroyed_socket_age_seconds_bucket")
+            .iter()
+            .map(|l| {
+                let le = l
+                    .split("le=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .expect("le");
+                let n = l
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("count");
+                (le.to_string(), n)
+            })
+            .collect();
     let expected: Vec<(String, u64)> = AGE_BUCKETS
         .iter()
         .map(|&b| {
@@ -479,7 +478,7 @@ fn histogram_buckets_are_cumulative_and_inf_is_the_count() {
     assert_eq!(buckets, expected);
     assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1));
     assert!(out.contains(&format!(
-        "sockwarden_stuck_socket_age_seconds_count{{state=\"fin-wait-2\"}} {}\n",
+        "sockwarden_destroyed_socket_age_seconds_count {}\n",
         ages.len()
     )));
     // A scan slower than the last bucket lands in +Inf only.

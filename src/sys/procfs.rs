@@ -511,6 +511,52 @@ pub fn own_peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// This process's own figures for the `process_*` metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OwnStats {
+    pub cpu_secs: f64,
+    pub rss_bytes: u64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+    pub start_time_secs: f64,
+}
+
+/// Read [`OwnStats`] from `/proc/self` (`None` when `/proc` cannot be read).
+pub fn own_process_stats() -> Option<OwnStats> {
+    use nix::unistd::{sysconf, SysconfVar};
+    let ticks = sysconf(SysconfVar::CLK_TCK).ok().flatten()? as f64;
+    let page = u64::try_from(sysconf(SysconfVar::PAGE_SIZE).ok().flatten()?).ok()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the comm's closing parenthesis, from field 3 (state) on.
+    let fields: Vec<&str> = stat
+        .get(stat.rfind(')')? + 1..)?
+        .split_ascii_whitespace()
+        .collect();
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    let (utime, stime, start, rss) = (field(14)?, field(15)?, field(22)?, field(24)?);
+    let boot = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+        .unwrap_or(0);
+    Some(OwnStats {
+        cpu_secs: (utime + stime) as f64 / ticks,
+        rss_bytes: rss * page,
+        open_fds,
+        max_fds,
+        start_time_secs: boot as f64 + start as f64 / ticks,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

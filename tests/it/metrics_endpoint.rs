@@ -590,23 +590,46 @@ fn get_metrics_answers_with_the_expected_series() {
         "an escaped namespace name reads back as itself"
     );
 
-    let age = "sockwarden_stuck_socket_age_seconds";
-    assert_eq!(kind(&fams, age), "histogram");
-    let cw_bucket = |le: &str| {
+    // The snapshot's ages are gauges (the oldest per group), not a histogram.
+    let oldest = "sockwarden_stuck_oldest_age_seconds";
+    assert_eq!(kind(&fams, oldest), "gauge");
+    assert_eq!(
         value(
             &fams,
-            &format!("{age}_bucket"),
-            &[("state", "close-wait"), ("le", le)],
-        )
-    };
-    assert_eq!(cw_bucket("60"), Some(1.0));
-    assert_eq!(cw_bucket("600"), Some(2.0));
-    assert_eq!(cw_bucket("21600"), Some(3.0));
-    assert_eq!(cw_bucket("+Inf"), Some(3.0));
-    assert_eq!(
-        value(&fams, &format!("{age}_sum"), &[("state", "close-wait")]),
-        Some(7830.0)
+            oldest,
+            &[
+                ("state", "close-wait"),
+                ("netns", "host"),
+                ("unit", "api.service")
+            ]
+        ),
+        Some(7200.0)
     );
+    // Events are a histogram: the socket destroyed was 7200 s old.
+    let events = "sockwarden_destroyed_socket_age_seconds";
+    assert_eq!(kind(&fams, events), "histogram");
+    assert_eq!(
+        value(&fams, &format!("{events}_bucket"), &[("le", "3600")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&fams, &format!("{events}_bucket"), &[("le", "21600")]),
+        Some(1.0)
+    );
+    assert_eq!(value(&fams, &format!("{events}_count"), &[]), Some(1.0));
+
+    // The agent's own process, as every exporter has it.
+    for (name, k) in [
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_max_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+    ] {
+        assert_eq!(kind(&fams, name), k, "{name}");
+    }
+    let rss = value(&fams, "process_resident_memory_bytes", &[]).unwrap_or(0.0);
+    assert!(rss > 1e6, "{rss}");
 
     assert_eq!(kind(&fams, "sockwarden_actions_total"), "counter");
     assert_eq!(
@@ -670,7 +693,11 @@ fn get_metrics_answers_with_the_expected_series() {
         Some(1.0)
     );
     for (name, fam) in &fams {
-        assert!(name.starts_with("sockwarden_"), "{name}");
+        // Ours, or the standard process_* series every exporter has.
+        assert!(
+            name.starts_with("sockwarden_") || name.starts_with("process_"),
+            "{name}"
+        );
         assert!(
             fam.help.as_deref().is_some_and(|h| !h.is_empty()),
             "{name}: no HELP"
@@ -801,7 +828,12 @@ fn textfile_has_the_same_content_and_is_replaced_atomically() {
     metrics.write_textfile(&path).expect("write textfile");
     let body = get(addr, "/metrics").body;
     let file = std::fs::read_to_string(&path).expect("read textfile");
-    assert_eq!(file, body);
+    // The endpoint adds the agent's process_* series; the rest is the same.
+    let (ours, process) = body
+        .split_once("# HELP process_cpu_seconds_total")
+        .expect("process series on the endpoint");
+    assert_eq!(file, ours);
+    assert!(!file.contains("process_") && process.contains("process_open_fds"));
     parse(&file).expect("the textfile parses too");
 
     // A reader never sees a partial file while the writer keeps replacing it.
@@ -816,7 +848,7 @@ fn textfile_has_the_same_content_and_is_replaced_atomically() {
     };
     while !writer.is_finished() {
         let seen = std::fs::read_to_string(&path).expect("the file always exists");
-        assert_eq!(seen, body, "a reader saw a partial textfile");
+        assert_eq!(seen, ours, "a reader saw a partial textfile");
     }
     writer.join().expect("writer");
     let left: Vec<_> = std::fs::read_dir(dir.path())
