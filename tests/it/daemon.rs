@@ -595,7 +595,9 @@ fn run_serves_its_metrics_on_the_listen_address() {
     assert!(body.contains("text/plain; version=0.0.4"), "{body}");
     for family in [
         "# TYPE sockwarden_stuck_sockets gauge",
-        "# TYPE sockwarden_stuck_socket_age_seconds histogram",
+        "# TYPE sockwarden_stuck_oldest_age_seconds gauge",
+        "# TYPE sockwarden_destroyed_socket_age_seconds histogram",
+        "# TYPE process_resident_memory_bytes gauge",
         "# TYPE sockwarden_scan_duration_seconds histogram",
         "# TYPE sockwarden_passes_total counter",
         "# TYPE sockwarden_capability gauge",

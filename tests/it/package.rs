@@ -347,6 +347,7 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
                 "/etc/sockwarden/",
                 "/usr/share/doc/sockwarden/",
                 "/usr/share/man/man1/sockwarden",
+                "/usr/share/man/man5/sockwarden-policy.5.gz",
                 "/usr/share/bash-completion/completions/sockwarden",
                 "/usr/share/zsh/vendor-completions/_sockwarden",
                 "/usr/share/fish/vendor_completions.d/sockwarden.fish",
