@@ -20,7 +20,6 @@ use crate::engine::{Decision, HeldReason, PlanItem, Target, TargetKey};
 use crate::model::{Inode, KernelSocket, Netns, NetnsId, Process, StateSet, StuckSocket};
 use crate::outcome::ActionResult;
 use crate::policy::{self, Action, ActionKind};
-use crate::record::SocketRecord;
 use crate::scan::{Snapshot, SocketKey};
 use crate::sys::{
     CommandOutcome, DestroyOutcome, HolderCheck, RestartOutcome, SignalOutcome, System,
@@ -403,7 +402,7 @@ fn record_items(
                     rule: item.rule.to_string(),
                     escalated: item.escalated,
                     why: item.why.clone(),
-                    socket: SocketRecord::new(s, &netns_of(snap, s.socket.netns)),
+                    socket: snap.socket_record(s),
                 })
             })
             .collect();
@@ -488,15 +487,6 @@ fn record_outcomes(
     }
     ctx.audit.append_streamed(singles, |_| ())?;
     Ok(())
-}
-
-/// The namespace of `id` as the snapshot names it (its inode when unknown).
-fn netns_of(snap: &Snapshot, id: NetnsId) -> Netns {
-    snap.netns(id).cloned().unwrap_or_else(|| Netns {
-        id,
-        name: id.to_string(),
-        path: Default::default(),
-    })
 }
 
 /// Signal, restart, exec and log, one at a time: intent (the fresh facts) → act → outcome.
@@ -842,8 +832,7 @@ fn describe_with(
         .first()
         .and_then(|i| snap.sockets.get(*i))
     {
-        let netns = netns_of(snap, s.socket.netns);
-        record = record.target(SocketRecord::new(s, &netns));
+        record = record.target(snap.socket_record(s));
     }
     match &item.target {
         Target::Unit { unit } => record.unit(unit.clone()),

@@ -74,6 +74,17 @@ pub struct Netns {
     pub path: std::path::PathBuf,
 }
 
+impl Netns {
+    /// A namespace known only by its id (not dumped): named by its inode, no path.
+    pub fn unnamed(id: NetnsId) -> Netns {
+        Netns {
+            id,
+            name: id.to_string(),
+            path: Default::default(),
+        }
+    }
+}
+
 /// Address family of a TCP socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -225,15 +225,7 @@ pub fn sockets_json(out: &mut dyn Write, snap: &Snapshot) -> io::Result<()> {
     for s in &snap.sockets {
         let record = match by_id.get(&s.socket.netns) {
             Some(netns) => SocketRecord::new(s, netns),
-            None => {
-                let id = s.socket.netns;
-                let unnamed = Netns {
-                    id,
-                    name: id.to_string(),
-                    path: Default::default(),
-                };
-                SocketRecord::new(s, &unnamed)
-            }
+            None => SocketRecord::new(s, &Netns::unnamed(s.socket.netns)),
         };
         json_line(&mut buf, "socket", &record)?;
         if buf.len() >= 64 * 1024 {

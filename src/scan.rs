@@ -53,6 +53,15 @@ impl Snapshot {
             .map(|n| n.name.clone())
             .unwrap_or_else(|| id.to_string())
     }
+
+    /// `s` as scripts and the audit log see it, its namespace named as this snapshot names
+    /// it (by its inode when it was not dumped).
+    pub fn socket_record(&self, s: &StuckSocket) -> crate::record::SocketRecord {
+        match self.netns(s.socket.netns) {
+            Some(netns) => crate::record::SocketRecord::new(s, netns),
+            None => crate::record::SocketRecord::new(s, &Netns::unnamed(s.socket.netns)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

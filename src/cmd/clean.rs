@@ -441,17 +441,7 @@ impl<'a> PlanLine<'a> {
             .filter_map(|&i| snap.sockets.get(i))
             .collect();
         let socket = match item.target {
-            engine::Target::Socket { .. } => behind.first().map(|s| {
-                let netns = snap
-                    .netns(s.socket.netns)
-                    .cloned()
-                    .unwrap_or(crate::model::Netns {
-                        id: s.socket.netns,
-                        name: snap.netns_name(s.socket.netns),
-                        path: Default::default(),
-                    });
-                crate::record::SocketRecord::new(s, &netns)
-            }),
+            engine::Target::Socket { .. } => behind.first().map(|s| snap.socket_record(s)),
             _ => None,
         };
         PlanLine {
@@ -494,11 +484,9 @@ impl Summary {
     }
 }
 
+/// The table's last line: the JSON summary's counts, most frequent first.
 fn results_line(reports: &[ActionReport]) -> String {
-    let mut counts: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-    for r in reports {
-        *counts.entry(r.result.to_string()).or_default() += 1;
-    }
+    let counts = Summary::of(reports).results;
     let mut parts: Vec<(usize, String)> = counts.into_iter().map(|(k, n)| (n, k)).collect();
     parts.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     parts

@@ -81,16 +81,8 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
             let Some(stuck) = snap.sockets.get(e.index) else {
                 continue;
             };
-            let netns =
-                snap.netns(stuck.socket.netns)
-                    .cloned()
-                    .unwrap_or_else(|| crate::model::Netns {
-                        id: stuck.socket.netns,
-                        name: e.netns.clone(),
-                        path: Default::default(),
-                    });
             let line = ExplainLine {
-                socket: crate::record::SocketRecord::new(stuck, &netns),
+                socket: snap.socket_record(stuck),
                 rules: &e.rules,
                 summary: &e.summary,
             };
