@@ -915,11 +915,7 @@ mod tests {
     };
 
     fn netns() -> Netns {
-        Netns {
-            id: NS,
-            name: "host".into(),
-            path: "/proc/self/ns/net".into(),
-        }
+        Netns::new(NS, "host", "/proc/self/ns/net")
     }
 
     fn socket(cookie: u64) -> KernelSocket {

@@ -72,17 +72,51 @@ pub struct Netns {
     pub name: String,
     /// A path that opens this namespace (`/run/netns/NAME` or `/proc/<pid>/ns/net`).
     pub path: std::path::PathBuf,
+    /// What it belongs to, by names that outlive its processes (the metrics' labels).
+    #[serde(skip)]
+    pub origin: NetnsOrigin,
 }
 
 impl Netns {
-    /// A namespace known only by its id (not dumped): named by its inode, no path.
-    pub fn unnamed(id: NetnsId) -> Netns {
+    /// A namespace whose name is also stable (`host`, a `/run/netns` name, a path given).
+    pub fn new(id: NetnsId, name: impl Into<String>, path: impl Into<std::path::PathBuf>) -> Netns {
+        let name = name.into();
         Netns {
             id,
-            name: id.to_string(),
-            path: Default::default(),
+            origin: NetnsOrigin {
+                label: name.clone(),
+                ..NetnsOrigin::default()
+            },
+            name,
+            path: path.into(),
         }
     }
+
+    /// A namespace known only by its id (not dumped): named by its inode, no path.
+    pub fn unnamed(id: NetnsId) -> Netns {
+        let mut netns = Netns::new(id, id.to_string(), std::path::PathBuf::new());
+        netns.origin.label = NetnsOrigin::OTHER.into();
+        netns
+    }
+}
+
+/// What a network namespace belongs to, named by what survives restarts of the agent and
+/// of the namespace's processes: never a pid. These are the metrics' labels, so their set
+/// is bounded by the node's pods, containers and units.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NetnsOrigin {
+    /// `host`, a `/run/netns` name, `node` (PID 1's, seen from a pod), `pod:<uid>`,
+    /// `container:<id>`, `unit:<systemd unit>`, or `other`.
+    pub label: String,
+    /// The Kubernetes pod, from the cgroup path of the namespace's first process.
+    pub pod_uid: Option<String>,
+    /// The container, likewise (12 hex digits).
+    pub container: Option<String>,
+}
+
+impl NetnsOrigin {
+    /// The label of a namespace nothing stable names.
+    pub const OTHER: &'static str = "other";
 }
 
 /// Address family of a TCP socket.

@@ -302,11 +302,7 @@ mod tests {
     };
 
     fn netns(id: NetnsId, name: &str) -> Netns {
-        Netns {
-            id,
-            name: name.into(),
-            path: format!("/proc/{}/ns/net", id.inode).into(),
-        }
+        Netns::new(id, name, format!("/proc/{}/ns/net", id.inode))
     }
 
     fn sock(netns: NetnsId, cookie: u64, state: TcpState, port: u16, idle_ms: u32) -> KernelSocket {

@@ -245,6 +245,10 @@ pub fn action_kinds(policies: &PolicySet) -> HashSet<ActionKind> {
     kinds
 }
 
+/// With no rules at all, a socket in a watched state counts as stuck (in the metrics) after
+/// this long.
+pub const STUCK_WITHOUT_RULES: Duration = Duration::from_secs(60);
+
 /// What one pass saw and did: the `STATUS=` line, the pass's log line and the metrics.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct PassSummary {
@@ -275,6 +279,9 @@ pub struct PassSummary {
     pub duration: Duration,
     /// Why the pass stopped early, when it did.
     pub error: Option<String>,
+    /// It stopped because the audit trail could not be read or written.
+    #[serde(skip)]
+    pub audit_failed: bool,
     /// Warnings of this pass (namespaces that could not be read, …).
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -411,7 +418,7 @@ impl<'a> Daemon<'a> {
     fn publish(&mut self, summary: &PassSummary) {
         let Some(m) = &self.metrics else { return };
         if summary.error.is_some() {
-            m.observe_failed_pass();
+            m.observe_failed_pass(summary.audit_failed);
         }
         m.set_unseen_namespaces(summary.unseen);
         if let Some(seq) = summary.audit_head {
@@ -580,6 +587,10 @@ impl<'a> Daemon<'a> {
         if let Err(e) = self.pass_inner(now, &mut summary) {
             // Logged once, with the pass, by the loop.
             summary.error = Some(e.to_string());
+            summary.audit_failed = matches!(
+                e,
+                PassError::History(_) | PassError::AuditKey(_) | PassError::Audit(_)
+            );
         }
         summary.duration = started.elapsed();
         self.publish(&summary);
@@ -589,15 +600,12 @@ impl<'a> Daemon<'a> {
     fn pass_inner(&mut self, now: SystemTime, summary: &mut PassSummary) -> Result<(), PassError> {
         let namespaces = self.namespaces()?;
         summary.namespaces = namespaces.len();
-        let states: StateSet = self
-            .policies
-            .rules
+        // Every teardown state is watched and exported, whatever the policies say (a
+        // FIN_WAIT_2 leak shows even under a CLOSE_WAIT-only policy); the rules add theirs.
+        let states: StateSet = StateSet::default_stuck()
             .iter()
-            .flat_map(|r| r.states.iter())
+            .chain(self.policies.rules.iter().flat_map(|r| r.states.iter()))
             .collect();
-        if states.is_empty() {
-            return Ok(());
-        }
         // Sockets younger than every rule's threshold need no owner: keep them out of the
         // snapshot (and so out of the /proc walk), but observe them all.
         let youngest = self
@@ -606,7 +614,7 @@ impl<'a> Daemon<'a> {
             .iter()
             .map(|r| r.older_than.as_secs())
             .min()
-            .unwrap_or(0);
+            .unwrap_or(STUCK_WITHOUT_RULES.as_secs());
         let filter = SocketFilter {
             states,
             older_than: (youngest > 0).then(|| Duration::from_secs(youngest)),

@@ -17,11 +17,7 @@ const NS: NetnsId = NetnsId {
 };
 
 fn netns() -> Netns {
-    Netns {
-        id: NS,
-        name: "host".into(),
-        path: "/proc/1/ns/net".into(),
-    }
+    Netns::new(NS, "host", "/proc/1/ns/net")
 }
 
 /// A socket in `state`; `idle_ms` is its tcp_info age, `None` for no tcp_info at all.
@@ -422,7 +418,7 @@ fn each_pass_feeds_the_metrics_and_the_textfile() {
     assert_eq!(text, metrics.render());
     for series in [
         "sockwarden_passes_total 1",
-        "sockwarden_stuck_sockets{state=\"close-wait\",netns=\"host\",unit=\"\"} 1",
+        "sockwarden_stuck_sockets{state=\"close-wait\",netns=\"host\",pod_uid=\"\",container=\"\",unit=\"\"} 1",
         "sockwarden_actions_total{action=\"destroy\",rule=\"cw\",outcome=\"destroyed\"} 1",
         "sockwarden_capability{capability=\"sock_destroy\"} 1",
     ] {

@@ -3,10 +3,14 @@
 //! or written to a node_exporter textfile-collector file.
 //!
 //! Series (text format 0.0.4; label values escaped; no label per socket or pid):
-//! - `sockwarden_stuck_sockets{state,netns,unit}` gauge, replaced each pass (`unit` is the
-//!   first owner's systemd unit, `""` when none);
-//! - `sockwarden_stuck_oldest_age_seconds{state,netns,unit}` gauge: the oldest of each
+//! - `sockwarden_stuck_sockets{state,netns,pod_uid,container,unit}` gauge, replaced each
+//!   pass: `netns` is the namespace's stable label (`host`, a `/run/netns` name, `node`,
+//!   `pod:<uid>`, `container:<id>`, `unit:<unit>`, `other`: never a pid), `container` and
+//!   `unit` the first owner's (`""` when unknown);
+//! - `sockwarden_stuck_oldest_age_seconds{…the same labels}` gauge: the oldest of each
 //!   group of the last pass (a snapshot is a gauge, never a histogram);
+//! - `sockwarden_watched_sockets{state,netns}` gauge: every socket in a watched state,
+//!   any age (every teardown state is watched, whatever the policies say);
 //! - `sockwarden_destroyed_socket_age_seconds` histogram of events: the age at which each
 //!   socket the daemon destroyed had been stuck (`rate()` it);
 //! - `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`,
@@ -16,7 +20,8 @@
 //!   (`guard` = observe, listening, protected, no-owner, no-unit, cooldown,
 //!   `budget:<guard key>`, owner-fraction, already-planned);
 //! - `sockwarden_scan_duration_seconds` histogram over all passes;
-//! - `sockwarden_passes_total`, `sockwarden_failed_passes_total` counters,
+//! - `sockwarden_passes_total`, `sockwarden_failed_passes_total`,
+//!   `sockwarden_audit_write_failures_total` counters,
 //!   `sockwarden_last_pass_timestamp_seconds` gauge (absent before the first pass);
 //! - `sockwarden_mode{mode}` gauge 1 for the mode of the last plan;
 //! - `sockwarden_capability{capability}` gauge 1/0; `sockwarden_build_info{version}` 1.
@@ -64,10 +69,14 @@ struct State {
     failed_passes: u64,
     last_pass: Option<SystemTime>,
     mode: Option<Mode>,
-    /// (state, netns name, unit) -> sockets; replaced every pass.
-    stuck: BTreeMap<(TcpState, String, String), u64>,
-    /// (state, netns name, unit) -> the oldest age in seconds; replaced every pass.
-    oldest: BTreeMap<(TcpState, String, String), u64>,
+    /// Per group: sockets old enough for a rule; replaced every pass.
+    stuck: BTreeMap<Group, u64>,
+    /// Per group: the oldest age in seconds; replaced every pass.
+    oldest: BTreeMap<Group, u64>,
+    /// (state, netns label) -> every socket the dumps returned, any age; replaced every pass.
+    watched: BTreeMap<(TcpState, String), u64>,
+    /// Passes that stopped because the audit trail could not be read or written.
+    audit_failures: u64,
     /// Events: the age of each socket the daemon destroyed.
     destroyed_ages: Histogram,
     scan: Histogram,
@@ -86,6 +95,32 @@ struct State {
     last_completed: Option<Instant>,
     /// The pass interval, for /healthz.
     interval: Duration,
+}
+
+/// The labels of a group of stuck sockets: bounded by the node's pods, containers and units
+/// (never a pid or a socket).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Group {
+    state: TcpState,
+    /// The namespace's stable label (`NetnsOrigin::label`).
+    netns: String,
+    pod_uid: String,
+    /// The first owner's container, else the namespace's.
+    container: String,
+    /// The first owner's systemd unit.
+    unit: String,
+}
+
+impl Group {
+    fn labels(&self) -> [(&'static str, &str); 5] {
+        [
+            ("state", self.state.name()),
+            ("netns", &self.netns),
+            ("pod_uid", &self.pod_uid),
+            ("container", &self.container),
+            ("unit", &self.unit),
+        ]
+    }
 }
 
 /// The standard `process_*` series of the agent itself (what every exporter has).
@@ -221,6 +256,8 @@ impl Metrics {
                 mode: None,
                 stuck: BTreeMap::new(),
                 oldest: BTreeMap::new(),
+                watched: BTreeMap::new(),
+                audit_failures: 0,
                 destroyed_ages: Histogram::new(&AGE_BUCKETS),
                 scan: Histogram::new(&SCAN_BUCKETS),
                 actions: BTreeMap::new(),
@@ -244,20 +281,40 @@ impl Metrics {
         reports: &[ActionReport],
         scan_duration: Duration,
     ) {
+        let origins: std::collections::HashMap<_, _> = snap
+            .namespaces
+            .iter()
+            .map(|n| (n.id, &n.origin))
+            .collect();
+        let unknown = crate::model::NetnsOrigin {
+            label: crate::model::NetnsOrigin::OTHER.to_string(),
+            ..Default::default()
+        };
+        let origin = |id| origins.get(&id).copied().unwrap_or(&unknown);
+        let mut watched = BTreeMap::new();
+        for (netns, _, state) in &snap.seen {
+            *watched
+                .entry((*state, origin(*netns).label.clone()))
+                .or_insert(0) += 1;
+        }
         let mut stuck = BTreeMap::new();
-        let mut oldest: BTreeMap<(TcpState, String, String), u64> = BTreeMap::new();
+        let mut oldest: BTreeMap<Group, u64> = BTreeMap::new();
         let mut age_of: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
         for s in &snap.sockets {
-            let unit = s
-                .owners
-                .iter()
-                .find_map(|o| o.process.unit.as_deref())
-                .unwrap_or("");
-            let key = (
-                s.socket.state,
-                snap.netns_name(s.socket.netns),
-                unit.to_string(),
-            );
+            let first_owner = |f: fn(&crate::model::Process) -> Option<&str>| {
+                s.owners.iter().find_map(|o| f(&o.process))
+            };
+            let netns = origin(s.socket.netns);
+            let key = Group {
+                state: s.socket.state,
+                netns: netns.label.clone(),
+                pod_uid: netns.pod_uid.clone().unwrap_or_default(),
+                container: first_owner(|p| p.container.as_deref())
+                    .or(netns.container.as_deref())
+                    .unwrap_or("")
+                    .to_string(),
+                unit: first_owner(|p| p.unit.as_deref()).unwrap_or("").to_string(),
+            };
             let age = oldest.entry(key.clone()).or_insert(0);
             *age = (*age).max(s.age.secs);
             *stuck.entry(key).or_insert(0) += 1;
@@ -267,6 +324,7 @@ impl Metrics {
         let mut st = self.lock();
         st.stuck = stuck;
         st.oldest = oldest;
+        st.watched = watched;
         for r in reports {
             if let (ActionResult::Destroyed, crate::record::TargetRef::Socket { cookie, .. }) =
                 (&r.result, &r.target_ref)
@@ -301,8 +359,13 @@ impl Metrics {
 
     /// A pass that failed before it could be observed (the scan or the audit log failed):
     /// counts it, keeps the last good pass's gauges.
-    pub fn observe_failed_pass(&self) {
-        self.lock().failed_passes += 1;
+    /// `audit`: it failed because the audit trail could not be read or written.
+    pub fn observe_failed_pass(&self, audit: bool) {
+        let mut st = self.lock();
+        st.failed_passes += 1;
+        if audit {
+            st.audit_failures += 1;
+        }
     }
 
     /// Record whether a capability the actions need is there (e.g. `sock_destroy`, `pidfd`,
@@ -389,31 +452,37 @@ impl Metrics {
         text::header(
             &mut out,
             name,
-            "Sockets in a watched state in the last pass, by state, network namespace and systemd unit of the first owner (\"\" when none).",
+            "Sockets old enough for a rule in the last pass, by state, network namespace (a stable label), pod, container and systemd unit of the first owner (\"\" when unknown).",
             Kind::Gauge,
         );
-        for ((state, netns, unit), n) in &st.stuck {
-            text::sample(
-                &mut out,
-                name,
-                &[("state", state.name()), ("netns", netns), ("unit", unit)],
-                Value::Int(*n),
-            );
+        for (group, n) in &st.stuck {
+            text::sample(&mut out, name, &group.labels(), Value::Int(*n));
         }
 
         let name = "sockwarden_stuck_oldest_age_seconds";
         text::header(
             &mut out,
             name,
-            "Age in its state of the oldest socket of each group of the last pass, by state, network namespace and unit (the labels of sockwarden_stuck_sockets).",
+            "Age in its state of the oldest socket of each group of the last pass (the labels of sockwarden_stuck_sockets).",
             Kind::Gauge,
         );
-        for ((state, netns, unit), age) in &st.oldest {
+        for (group, age) in &st.oldest {
+            text::sample(&mut out, name, &group.labels(), Value::Int(*age));
+        }
+
+        let name = "sockwarden_watched_sockets";
+        text::header(
+            &mut out,
+            name,
+            "Sockets in each watched state in the last pass, any age, by network namespace. Every teardown state is watched, whatever the policies say.",
+            Kind::Gauge,
+        );
+        for ((state, netns), n) in &st.watched {
             text::sample(
                 &mut out,
                 name,
-                &[("state", state.name()), ("netns", netns), ("unit", unit)],
-                Value::Int(*age),
+                &[("state", state.name()), ("netns", netns)],
+                Value::Int(*n),
             );
         }
 
@@ -479,6 +548,15 @@ impl Metrics {
             Kind::Counter,
         );
         text::sample(&mut out, name, &[], Value::Int(st.failed_passes));
+
+        let name = "sockwarden_audit_write_failures_total";
+        text::header(
+            &mut out,
+            name,
+            "Passes that stopped because the audit trail could not be read or written: no action is taken then.",
+            Kind::Counter,
+        );
+        text::sample(&mut out, name, &[], Value::Int(st.audit_failures));
 
         let name = "sockwarden_last_pass_timestamp_seconds";
         text::header(

@@ -62,16 +62,8 @@ fn snapshot(taken_at: u64, sockets: Vec<StuckSocket>) -> Snapshot {
     Snapshot {
         taken_at: at(taken_at),
         namespaces: vec![
-            Netns {
-                id: HOST,
-                name: "host".into(),
-                path: PathBuf::from("/proc/1/ns/net"),
-            },
-            Netns {
-                id: ODD,
-                name: "we\"ird\\ns\nx".into(),
-                path: PathBuf::from("/run/netns/weird"),
-            },
+            Netns::new(HOST, "host", PathBuf::from("/proc/1/ns/net")),
+            Netns::new(ODD, "we\"ird\\ns\nx", PathBuf::from("/run/netns/weird")),
         ],
         sockets,
         unseen: Vec::new(),
@@ -180,21 +172,21 @@ fn a_small_pass_renders_exactly() {
     assert_eq!(
         lines_of(&out, "sockwarden_stuck_sockets"),
         [
-            "sockwarden_stuck_sockets{state=\"fin-wait-2\",netns=\"host\",unit=\"\"} 1",
-            "sockwarden_stuck_sockets{state=\"close-wait\",netns=\"host\",unit=\"\"} 1",
-            "sockwarden_stuck_sockets{state=\"close-wait\",netns=\"host\",unit=\"api.service\"} 2",
+            "sockwarden_stuck_sockets{state=\"fin-wait-2\",netns=\"host\",pod_uid=\"\",container=\"\",unit=\"\"} 1",
+            "sockwarden_stuck_sockets{state=\"close-wait\",netns=\"host\",pod_uid=\"\",container=\"\",unit=\"\"} 1",
+            "sockwarden_stuck_sockets{state=\"close-wait\",netns=\"host\",pod_uid=\"\",container=\"\",unit=\"api.service\"} 2",
         ]
     );
     assert!(out.contains("# TYPE sockwarden_stuck_sockets gauge\n"));
-    assert!(out.contains("# HELP sockwarden_stuck_sockets Sockets in a watched state"));
+    assert!(out.contains("# HELP sockwarden_stuck_sockets Sockets old enough for a rule"));
 
     // A snapshot is a gauge: the oldest of each group, with the groups' labels.
     assert_eq!(
         lines_of(&out, "sockwarden_stuck_oldest_age_seconds"),
         [
-            "sockwarden_stuck_oldest_age_seconds{state=\"fin-wait-2\",netns=\"host\",unit=\"\"} 60",
-            "sockwarden_stuck_oldest_age_seconds{state=\"close-wait\",netns=\"host\",unit=\"\"} 90000",
-            "sockwarden_stuck_oldest_age_seconds{state=\"close-wait\",netns=\"host\",unit=\"api.service\"} 700",
+            "sockwarden_stuck_oldest_age_seconds{state=\"fin-wait-2\",netns=\"host\",pod_uid=\"\",container=\"\",unit=\"\"} 60",
+            "sockwarden_stuck_oldest_age_seconds{state=\"close-wait\",netns=\"host\",pod_uid=\"\",container=\"\",unit=\"\"} 90000",
+            "sockwarden_stuck_oldest_age_seconds{state=\"close-wait\",netns=\"host\",pod_uid=\"\",container=\"\",unit=\"api.service\"} 700",
         ]
     );
     assert!(out.contains("# TYPE sockwarden_stuck_oldest_age_seconds gauge\n"));
@@ -286,12 +278,14 @@ fn every_family_has_help_and_type_before_its_samples() {
         [
             "sockwarden_stuck_sockets",
             "sockwarden_stuck_oldest_age_seconds",
+            "sockwarden_watched_sockets",
             "sockwarden_destroyed_socket_age_seconds",
             "sockwarden_actions_total",
             "sockwarden_guard_refusals_total",
             "sockwarden_scan_duration_seconds",
             "sockwarden_passes_total",
             "sockwarden_failed_passes_total",
+            "sockwarden_audit_write_failures_total",
             "sockwarden_last_pass_timestamp_seconds",
             "sockwarden_mode",
             "sockwarden_capability",
@@ -322,7 +316,7 @@ fn label_values_are_escaped() {
     let out = m.render();
     assert!(
         out.contains(
-            "sockwarden_stuck_sockets{state=\"last-ack\",netns=\"we\\\"ird\\\\ns\\nx\",unit=\"a\\\"b\\\\c\\nd.service\"} 1\n"
+            "sockwarden_stuck_sockets{state=\"last-ack\",netns=\"we\\\"ird\\\\ns\\nx\",pod_uid=\"\",container=\"\",unit=\"a\\\"b\\\\c\\nd.service\"} 1\n"
         ),
         "{out}"
     );
@@ -385,11 +379,11 @@ fn counters_accumulate_and_gauges_are_replaced() {
     let out = m.render();
     assert_eq!(
         lines_of(&out, "sockwarden_stuck_sockets"),
-        ["sockwarden_stuck_sockets{state=\"close-wait\",netns=\"host\",unit=\"api.service\"} 1"],
+        ["sockwarden_stuck_sockets{state=\"close-wait\",netns=\"host\",pod_uid=\"\",container=\"\",unit=\"api.service\"} 1"],
         "web.service left the snapshot, so it leaves the gauge"
     );
     assert!(out.contains(
-        "sockwarden_stuck_oldest_age_seconds{state=\"close-wait\",netns=\"host\",unit=\"api.service\"} 80\n"
+        "sockwarden_stuck_oldest_age_seconds{state=\"close-wait\",netns=\"host\",pod_uid=\"\",container=\"\",unit=\"api.service\"} 80\n"
     ));
     assert!(out.contains(
         "sockwarden_actions_total{action=\"destroy\",rule=\"leak\",outcome=\"destroyed\"} 5\n"
@@ -567,12 +561,12 @@ fn failed_passes_keep_the_last_gauges() {
         &[],
         Duration::ZERO,
     );
-    m.observe_failed_pass();
+    m.observe_failed_pass(false);
     let out = m.render();
     assert!(out.contains("sockwarden_failed_passes_total 1\n"));
     assert!(out.contains("sockwarden_passes_total 1\n"));
     assert!(
-        out.contains("sockwarden_stuck_sockets{state=\"closing\",netns=\"host\",unit=\"\"} 1\n")
+        out.contains("sockwarden_stuck_sockets{state=\"closing\",netns=\"host\",pod_uid=\"\",container=\"\",unit=\"\"} 1\n")
     );
 }
 
@@ -642,4 +636,55 @@ fn liveness_is_the_age_of_the_last_completed_pass_in_intervals() {
     st.last_completed = Some(at(100));
     assert!(Metrics::liveness_at(&st, at(129)).ok);
     assert!(!Metrics::liveness_at(&st, at(130)).ok);
+}
+
+#[test]
+fn groups_are_labelled_by_pod_and_container_and_every_watched_socket_counts() {
+    let mut snap = snapshot(10, vec![]);
+    let pod = "0f4c1a2b-3d4e-4f50-8a6b-7c8d9e0f1a2b";
+    snap.namespaces[1].origin = crate::model::NetnsOrigin {
+        label: format!("pod:{pod}"),
+        pod_uid: Some(pod.into()),
+        container: Some("aaaaaaaaaaaa".into()),
+    };
+    // The owner's own container wins over the namespace's (a pod has several).
+    let mut app = (*process(1, None)).clone();
+    app.container = Some("bbbbbbbbbbbb".into());
+    let app = Arc::new(app);
+    snap.sockets = vec![sock(1, ODD, TcpState::CloseWait, 30, &[&app])];
+    snap.seen = vec![
+        (ODD, Cookie(1), TcpState::CloseWait),
+        (ODD, Cookie(2), TcpState::CloseWait),
+        (ODD, Cookie(3), TcpState::FinWait2),
+        (HOST, Cookie(4), TcpState::FinWait2),
+    ];
+    let m = Metrics::new();
+    m.observe_pass(&snap, &plan(Mode::Observe, vec![]), &[], Duration::ZERO);
+    let out = m.render();
+    assert_eq!(
+        lines_of(&out, "sockwarden_stuck_sockets"),
+        [format!(
+            "sockwarden_stuck_sockets{{state=\"close-wait\",netns=\"pod:{pod}\",pod_uid=\"{pod}\",container=\"bbbbbbbbbbbb\",unit=\"\"}} 1"
+        )]
+    );
+    assert_eq!(
+        lines_of(&out, "sockwarden_watched_sockets"),
+        [
+            "sockwarden_watched_sockets{state=\"fin-wait-2\",netns=\"host\"} 1".to_string(),
+            format!("sockwarden_watched_sockets{{state=\"fin-wait-2\",netns=\"pod:{pod}\"}} 1"),
+            format!("sockwarden_watched_sockets{{state=\"close-wait\",netns=\"pod:{pod}\"}} 2"),
+        ]
+    );
+    // No label carries a pid.
+    assert!(!out.contains("pid:"), "{out}");
+}
+
+#[test]
+fn an_audit_failure_is_counted_apart() {
+    let m = Metrics::new();
+    m.observe_failed_pass(false);
+    m.observe_failed_pass(true);
+    let out = m.render();
+    assert!(out.contains("sockwarden_failed_passes_total 2\n"), "{out}");
+    assert!(out.contains("sockwarden_audit_write_failures_total 1\n"), "{out}");
 }

@@ -71,12 +71,7 @@ impl System for LinuxSystem {
     }
 
     fn namespace_at(&self, path: &Path) -> Result<Netns, SysError> {
-        let id = netns::netns_id_of(path)?;
-        Ok(Netns {
-            id,
-            name: path.display().to_string(),
-            path: path.to_path_buf(),
-        })
+        netns::namespace_at(path)
     }
 
     fn uptime(&self) -> Duration {

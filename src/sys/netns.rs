@@ -12,7 +12,8 @@ use nix::sched::{setns, CloneFlags};
 
 use super::netlink::DiagSocket;
 use super::{NamespaceList, SysError};
-use crate::model::{Netns, NetnsId};
+use super::procfs::{container_from_cgroup, pod_uid_from_cgroup, unit_from_cgroup};
+use crate::model::{Netns, NetnsId, NetnsOrigin};
 
 /// The kernel's default `net.ipv4.tcp_fin_timeout`, used when the sysctl cannot be read.
 const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -35,11 +36,7 @@ fn list_namespaces_in(proc_root: &Path, run_netns: &Path) -> NamespaceList {
     let own = match fs::metadata(proc_root.join("thread-self/ns/net")) {
         Ok(m) => {
             let id = id_of(&m);
-            list.namespaces.push(Netns {
-                id,
-                name: "host".into(),
-                path: proc_root.join("self/ns/net"),
-            });
+            list.namespaces.push(Netns::new(id, "host", proc_root.join("self/ns/net")));
             Some(id)
         }
         Err(e) => {
@@ -77,12 +74,11 @@ fn list_namespaces_in(proc_root: &Path, run_netns: &Path) -> NamespaceList {
                     continue;
                 }
                 let comm = fs::read_to_string(dir.join("comm")).unwrap_or_default();
+                let cgroup = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
                 seen.insert(id, by_pid.len());
-                by_pid.push(Netns {
-                    id,
-                    name: format!("pid:{pid}({})", comm.trim_end()),
-                    path,
-                });
+                let mut netns = Netns::new(id, format!("pid:{pid}({})", comm.trim_end()), path);
+                netns.origin = origin_of_process(pid, &cgroup);
+                by_pid.push(netns);
             }
             // Denied for a process of our own uid happens too (pid 1 here): only other
             // users' processes tell us we lack the privilege.
@@ -121,7 +117,16 @@ fn list_namespaces_in(proc_root: &Path, run_netns: &Path) -> NamespaceList {
             continue;
         }
         named_ids.insert(id);
-        named.push(Netns { id, name, path });
+        let mut netns = Netns::new(id, name, path);
+        // A pod's namespace pinned by its CNI plugin (`cni-<uuid>`) is best known as its pod.
+        if let Some(process) = seen.get(&id).map(|&i| &by_pid[i].origin) {
+            netns.origin.pod_uid = process.pod_uid.clone();
+            netns.origin.container = process.container.clone();
+            if process.pod_uid.is_some() {
+                netns.origin.label = process.label.clone();
+            }
+        }
+        named.push(netns);
     }
     by_pid.retain(|ns| !named_ids.contains(&ns.id));
     let others = named.len() + by_pid.len();
@@ -134,6 +139,50 @@ fn list_namespaces_in(proc_root: &Path, run_netns: &Path) -> NamespaceList {
         list.warnings.push(w);
     }
     list
+}
+
+/// The namespace a path opens (`--netns PATH`), named by that path and labelled by what
+/// outlives it: `/proc/<pid>/ns/net` by the process's pod, container or unit, a
+/// `/run/netns` file by its name, any other file by its path.
+pub fn namespace_at(path: &Path) -> Result<Netns, SysError> {
+    let id = netns_id_of(path)?;
+    let mut netns = Netns::new(id, path.display().to_string(), path);
+    let pid = path
+        .strip_prefix("/proc")
+        .ok()
+        .and_then(|rest| rest.iter().next()?.to_str()?.parse::<u32>().ok());
+    if let Some(pid) = pid {
+        let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+        netns.origin = origin_of_process(pid, &cgroup);
+    } else if let (Ok(name), Some(file)) = (path.strip_prefix("/run/netns"), path.file_name()) {
+        if name.iter().count() == 1 {
+            netns.origin.label = file.to_string_lossy().into_owned();
+        }
+    }
+    Ok(netns)
+}
+
+/// The origin of the namespace of process `pid`, from its `/proc/<pid>/cgroup` text: the
+/// pod, else the container, else the systemd unit (a `PrivateNetwork=` service).
+fn origin_of_process(pid: u32, cgroup: &str) -> NetnsOrigin {
+    let pod_uid = pod_uid_from_cgroup(cgroup);
+    let container = container_from_cgroup(cgroup);
+    let label = if pid == 1 {
+        "node".to_string()
+    } else if let Some(uid) = &pod_uid {
+        format!("pod:{uid}")
+    } else if let Some(id) = &container {
+        format!("container:{id}")
+    } else if let Some(unit) = unit_from_cgroup(cgroup) {
+        format!("unit:{unit}")
+    } else {
+        NetnsOrigin::OTHER.to_string()
+    };
+    NetnsOrigin {
+        label,
+        pod_uid,
+        container,
+    }
 }
 
 /// The warning given when other users' namespaces were hidden from us and we found none.
@@ -316,11 +365,7 @@ pub(crate) mod testns {
         }
 
         pub(crate) fn netns(&self) -> Netns {
-            Netns {
-                id: self.id,
-                name: "test".into(),
-                path: self.path(),
-            }
+            Netns::new(self.id, "test", self.path())
         }
 
         /// Run `f` inside the namespace (sockets created there stay there).
@@ -420,6 +465,68 @@ mod tests {
     }
 
     #[test]
+    fn namespaces_are_labelled_by_what_outlives_their_processes() {
+        const UID: &str = "0f4c1a2b-3d4e-4f50-8a6b-7c8d9e0f1a2b";
+        const CID: &str = "3f2c5e8a9b1d4c6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6";
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path();
+        let proc_root = root.join("proc");
+        let run = root.join("run/netns");
+        fs::create_dir_all(&run).expect("mkdir");
+        let add = |pid: &str, ns: &str, cgroup: &str| {
+            fs::write(root.join(ns), "").expect("write");
+            let d = proc_root.join(pid);
+            fs::create_dir_all(d.join("ns")).expect("mkdir");
+            symlink(root.join(ns), d.join("ns/net")).expect("symlink");
+            fs::write(d.join("comm"), "x\n").expect("write comm");
+            if !cgroup.is_empty() {
+                fs::write(d.join("cgroup"), cgroup).expect("write cgroup");
+            }
+        };
+        let pod_cgroup = format!(
+            "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{}.slice/cri-containerd-{CID}.scope\n",
+            UID.replace('-', "_")
+        );
+        add("thread-self", "ns_own", "");
+        add("1", "ns_node", "0::/init.scope\n");
+        add("5", "ns_pod", &pod_cgroup);
+        add("9", "ns_docker", &format!("0::/system.slice/docker-{CID}.scope\n"));
+        add("11", "ns_unit", "0::/system.slice/isolated.service\n");
+        add("13", "ns_bare", "");
+        add("15", "ns_pinned", &pod_cgroup);
+        symlink(root.join("ns_pinned"), run.join("cni-1234")).expect("symlink");
+
+        let list = list_namespaces_in(&proc_root, &run);
+        let got: Vec<(&str, &str, Option<&str>, Option<&str>)> = list
+            .namespaces
+            .iter()
+            .map(|n| {
+                (
+                    n.name.as_str(),
+                    n.origin.label.as_str(),
+                    n.origin.pod_uid.as_deref(),
+                    n.origin.container.as_deref(),
+                )
+            })
+            .collect();
+        let pod = format!("pod:{UID}");
+        let docker = format!("container:{}", &CID[..12]);
+        let cid = Some(&CID[..12]);
+        assert_eq!(
+            got,
+            vec![
+                ("host", "host", None, None),
+                ("cni-1234", pod.as_str(), Some(UID), cid),
+                ("pid:1(x)", "node", None, None),
+                ("pid:5(x)", pod.as_str(), Some(UID), cid),
+                ("pid:9(x)", docker.as_str(), None, cid),
+                ("pid:11(x)", "unit:isolated.service", None, None),
+                ("pid:13(x)", "other", None, None),
+            ]
+        );
+    }
+
+    #[test]
     fn missing_run_netns_is_normal() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let list = list_namespaces_in(Path::new("/proc"), &tmp.path().join("absent"));
@@ -471,11 +578,7 @@ mod tests {
         let ns = TestNetns::new();
         let own = own_netns_id().expect("own");
         // The path now opens ns.id, but the scan saw `own` there: the holder was replaced.
-        let wrong = Netns {
-            id: own,
-            name: "pid:1(x)".into(),
-            path: ns.path(),
-        };
+        let wrong = Netns::new(own, "pid:1(x)", ns.path());
         let err = run_in_netns_checked(&wrong.path, Some(wrong.id), || ()).expect_err("stale");
         assert_eq!(err.errno(), Some(libc::ESTALE), "{err}");
     }
@@ -512,11 +615,7 @@ mod tests {
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].local.port(), port);
         // Our own namespace: opened directly, the default (or host) timeout.
-        let host = Netns {
-            id: own,
-            name: "host".into(),
-            path: "/proc/self/ns/net".into(),
-        };
+        let host = Netns::new(own, "host", "/proc/self/ns/net");
         let (mut host_sock, _) = open_diag_socket_in(&host, own).expect("open host");
         let host_found = host_sock.dump(own, listen).expect("dump host");
         assert!(host_found.iter().all(|s| s.netns == own));

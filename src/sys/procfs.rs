@@ -471,6 +471,33 @@ pub fn unit_from_cgroup(text: &str) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The Kubernetes pod uid named by a cgroup path: `kubepods-<qos>-pod<uid>.slice` (the
+/// systemd cgroup driver writes the uid's dashes as underscores) or `/kubepods/<qos>/pod<uid>/`
+/// (the cgroupfs driver). Lower-case, with dashes, as `kubectl get pod -o jsonpath='{.metadata.uid}'`.
+pub fn pod_uid_from_cgroup(text: &str) -> Option<String> {
+    let is_uid = |s: &str| {
+        s.len() == 36
+            && s.bytes()
+                .enumerate()
+                .all(|(i, b)| matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit()))
+    };
+    for line in text.lines() {
+        let Some(path) = line.splitn(3, ':').nth(2) else {
+            continue;
+        };
+        let found = path.split('/').rev().find_map(|component| {
+            let component = component.strip_suffix(".slice").unwrap_or(component);
+            let (_, uid) = component.rsplit_once("pod")?;
+            let uid = uid.replace('_', "-");
+            is_uid(&uid).then_some(uid)
+        });
+        if let Some(uid) = found {
+            return Some(uid.to_ascii_lowercase());
+        }
+    }
+    None
+}
+
 /// A container id (shortened to 12 hex digits, as `docker ps` shows it) named by the cgroup
 /// path: `docker-<id>.scope`, `cri-containerd-<id>.scope`, `crio-<id>.scope`,
 /// `libpod-<id>.scope`, or a bare 64-hex component as in `/docker/<id>` and `/kubepods/…/<id>`.
@@ -641,6 +668,35 @@ mod tests {
                 *want,
                 "cgroup {text:?}"
             );
+        }
+    }
+
+    #[test]
+    fn pod_uid_from_cgroup_table() {
+        const UID: &str = "0f4c1a2b-3d4e-4f50-8a6b-7c8d9e0f1a2b";
+        let under = UID.replace('-', "_");
+        let cases: Vec<(String, Option<&str>)> = vec![
+            // systemd driver, each QoS class.
+            (
+                format!("0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{under}.slice/cri-containerd-{ID}.scope\n"),
+                Some(UID),
+            ),
+            (
+                format!("0::/kubepods.slice/kubepods-pod{under}.slice/crio-{ID}.scope\n"),
+                Some(UID),
+            ),
+            // cgroupfs driver (v1 line), upper-case hex is folded.
+            (
+                format!("11:pids:/kubepods/besteffort/pod{}/{ID}\n", UID.to_uppercase()),
+                Some(UID),
+            ),
+            // Not a pod: a service, a truncated uid, a `pod` that is not one.
+            ("0::/system.slice/podman.service\n".to_string(), None),
+            (format!("0::/kubepods/besteffort/pod{}/x\n", &UID[..35]), None),
+            ("0::/user.slice/user-0.slice/session-1.scope\n".to_string(), None),
+        ];
+        for (text, want) in &cases {
+            assert_eq!(pod_uid_from_cgroup(text).as_deref(), *want, "cgroup {text:?}");
         }
     }
 

@@ -18,7 +18,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::support::{leak_close_wait, root_or_skip, run, sockwarden, TestNetns};
+use crate::support::{half_closed, leak_close_wait, root_or_skip, run, sockwarden, TestNetns};
 
 const DESTROY_CW: &str = r#"
 mode = "enforce"
@@ -256,6 +256,63 @@ fn run_destroys_leaked_close_wait_sockets_within_interval_plus_threshold() {
         work.path("audit.jsonl").to_str().expect("utf-8"),
     ]);
     assert_eq!(code, 0, "the daemon's trail verifies: {out}{err}");
+}
+
+/// The sample of `family` whose labels include every one of `labels`, as its value.
+fn sample_with(text: &str, family: &str, labels: &[&str]) -> Option<u64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn every_teardown_state_is_exported_under_a_close_wait_policy_with_stable_labels() {
+    if !root_or_skip("daemon watched states") {
+        return;
+    }
+    // The only rule is about CLOSE_WAIT; a FIN_WAIT_2 must show all the same.
+    let work = Workdir::new(
+        "[[rule]]\nname = \"cw\"\nstates = [\"close-wait\"]\nolder_than = \"1s\"\naction = \"log\"\n",
+    );
+    let ns = TestNetns::new();
+    let (_fin_wait_2, _peer, _listener) = half_closed(&ns, "127.0.0.1:0");
+    let prom = work.path("sockwarden.prom");
+    let agent = work.start(
+        &ns,
+        &["--metrics-textfile", prom.to_str().expect("utf-8")],
+        &[],
+    );
+    let text = agent.wait_for(15, "a stuck FIN_WAIT_2 in the metrics", || {
+        let text = std::fs::read_to_string(&prom).ok()?;
+        sample_with(&text, "sockwarden_stuck_sockets", &["state=\"fin-wait-2\""])
+            .filter(|&n| n == 1)
+            .map(|_| text)
+    });
+    assert_eq!(
+        sample_with(&text, "sockwarden_watched_sockets", &["state=\"fin-wait-2\""]),
+        Some(1),
+        "{text}"
+    );
+    // The namespace is named by what outlives its holder (its pod, container, unit, or
+    // `other`), never by a pid.
+    let holder = ns.holder_pid().to_string();
+    for line in text.lines().filter(|l| l.contains("netns=")) {
+        let label = line
+            .split("netns=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a netns label");
+        assert!(
+            !label.contains(&holder) && !label.contains("pid:") && !label.contains("/proc"),
+            "{line}"
+        );
+        assert!(
+            label == "other" || ["pod:", "container:", "unit:"].iter().any(|p| label.starts_with(p)),
+            "{line}"
+        );
+    }
+    assert_eq!(agent.stop(), 0);
 }
 
 #[test]

@@ -395,16 +395,8 @@ fn fake() -> FakeSystem {
     }
     FakeSystem {
         namespaces: vec![
-            Netns {
-                id: HOST,
-                name: "host".into(),
-                path: PathBuf::from("/proc/self/ns/net"),
-            },
-            Netns {
-                id: ODD,
-                name: ODD_NAME.into(),
-                path: PathBuf::from("/run/netns/odd"),
-            },
+            Netns::new(HOST, "host", PathBuf::from("/proc/self/ns/net")),
+            Netns::new(ODD, ODD_NAME, PathBuf::from("/run/netns/odd")),
         ],
         sockets: vec![
             socket(1, HOST, TcpState::CloseWait),
