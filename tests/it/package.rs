@@ -139,7 +139,19 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
     };
     assert_eq!(field("Package"), "sockwarden");
     assert_eq!(field("Version"), format!("{}-1", env!("CARGO_PKG_VERSION")));
-    assert_eq!(field("Depends"), "libc6");
+    // Depends computed from the binary: a glibc at least as new as the one it links against
+    // (an unversioned libc6 would install where it cannot start).
+    let depends = field("Depends");
+    let glibc_minor = depends
+        .split(',')
+        .find_map(|d| d.trim().strip_prefix("libc6 (>= 2.")?.strip_suffix(')')?.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("Depends has no versioned libc6: {depends}"));
+    assert!(glibc_minor >= 17, "Depends: {depends}");
+    let maintainer = field("Maintainer");
+    assert!(
+        maintainer.contains('<') && maintainer.contains('@') && maintainer.ends_with('>'),
+        "Maintainer has no email address: {maintainer}"
+    );
     assert_eq!(field("Section"), "admin");
 
     // Control archive: conffiles and the maintainer scripts made from systemd-units.
@@ -267,7 +279,21 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
         );
     }
     assert_same_file(&at("/usr/share/doc/sockwarden/README.md"), "README.md");
-    assert!(at("/usr/share/doc/sockwarden/copyright").is_file());
+    // The license and the changelog ship in the package (Debian policy 12.5, 12.7).
+    let copyright = read(&at("/usr/share/doc/sockwarden/copyright"));
+    assert!(copyright.contains("Apache License"), "copyright:\n{copyright}");
+    assert!(copyright.contains("Version 2.0, January 2004"));
+    assert!(at("/usr/share/doc/sockwarden/changelog.Debian.gz").is_file());
+    // Stripped: no debug sections (the unstripped dev binary has them).
+    let sections = |path: &Path| stdout(&run(Command::new("readelf").arg("-S").arg(path)));
+    assert!(
+        sections(Path::new(env!("CARGO_BIN_EXE_sockwarden"))).contains(".debug_info"),
+        "the test's own binary should carry debug info (else this check proves nothing)"
+    );
+    assert!(
+        !sections(&bin).contains(".debug_info"),
+        "/usr/bin/sockwarden is not stripped"
+    );
     if configured {
         // deb-systemd-helper enabled the unit inside the scratch root.
         let wants = at("/etc/systemd/system/multi-user.target.wants/sockwarden.service");
@@ -703,4 +729,38 @@ fn the_daemonset_ships_the_packaged_config_policy_and_capabilities() {
     }
     assert!(yaml.contains("priorityClassName: system-node-critical"));
     assert!(yaml.contains("--metrics-listen=:9477"));
+}
+
+/// The README's from-source steps put the binary, the config and the policies where the
+/// unit (and so the package) looks for them.
+#[test]
+fn the_from_source_steps_install_where_the_unit_looks() {
+    let readme = read(&root().join("README.md"));
+    let unit = read(&root().join("packaging/sockwarden.service"));
+    let exec = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart=").filter(|v| !v.is_empty()))
+        .expect("the unit's ExecStart");
+    let mut words = exec.split_whitespace();
+    let binary = Path::new(words.next().expect("ExecStart's program"));
+    let config = words
+        .skip_while(|w| *w != "--config")
+        .nth(1)
+        .expect("ExecStart's --config");
+    let installs: Vec<&str> = readme.lines().filter(|l| l.starts_with("install ")).collect();
+    let dir = binary.parent().expect("a directory").display().to_string();
+    assert!(
+        installs
+            .iter()
+            .any(|l| l.contains("target/release/sockwarden") && l.trim_end().ends_with(&format!("{dir}/"))),
+        "README installs the binary elsewhere than {dir}: {installs:#?}"
+    );
+    assert!(
+        installs.iter().any(|l| l.ends_with(&format!(" {config}"))),
+        "README does not install {config}: {installs:#?}"
+    );
+    assert!(
+        installs.iter().any(|l| l.contains("/etc/sockwarden/policies/")),
+        "{installs:#?}"
+    );
 }
