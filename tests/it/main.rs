@@ -6,6 +6,7 @@
 
 mod audit_log;
 mod clean;
+mod container;
 mod daemon;
 mod hostile;
 mod isolated_systemd;
