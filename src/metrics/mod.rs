@@ -281,11 +281,8 @@ impl Metrics {
         reports: &[ActionReport],
         scan_duration: Duration,
     ) {
-        let origins: std::collections::HashMap<_, _> = snap
-            .namespaces
-            .iter()
-            .map(|n| (n.id, &n.origin))
-            .collect();
+        let origins: std::collections::HashMap<_, _> =
+            snap.namespaces.iter().map(|n| (n.id, &n.origin)).collect();
         let unknown = crate::model::NetnsOrigin {
             label: crate::model::NetnsOrigin::OTHER.to_string(),
             ..Default::default()

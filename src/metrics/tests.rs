@@ -686,5 +686,8 @@ fn an_audit_failure_is_counted_apart() {
     m.observe_failed_pass(true);
     let out = m.render();
     assert!(out.contains("sockwarden_failed_passes_total 2\n"), "{out}");
-    assert!(out.contains("sockwarden_audit_write_failures_total 1\n"), "{out}");
+    assert!(
+        out.contains("sockwarden_audit_write_failures_total 1\n"),
+        "{out}"
+    );
 }

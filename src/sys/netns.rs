@@ -11,8 +11,8 @@ use std::time::Duration;
 use nix::sched::{setns, CloneFlags};
 
 use super::netlink::DiagSocket;
-use super::{NamespaceList, SysError};
 use super::procfs::{container_from_cgroup, pod_uid_from_cgroup, unit_from_cgroup};
+use super::{NamespaceList, SysError};
 use crate::model::{Netns, NetnsId, NetnsOrigin};
 
 /// The kernel's default `net.ipv4.tcp_fin_timeout`, used when the sysctl cannot be read.
@@ -36,7 +36,8 @@ fn list_namespaces_in(proc_root: &Path, run_netns: &Path) -> NamespaceList {
     let own = match fs::metadata(proc_root.join("thread-self/ns/net")) {
         Ok(m) => {
             let id = id_of(&m);
-            list.namespaces.push(Netns::new(id, "host", proc_root.join("self/ns/net")));
+            list.namespaces
+                .push(Netns::new(id, "host", proc_root.join("self/ns/net")));
             Some(id)
         }
         Err(e) => {
@@ -490,7 +491,11 @@ mod tests {
         add("thread-self", "ns_own", "");
         add("1", "ns_node", "0::/init.scope\n");
         add("5", "ns_pod", &pod_cgroup);
-        add("9", "ns_docker", &format!("0::/system.slice/docker-{CID}.scope\n"));
+        add(
+            "9",
+            "ns_docker",
+            &format!("0::/system.slice/docker-{CID}.scope\n"),
+        );
         add("11", "ns_unit", "0::/system.slice/isolated.service\n");
         add("13", "ns_bare", "");
         add("15", "ns_pinned", &pod_cgroup);

@@ -477,9 +477,9 @@ pub fn unit_from_cgroup(text: &str) -> Option<String> {
 pub fn pod_uid_from_cgroup(text: &str) -> Option<String> {
     let is_uid = |s: &str| {
         s.len() == 36
-            && s.bytes()
-                .enumerate()
-                .all(|(i, b)| matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit()))
+            && s.bytes().enumerate().all(|(i, b)| {
+                matches!(i, 8 | 13 | 18 | 23) == (b == b'-') && (b == b'-' || b.is_ascii_hexdigit())
+            })
     };
     for line in text.lines() {
         let Some(path) = line.splitn(3, ':').nth(2) else {
@@ -696,7 +696,11 @@ mod tests {
             ("0::/user.slice/user-0.slice/session-1.scope\n".to_string(), None),
         ];
         for (text, want) in &cases {
-            assert_eq!(pod_uid_from_cgroup(text).as_deref(), *want, "cgroup {text:?}");
+            assert_eq!(
+                pod_uid_from_cgroup(text).as_deref(),
+                *want,
+                "cgroup {text:?}"
+            );
         }
     }
 

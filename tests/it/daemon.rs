@@ -290,7 +290,11 @@ fn every_teardown_state_is_exported_under_a_close_wait_policy_with_stable_labels
             .map(|_| text)
     });
     assert_eq!(
-        sample_with(&text, "sockwarden_watched_sockets", &["state=\"fin-wait-2\""]),
+        sample_with(
+            &text,
+            "sockwarden_watched_sockets",
+            &["state=\"fin-wait-2\""]
+        ),
         Some(1),
         "{text}"
     );
@@ -308,7 +312,10 @@ fn every_teardown_state_is_exported_under_a_close_wait_policy_with_stable_labels
             "{line}"
         );
         assert!(
-            label == "other" || ["pod:", "container:", "unit:"].iter().any(|p| label.starts_with(p)),
+            label == "other"
+                || ["pod:", "container:", "unit:"]
+                    .iter()
+                    .any(|p| label.starts_with(p)),
             "{line}"
         );
     }

@@ -4,6 +4,7 @@
 // Helpers (not #[test] functions) may expect(): a failed expectation is a failed test.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod alert_rules;
 mod audit_log;
 mod clean;
 mod container;

@@ -144,7 +144,13 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
     let depends = field("Depends");
     let glibc_minor = depends
         .split(',')
-        .find_map(|d| d.trim().strip_prefix("libc6 (>= 2.")?.strip_suffix(')')?.parse::<u32>().ok())
+        .find_map(|d| {
+            d.trim()
+                .strip_prefix("libc6 (>= 2.")?
+                .strip_suffix(')')?
+                .parse::<u32>()
+                .ok()
+        })
         .unwrap_or_else(|| panic!("Depends has no versioned libc6: {depends}"));
     assert!(glibc_minor >= 17, "Depends: {depends}");
     let maintainer = field("Maintainer");
@@ -281,7 +287,10 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
     assert_same_file(&at("/usr/share/doc/sockwarden/README.md"), "README.md");
     // The license and the changelog ship in the package (Debian policy 12.5, 12.7).
     let copyright = read(&at("/usr/share/doc/sockwarden/copyright"));
-    assert!(copyright.contains("Apache License"), "copyright:\n{copyright}");
+    assert!(
+        copyright.contains("Apache License"),
+        "copyright:\n{copyright}"
+    );
     assert!(copyright.contains("Version 2.0, January 2004"));
     assert!(at("/usr/share/doc/sockwarden/changelog.Debian.gz").is_file());
     // Stripped: no debug sections (the unstripped dev binary has them).
@@ -747,12 +756,16 @@ fn the_from_source_steps_install_where_the_unit_looks() {
         .skip_while(|w| *w != "--config")
         .nth(1)
         .expect("ExecStart's --config");
-    let installs: Vec<&str> = readme.lines().filter(|l| l.starts_with("install ")).collect();
+    let installs: Vec<&str> = readme
+        .lines()
+        .filter(|l| l.starts_with("install "))
+        .collect();
     let dir = binary.parent().expect("a directory").display().to_string();
     assert!(
         installs
             .iter()
-            .any(|l| l.contains("target/release/sockwarden") && l.trim_end().ends_with(&format!("{dir}/"))),
+            .any(|l| l.contains("target/release/sockwarden")
+                && l.trim_end().ends_with(&format!("{dir}/"))),
         "README installs the binary elsewhere than {dir}: {installs:#?}"
     );
     assert!(
@@ -760,7 +773,9 @@ fn the_from_source_steps_install_where_the_unit_looks() {
         "README does not install {config}: {installs:#?}"
     );
     assert!(
-        installs.iter().any(|l| l.contains("/etc/sockwarden/policies/")),
+        installs
+            .iter()
+            .any(|l| l.contains("/etc/sockwarden/policies/")),
         "{installs:#?}"
     );
 }
