@@ -1,5 +1,5 @@
 //! Logging on stderr: the filter (`-v`, `SOCKWARDEN_LOG`), the format (text, JSON, or the
-//! journal's), colours only on a terminal and never under `NO_COLOR`.
+//! journal's), colours as `--color` says (by default on a terminal, never under `NO_COLOR`).
 
 use std::fmt;
 use std::io::{self, IsTerminal};
@@ -10,7 +10,7 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+use crate::cli::{Color, LogFormat};
 
 /// The levels a bare directive may name; anything else bare is a target, which is almost
 /// always a typo of a level (`debgu` would silently log nothing).
@@ -37,7 +37,7 @@ pub fn filter_from(text: &str) -> Result<EnvFilter, String> {
 }
 
 /// Set up logging; `Err` when `SOCKWARDEN_LOG` is set to something unusable.
-pub fn init(verbose: u8, format: LogFormat, daemon: bool) -> Result<(), String> {
+pub fn init(verbose: u8, format: LogFormat, color: Color, daemon: bool) -> Result<(), String> {
     let default = match (verbose, daemon) {
         (0, false) => "warn",
         (0, true) => "info",
@@ -56,11 +56,16 @@ pub fn init(verbose: u8, format: LogFormat, daemon: bool) -> Result<(), String> 
         LogFormat::Text => false,
         LogFormat::Auto => !io::stderr().is_terminal() && !journald,
     };
-    let colours = io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let colours = colours(
+        color,
+        io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty()),
+        journald,
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(io::stderr)
-        .with_ansi(colours && !journald);
+        .with_ansi(colours && !json);
     match (json, journald) {
         (true, _) => builder.json().init(),
         (false, true) => {
@@ -73,6 +78,17 @@ pub fn init(verbose: u8, format: LogFormat, daemon: bool) -> Result<(), String> 
         (false, false) => builder.init(),
     }
     Ok(())
+}
+
+/// Whether log lines carry ANSI colours. The journal stores escapes as they come, so never
+/// there; `NO_COLOR` (any non-empty value, no-color.org) turns off only the automatic choice.
+fn colours(choice: Color, terminal: bool, no_color: bool, journald: bool) -> bool {
+    match choice {
+        _ if journald => false,
+        Color::Always => true,
+        Color::Never => false,
+        Color::Auto => terminal && !no_color,
+    }
 }
 
 /// The syslog priority journald reads from a `<N>` line prefix (sd-daemon(3)).
@@ -109,6 +125,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn colour_follows_the_flag_then_the_terminal_and_no_color_and_never_the_journal() {
+        use Color::*;
+        // (choice, terminal, NO_COLOR, journald) -> colours
+        let cases = [
+            (Auto, true, false, false, true),
+            (Auto, false, false, false, false),
+            (Auto, true, true, false, false),
+            (Always, false, true, false, true),
+            (Never, true, false, false, false),
+            (Always, true, false, true, false),
+        ];
+        for (choice, terminal, no_color, journald, want) in cases {
+            assert_eq!(
+                colours(choice, terminal, no_color, journald),
+                want,
+                "{choice:?} terminal={terminal} NO_COLOR={no_color} journald={journald}"
+            );
+        }
+    }
 
     #[test]
     fn a_log_filter_that_would_silently_log_nothing_is_refused() {

@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon reports each pass at info; one-off commands stay quiet unless asked.
     let daemon = matches!(cli.command, Command::Run(_));
-    if let Err(why) = sockwarden::logging::init(cli.verbose, cli.log_format, daemon) {
+    if let Err(why) = sockwarden::logging::init(cli.verbose, cli.log_format, cli.color, daemon) {
         eprintln!("sockwarden: error: {}", sockwarden::output::escape(&why));
         return ExitCode::from(2);
     }

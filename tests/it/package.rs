@@ -616,6 +616,47 @@ fn install_and_run_under_systemd(deb: &Path) {
     assert!(detail.contains("mode enforce"), "{detail}");
     assert!(detail.contains("destroy works"), "{detail}");
     systemd.exec(["systemctl", "stop", "sw-leak"]);
+
+    // Priorities reach the journal (`<N>` prefixes under JOURNAL_STREAM): a broken reload is
+    // an error that `journalctl -p warning` shows, the start-up line is info that it hides.
+    inside("/etc/sockwarden/policies/20-broken.toml", "[[rule]\n");
+    systemd.exec_ok(["systemctl", "reload", "sockwarden"]);
+    let at_priority = |priority: &str| {
+        let out = systemd.exec([
+            "journalctl",
+            "-u",
+            "sockwarden",
+            "-p",
+            priority,
+            "--no-pager",
+            "-o",
+            "cat",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait_for("the failed reload in `journalctl -p warning`", &|| {
+        at_priority("warning").contains("reload failed")
+    });
+    let warnings = at_priority("warning");
+    assert!(
+        !warnings.contains("started: mode"),
+        "info lines pass `-p warning`:\n{warnings}"
+    );
+    assert!(
+        !warnings.contains("<3>") && !warnings.contains("<6>"),
+        "the priority prefix shows in the journal text:\n{warnings}"
+    );
+    assert!(
+        at_priority("info").contains("started: mode"),
+        "{}",
+        journal()
+    );
+    fs::remove_file(format!(
+        "/proc/{}/root/etc/sockwarden/policies/20-broken.toml",
+        systemd.pid()
+    ))
+    .expect("remove the broken policy");
+
     systemd.exec_ok(["systemctl", "stop", "sockwarden"]);
     assert_eq!(show("Result"), "success", "{}", journal());
     systemd.exec_ok(["sockwarden", "audit", "verify"]);

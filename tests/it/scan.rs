@@ -402,3 +402,47 @@ fn log_lines_carry_their_journal_priority_and_a_bad_log_filter_is_refused() {
     assert!(err.contains("`debgu` is neither a level"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+/// `--color` decides the logs' colours: `always` even into a pipe, `never` and `auto` into a
+/// pipe not; `NO_COLOR` does not override an explicit `always`; a bad value is refused.
+#[test]
+fn color_flag_sets_the_logs_colours() {
+    let stderr_of = |color: &str, no_color: bool| {
+        let mut cmd = crate::support::sockwarden();
+        cmd.args([
+            "--color",
+            color,
+            "-v",
+            "--log-format",
+            "text",
+            "scan",
+            "--netns",
+            "host",
+        ]);
+        if no_color {
+            cmd.env("NO_COLOR", "1");
+        } else {
+            cmd.env_remove("NO_COLOR");
+        }
+        let out = cmd.output().expect("run sockwarden");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(err.contains("DEBUG"), "no debug lines to colour:\n{err}");
+        err
+    };
+    let ansi = |s: &str| s.contains('\u{1b}');
+    assert!(ansi(&stderr_of("always", false)));
+    assert!(ansi(&stderr_of("always", true)));
+    assert!(!ansi(&stderr_of("never", false)));
+    assert!(!ansi(&stderr_of("auto", false)), "stderr is a pipe here");
+
+    let out = crate::support::sockwarden()
+        .args(["--color", "sometimes", "scan"])
+        .output()
+        .expect("run sockwarden");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("possible values: auto, always, never"),
+        "{err}"
+    );
+}
