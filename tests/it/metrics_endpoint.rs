@@ -283,13 +283,14 @@ fn value(
     name: &str,
     labels: &[(&str, &str)],
 ) -> Option<f64> {
-    let want: BTreeMap<String, String> = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+    // Labels left out must be empty (an empty label is no label to Prometheus).
+    let set = |labels: &mut dyn Iterator<Item = (String, String)>| -> BTreeMap<String, String> {
+        labels.filter(|(_, v)| !v.is_empty()).collect()
+    };
+    let want = set(&mut labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     fams.values()
         .flat_map(|f| &f.samples)
-        .find(|s| s.name == name && s.labels == want)
+        .find(|s| s.name == name && set(&mut s.labels.clone().into_iter()) == want)
         .map(|s| s.value)
 }
 
