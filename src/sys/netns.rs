@@ -16,7 +16,7 @@ use super::{NamespaceList, SysError};
 use crate::model::{Netns, NetnsId, NetnsOrigin};
 
 /// The kernel's default `net.ipv4.tcp_fin_timeout`, used when the sysctl cannot be read.
-const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const DEFAULT_FIN_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn id_of(m: &fs::Metadata) -> NetnsId {
     NetnsId {
@@ -161,6 +161,38 @@ pub fn namespace_at(path: &Path) -> Result<Netns, SysError> {
         }
     }
     Ok(netns)
+}
+
+/// Whether the namespace holds any TCP socket, read from the `net/sockstat` and
+/// `net/sockstat6` files of a process in it, without entering it and without a dump (a
+/// dump walks every socket of the host, whichever namespace it asks for). `TCP: inuse N`
+/// counts the namespace's hashed TCP sockets: every state but TIME_WAIT and the request
+/// sockets of SYN_RECV, which need a listener (itself counted). `None` when this cannot be
+/// told (a `/run/netns` name, an unreadable file, or the process left the namespace while
+/// it was read): then dump.
+pub fn has_tcp_sockets(ns: &Netns) -> Option<bool> {
+    let proc_dir = ns.path.parent()?.parent()?;
+    if proc_dir.parent() != Some(Path::new("/proc")) {
+        return None;
+    }
+    let still_there = || netns_id_of(&ns.path).is_ok_and(|id| id == ns.id);
+    if !still_there() {
+        return None;
+    }
+    let v4 = fs::read_to_string(proc_dir.join("net/sockstat")).ok()?;
+    // No sockstat6 without IPv6: no TCP6 sockets either.
+    let v6 = fs::read_to_string(proc_dir.join("net/sockstat6")).unwrap_or_default();
+    let in_use = tcp_in_use(&v4, "TCP:")? + tcp_in_use(&v6, "TCP6:").unwrap_or(0);
+    // Read from the process's namespace of the moment: it must still be the one we meant.
+    still_there().then_some(in_use > 0)
+}
+
+/// `inuse` of the `TCP:`/`TCP6:` line of a sockstat text.
+fn tcp_in_use(text: &str, protocol: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(protocol))?;
+    let mut words = line.split_whitespace();
+    words.find(|w| *w == "inuse")?;
+    words.next()?.parse().ok()
 }
 
 /// The origin of the namespace of process `pid`, from its `/proc/<pid>/cgroup` text: the
@@ -529,6 +561,57 @@ mod tests {
                 ("pid:13(x)", "other", None, None),
             ]
         );
+    }
+
+    #[test]
+    fn tcp_in_use_reads_the_sockstat_line() {
+        let v4 =
+            "sockets: used 291\nTCP: inuse 7 orphan 0 tw 3 alloc 12 mem 2\nUDP: inuse 2 mem 1\n";
+        let v6 = "TCP6: inuse 0\nUDP6: inuse 1\n";
+        assert_eq!(tcp_in_use(v4, "TCP:"), Some(7));
+        assert_eq!(tcp_in_use(v6, "TCP6:"), Some(0));
+        assert_eq!(tcp_in_use(v4, "TCP6:"), None);
+        assert_eq!(tcp_in_use("TCP: inuse x\n", "TCP:"), None);
+    }
+
+    #[test]
+    fn has_tcp_sockets_tells_an_empty_namespace_from_one_with_a_socket() {
+        let mut child = Command::new("unshare")
+            .args(["--net", "sleep", "60"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn unshare --net sleep 60");
+        let pid = child.id();
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let own = own_netns_id().expect("own");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let id = loop {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            match netns_id_of(&path) {
+                Ok(id) if id != own && comm.trim() == "sleep" => break id,
+                _ if Instant::now() > deadline => panic!("child never entered a new netns"),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        let ns = Netns::new(id, "test", path.clone());
+        let empty = has_tcp_sockets(&ns);
+        // A listener in it (IPv6 too: sockstat6 counts it).
+        let listener = run_in_netns(&path, || {
+            crate::sys::probe::bring_loopback_up().expect("lo up");
+            std::net::TcpListener::bind("[::1]:0").expect("bind")
+        })
+        .expect("enter");
+        let one = has_tcp_sockets(&ns);
+        // A namespace it is not (the id differs): cannot tell.
+        let wrong = has_tcp_sockets(&Netns::new(own, "wrong", path));
+        drop(listener);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(empty, Some(false));
+        assert_eq!(one, Some(true));
+        assert_eq!(wrong, None);
+        // A /run/netns path is not a process's: dump it.
+        assert_eq!(has_tcp_sockets(&Netns::new(own, "x", "/run/netns/x")), None);
     }
 
     #[test]
