@@ -50,6 +50,10 @@ The audit log, as \fB\-\-audit\-log\fR.
 .B SOCKWARDEN_AUDIT_KEY
 The key file of a keyed audit log, as \fB\-\-audit\-key\fR.
 .TP
+.B SOCKWARDEN_NODE_NAME
+The \fBhost\fR written in audit records, instead of the hostname (the DaemonSet sets it to
+the node's name: a pod's hostname is the pod's).
+.TP
 .B JOURNAL_STREAM
 Set by systemd: logs are text for the journal.
 .SH EXAMPLES

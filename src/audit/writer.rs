@@ -93,9 +93,10 @@ impl AuditLog {
         let (dir, name) = anchor::live_dir(path).map_err(refused)?;
         dir.check_private().map_err(refused)?;
         dir.open_append(&name, 0o640).map_err(refused)?;
-        let host = nix::unistd::gethostname()
-            .map(|h| h.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let host = recorded_host(
+            std::env::var("SOCKWARDEN_NODE_NAME").ok(),
+            nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()),
+        );
         Ok(AuditLog {
             path: path.to_path_buf(),
             dir,
@@ -688,9 +689,29 @@ fn read_tail(file: &File, len: u64) -> io::Result<Tail> {
     Ok(tail)
 }
 
+/// The `host` of the records: `SOCKWARDEN_NODE_NAME` when set (in a pod the hostname is the
+/// pod's, so the DaemonSet passes the node's name), else the hostname.
+fn recorded_host(node_name: Option<String>, hostname: nix::Result<String>) -> String {
+    node_name
+        .filter(|n| !n.trim().is_empty())
+        .or(hostname.ok())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_name_wins_over_the_pods_hostname() {
+        let host = |node: Option<&str>, hostname: nix::Result<&str>| {
+            recorded_host(node.map(str::to_string), hostname.map(str::to_string))
+        };
+        assert_eq!(host(Some("node-7"), Ok("sockwarden-x2k9f")), "node-7");
+        assert_eq!(host(None, Ok("server1")), "server1");
+        assert_eq!(host(Some(" "), Ok("server1")), "server1");
+        assert_eq!(host(None, Err(nix::Error::EPERM)), "");
+    }
 
     #[test]
     fn tail_finds_last_line_and_torn_bytes_across_chunks() {

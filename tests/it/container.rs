@@ -443,6 +443,8 @@ fn the_image_runs_like_the_daemonset_and_destroys_a_stuck_socket() {
         "--security-opt=no-new-privileges",
         "--read-only",
         "--read-only-tmpfs=false",
+        // The DaemonSet passes spec.nodeName: records name the node, not the pod.
+        "--env=SOCKWARDEN_NODE_NAME=test-node-1",
     ]
     .into_iter()
     .map(str::to_owned)
@@ -501,6 +503,7 @@ fn the_image_runs_like_the_daemonset_and_destroys_a_stuck_socket() {
     assert_eq!(outcome["rule"], "container-test", "{outcome:#}");
     assert_eq!(outcome["mode"], "enforce");
     assert_eq!(outcome["actor"]["kind"], "daemon");
+    assert_eq!(outcome["host"], "test-node-1", "{outcome:#}");
     assert_eq!(
         outcome["actor"]["pid"].as_u64(),
         Some(u64::from(container_pid)),
