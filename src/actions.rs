@@ -114,6 +114,9 @@ pub fn carry_out(
     if to_act.is_empty() {
         return Ok(reports);
     }
+    // One report per item, in one allocation: at 100,000 items a growing Vec (and a second
+    // one appended to it) was a third of the peak memory.
+    reports.reserve_exact(to_act.len());
 
     // Decide again on what is true now, with the trail as it is now (another writer may
     // have acted meanwhile).
@@ -167,7 +170,7 @@ pub fn carry_out(
         took_ms = started.elapsed().as_millis() as u64,
         "paired; destroying"
     );
-    reports.extend(destroy_all(&destroys, &fresh.snap, ctx)?);
+    destroy_all(&destroys, &fresh.snap, ctx, &mut reports)?;
     tracing::debug!(
         peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
         took_ms = started.elapsed().as_millis() as u64,
@@ -692,18 +695,19 @@ fn signal_result(outcome: SignalOutcome) -> Result3 {
 /// batches of [`AUDIT_BATCH`]), then pipelined SOCK_DESTROYs by full id and cookie (a
 /// socket gone since the re-scan answers ENOENT; a tuple reused answers "not that
 /// socket"), then one dump to confirm they are gone, then every outcome (in batches too).
+/// Destroy the sockets of `items`, adding one report per item to `reports`.
 fn destroy_all(
     items: &[&PlanItem],
     fresh: &Snapshot,
     ctx: &mut ActContext<'_>,
-) -> Result<Vec<ActionReport>, AuditError> {
+    reports: &mut Vec<ActionReport>,
+) -> Result<(), AuditError> {
     let mut by_netns: HashMap<NetnsId, Vec<&PlanItem>> = HashMap::new();
     for item in items {
         if let Some(s) = first_socket(item, fresh) {
             by_netns.entry(s.socket.netns).or_default().push(item);
         }
     }
-    let mut reports = Vec::new();
     for (netns_id, targets) in by_netns {
         let Some(netns) = fresh.netns(netns_id) else {
             continue;
@@ -738,7 +742,7 @@ fn destroy_all(
             reports.push(report(item, fresh, &result, errno, message, Some(w.seq)));
         }
     }
-    Ok(reports)
+    Ok(())
 }
 
 /// Destroy one namespace's sockets and confirm with a re-dump; one result per socket.
