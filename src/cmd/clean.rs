@@ -126,7 +126,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32
         now: SystemTime::now(),
     };
     // Every item is decided again here, on what is true after the confirmation.
-    let reports = actions::carry_out(&planned, &decider, &mut ctx)?;
+    let reports = actions::carry_out(planned, &decider, &mut ctx)?;
     print_reports(&mut out, &reports, args.json, full)?;
     Ok(incomplete(if reports.iter().all(ActionReport::succeeded) {
         exit::OK

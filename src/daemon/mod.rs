@@ -19,9 +19,9 @@ use tracing::{debug, error, info, warn};
 use crate::actions::{self, ActContext, ActionReport};
 use crate::audit::{self, Actor, ActorKind, AuditLog, NewRecord, NoteEvent};
 use crate::decide::{Decider, Planned};
-use crate::engine::{self, Decision, HeldReason, History, Keep, RunOptions};
+use crate::engine::{self, Decision, HeldReason, History, Keep, Plan, RunOptions};
 use crate::filter::{NetnsSelector, SocketFilter};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, PassFigures};
 use crate::model::{Netns, Pid, StateSet};
 use crate::policy::{self, ActionKind, Mode, PolicySet};
 use crate::scan;
@@ -661,9 +661,9 @@ impl<'a> Daemon<'a> {
         summary.watched = snap.seen.len();
         summary.stuck = snap.sockets.len();
         summary.unseen = self.namespace_unseen.len() + snap.unseen.len();
-        let (planned, reports) = self.decide_and_act(snap, namespaces, filter, now, summary)?;
-        if let Some(m) = &self.metrics {
-            m.observe_pass(&planned.snap, &planned.plan, &reports, scan_took);
+        let (figures, reports) = self.decide_and_act(snap, namespaces, filter, now, summary)?;
+        if let (Some(m), Some(figures)) = (&self.metrics, figures) {
+            m.observe_figures(figures, &reports, scan_took);
         }
         summary.reports = reports;
         Ok(())
@@ -682,7 +682,8 @@ impl<'a> Daemon<'a> {
     }
 
     /// Plan for the sockets of `snap` and carry the plan out (deciding again at act time).
-    /// With nothing stuck, neither the audit log nor the owners are read.
+    /// With nothing stuck, neither the audit log nor the owners are read. Returns what the
+    /// metrics need of the snapshot and plan (taken before they are freed), if any.
     fn decide_and_act(
         &mut self,
         snap: scan::Snapshot,
@@ -690,13 +691,16 @@ impl<'a> Daemon<'a> {
         filter: SocketFilter,
         now: SystemTime,
         summary: &mut PassSummary,
-    ) -> Result<(Planned, Vec<ActionReport>), PassError> {
+    ) -> Result<(Option<PassFigures>, Vec<ActionReport>), PassError> {
+        let figures_of = |metrics: &Option<Arc<Metrics>>, snap: &scan::Snapshot, plan: &Plan| {
+            metrics.as_ref().map(|_| PassFigures::of(snap, plan))
+        };
         if snap.sockets.is_empty() {
             let plan = engine::Plan {
                 mode: self.mode(),
                 items: Vec::new(),
             };
-            return Ok((Planned { snap, plan }, Vec::new()));
+            return Ok((figures_of(&self.metrics, &snap, &plan), Vec::new()));
         }
         let observe = self.mode() == Mode::Observe;
         let history = cached_history(
@@ -737,10 +741,11 @@ impl<'a> Daemon<'a> {
         for item in plan.items.iter().filter(|i| i.decision != Decision::Act) {
             debug!(rule = %item.rule, target = %item.target, decision = %item.decision, "{}", item.why);
         }
-        let planned = Planned { snap, plan };
+        let figures = figures_of(&self.metrics, &snap, &plan);
         if to_record == 0 {
-            return Ok((planned, Vec::new()));
+            return Ok((figures, Vec::new()));
         }
+        let planned = Planned { snap, plan };
 
         let mut log = self.open_audit()?;
         let mut ctx = ActContext {
@@ -751,7 +756,7 @@ impl<'a> Daemon<'a> {
             dry_run: planned.plan.mode == Mode::Observe,
             now,
         };
-        let result = actions::carry_out(&planned, &decider, &mut ctx);
+        let result = actions::carry_out(planned, &decider, &mut ctx);
         summary.audit_head = log.head().map(|(seq, _)| seq);
         drop(decider);
         // Our own records changed the trail: the next pass reads it again.
@@ -771,7 +776,7 @@ impl<'a> Daemon<'a> {
                 }
             }
         }
-        Ok((planned, reports))
+        Ok((figures, reports))
     }
 
     /// With `audit_retention` set: once an hour, prune the rotated audit files whose records

@@ -246,6 +246,79 @@ impl Histogram {
     }
 }
 
+/// What the metrics keep of one pass's snapshot and plan: the gauges, the ages of the
+/// sockets (for the destroyed-age histogram) and the guards' refusals.
+#[derive(Debug)]
+pub struct PassFigures {
+    taken_at: SystemTime,
+    mode: Mode,
+    stuck: BTreeMap<Group, u64>,
+    oldest: BTreeMap<Group, u64>,
+    watched: BTreeMap<(TcpState, String), u64>,
+    /// Cookie -> age in seconds of every stuck socket.
+    age_of: std::collections::HashMap<u64, u64>,
+    /// (guard, rule) -> held items.
+    refusals: BTreeMap<(String, String), u64>,
+}
+
+impl PassFigures {
+    pub fn of(snap: &Snapshot, plan: &Plan) -> PassFigures {
+        let origins: std::collections::HashMap<_, _> =
+            snap.namespaces.iter().map(|n| (n.id, &n.origin)).collect();
+        let unknown = crate::model::NetnsOrigin {
+            label: crate::model::NetnsOrigin::OTHER.to_string(),
+            ..Default::default()
+        };
+        let origin = |id| origins.get(&id).copied().unwrap_or(&unknown);
+        let mut watched = BTreeMap::new();
+        for (netns, _, state) in &snap.seen {
+            *watched
+                .entry((*state, origin(*netns).label.clone()))
+                .or_insert(0) += 1;
+        }
+        let mut stuck = BTreeMap::new();
+        let mut oldest: BTreeMap<Group, u64> = BTreeMap::new();
+        let mut age_of = std::collections::HashMap::with_capacity(snap.sockets.len());
+        for s in &snap.sockets {
+            let first_owner = |f: fn(&crate::model::Process) -> Option<&str>| {
+                s.owners.iter().find_map(|o| f(&o.process))
+            };
+            let netns = origin(s.socket.netns);
+            let key = Group {
+                state: s.socket.state,
+                netns: netns.label.clone(),
+                pod_uid: netns.pod_uid.clone().unwrap_or_default(),
+                container: first_owner(|p| p.container.as_deref())
+                    .or(netns.container.as_deref())
+                    .unwrap_or("")
+                    .to_string(),
+                unit: first_owner(|p| p.unit.as_deref()).unwrap_or("").to_string(),
+            };
+            let age = oldest.entry(key.clone()).or_insert(0);
+            *age = (*age).max(s.age.secs);
+            *stuck.entry(key).or_insert(0) += 1;
+            age_of.insert(s.socket.cookie.0, s.age.secs);
+        }
+        let mut refusals = BTreeMap::new();
+        for item in &plan.items {
+            if let Decision::Held(reason) = &item.decision {
+                *refusals
+                    .entry((guard_name(reason), item.rule.to_string()))
+                    .or_insert(0) += 1;
+            }
+        }
+        PassFigures {
+            taken_at: snap.taken_at,
+            mode: plan.mode,
+            stuck,
+            oldest,
+            watched,
+            age_of,
+            refusals,
+        }
+    }
+}
+
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
         Arc::new(Metrics {
@@ -281,43 +354,26 @@ impl Metrics {
         reports: &[ActionReport],
         scan_duration: Duration,
     ) {
-        let origins: std::collections::HashMap<_, _> =
-            snap.namespaces.iter().map(|n| (n.id, &n.origin)).collect();
-        let unknown = crate::model::NetnsOrigin {
-            label: crate::model::NetnsOrigin::OTHER.to_string(),
-            ..Default::default()
-        };
-        let origin = |id| origins.get(&id).copied().unwrap_or(&unknown);
-        let mut watched = BTreeMap::new();
-        for (netns, _, state) in &snap.seen {
-            *watched
-                .entry((*state, origin(*netns).label.clone()))
-                .or_insert(0) += 1;
-        }
-        let mut stuck = BTreeMap::new();
-        let mut oldest: BTreeMap<Group, u64> = BTreeMap::new();
-        let mut age_of: std::collections::HashMap<u64, u64> = std::collections::HashMap::new();
-        for s in &snap.sockets {
-            let first_owner = |f: fn(&crate::model::Process) -> Option<&str>| {
-                s.owners.iter().find_map(|o| f(&o.process))
-            };
-            let netns = origin(s.socket.netns);
-            let key = Group {
-                state: s.socket.state,
-                netns: netns.label.clone(),
-                pod_uid: netns.pod_uid.clone().unwrap_or_default(),
-                container: first_owner(|p| p.container.as_deref())
-                    .or(netns.container.as_deref())
-                    .unwrap_or("")
-                    .to_string(),
-                unit: first_owner(|p| p.unit.as_deref()).unwrap_or("").to_string(),
-            };
-            let age = oldest.entry(key.clone()).or_insert(0);
-            *age = (*age).max(s.age.secs);
-            *stuck.entry(key).or_insert(0) += 1;
-            age_of.insert(s.socket.cookie.0, s.age.secs);
-        }
+        self.observe_figures(PassFigures::of(snap, plan), reports, scan_duration);
+    }
 
+    /// [`Metrics::observe_pass`] with what it needs of the snapshot and the plan taken
+    /// beforehand, so that they can be freed before the actions run.
+    pub fn observe_figures(
+        &self,
+        figures: PassFigures,
+        reports: &[ActionReport],
+        scan_duration: Duration,
+    ) {
+        let PassFigures {
+            taken_at,
+            mode,
+            stuck,
+            oldest,
+            watched,
+            age_of,
+            refusals,
+        } = figures;
         let mut st = self.lock();
         st.stuck = stuck;
         st.oldest = oldest;
@@ -334,15 +390,11 @@ impl Metrics {
         }
         st.scan.observe(scan_duration.as_secs_f64());
         st.passes += 1;
-        st.last_pass = Some(snap.taken_at);
+        st.last_pass = Some(taken_at);
         st.last_completed = Some(Instant::now());
-        st.mode = Some(plan.mode);
-        for item in &plan.items {
-            if let Decision::Held(reason) = &item.decision {
-                *st.refusals
-                    .entry((guard_name(reason), item.rule.to_string()))
-                    .or_insert(0) += 1;
-            }
+        st.mode = Some(mode);
+        for (key, n) in refusals {
+            *st.refusals.entry(key).or_insert(0) += n;
         }
         for r in reports {
             let key = (
