@@ -17,7 +17,7 @@ use crate::audit::{
 };
 use crate::decide::{Decider, Planned};
 use crate::engine::{Decision, HeldReason, PlanItem, Target, TargetKey};
-use crate::model::{Inode, KernelSocket, Netns, NetnsId, Process, StateSet, StuckSocket};
+use crate::model::{Cookie, Inode, KernelSocket, Netns, NetnsId, Process, StateSet, StuckSocket};
 use crate::outcome::ActionResult;
 use crate::policy::{self, Action, ActionKind};
 use crate::scan::{Snapshot, SocketKey};
@@ -194,6 +194,9 @@ struct Recheck<'f> {
     fresh: &'f Planned,
     items: HashMap<ItemKey<'f>, &'f PlanItem>,
     seen: HashSet<SocketKey>,
+    /// (namespace, cookie) -> index in the fresh snapshot, built on first need (naming a
+    /// skipped socket's owners now): a search per skip would be quadratic in a mass leak.
+    fresh_index: std::cell::OnceCell<HashMap<(NetnsId, Cookie), usize>>,
 }
 
 /// An item is the same decision when the same rule does the same kind of action to the
@@ -217,7 +220,25 @@ impl<'f> Recheck<'f> {
             .map(|i| (item_key(i, &fresh.snap), i))
             .collect();
         let seen = fresh.snap.seen.iter().copied().collect();
-        Recheck { fresh, items, seen }
+        Recheck {
+            fresh,
+            items,
+            seen,
+            fresh_index: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The fresh snapshot's socket `cookie` of namespace `netns`.
+    fn fresh_socket(&self, netns: NetnsId, cookie: Cookie) -> Option<&'f StuckSocket> {
+        let sockets = &self.fresh.snap.sockets;
+        let index = self.fresh_index.get_or_init(|| {
+            sockets
+                .iter()
+                .enumerate()
+                .map(|(i, s)| ((s.socket.netns, s.socket.cookie), i))
+                .collect()
+        });
+        index.get(&(netns, cookie)).and_then(|&i| sockets.get(i))
     }
 
     /// The fresh item that confirms `item`, or why there is none: (result, message).
@@ -260,10 +281,8 @@ impl<'f> Recheck<'f> {
                         ),
                     )
                 } else {
-                    let owners = fresh
-                        .sockets
-                        .iter()
-                        .find(|f| f.socket.cookie == k.cookie && f.socket.netns == k.netns)
+                    let owners = self
+                        .fresh_socket(k.netns, k.cookie)
                         .map(owner_names)
                         .unwrap_or_else(|| "-".into());
                     (
@@ -1098,6 +1117,50 @@ mod tests {
                 && o.message
                     .as_deref()
                     .is_some_and(|m| m.contains("protect_ssh")))));
+    }
+
+    /// Sockets the rule no longer selects at act time (their owner changed) are skipped,
+    /// each naming its owners now.
+    #[test]
+    fn sockets_the_rule_no_longer_selects_are_skipped_naming_their_owners_now() {
+        const N: u64 = 2_000;
+        let app = process(500, "app");
+        let other = process(600, "other");
+        let owned_by = |p: &Arc<Process>| -> HashMap<Inode, Vec<Owner>> {
+            (1..=N)
+                .map(|c| {
+                    let owner = Owner {
+                        process: Arc::clone(p),
+                        fd: 3,
+                    };
+                    (Inode(10_000 + c), vec![owner])
+                })
+                .collect()
+        };
+        let mut sys = FakeSystem {
+            namespaces: vec![netns()],
+            sockets: (1..=N).map(socket).collect(),
+            owners: owned_by(&app),
+            ..FakeSystem::default()
+        };
+        let policies = policies("action = \"destroy\"\nprocess = [\"app\"]");
+        let obs = Observations::new();
+        let planned = decider(&sys, &policies, &obs)
+            .decide(&Default::default(), SystemTime::now())
+            .expect("decide");
+        assert_eq!(planned.plan.to_act().count(), N as usize);
+        sys.owners = owned_by(&other);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_path, mut log) = log_in(&dir);
+        let decider = decider(&sys, &policies, &obs);
+        let reports = carry_out(planned, &decider, &mut context(&sys, &mut log)).expect("act");
+        assert_eq!(reports.len(), N as usize);
+        for r in &reports {
+            assert_eq!(r.result, "skipped");
+            let message = r.message.as_deref().unwrap_or("");
+            assert!(message.contains("owners now: other(600)"), "{message}");
+        }
+        assert!(sys.destroyed.borrow().is_empty());
     }
 
     /// A signal goes only to a process that still holds the socket.
