@@ -563,6 +563,29 @@ mod tests {
         );
     }
 
+    /// A `sleep 60` child in a new network namespace, once it is there: (child, its
+    /// `/proc/<pid>/ns/net`, the namespace).
+    fn sleeper_in_new_netns() -> (std::process::Child, PathBuf, NetnsId) {
+        let own = own_netns_id().expect("own");
+        let child = Command::new("unshare")
+            .args(["--net", "sleep", "60"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn unshare --net sleep 60");
+        let pid = child.id();
+        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            // unshare(1) execs sleep after unsharing: wait until both happened.
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            match netns_id_of(&path) {
+                Ok(id) if id != own && comm.trim() == "sleep" => return (child, path, id),
+                _ if Instant::now() > deadline => panic!("child never entered a new netns"),
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
     #[test]
     fn tcp_in_use_reads_the_sockstat_line() {
         let v4 =
@@ -576,23 +599,8 @@ mod tests {
 
     #[test]
     fn has_tcp_sockets_tells_an_empty_namespace_from_one_with_a_socket() {
-        let mut child = Command::new("unshare")
-            .args(["--net", "sleep", "60"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn unshare --net sleep 60");
-        let pid = child.id();
-        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
         let own = own_netns_id().expect("own");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let id = loop {
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            match netns_id_of(&path) {
-                Ok(id) if id != own && comm.trim() == "sleep" => break id,
-                _ if Instant::now() > deadline => panic!("child never entered a new netns"),
-                _ => std::thread::sleep(Duration::from_millis(10)),
-            }
-        };
+        let (mut child, path, id) = sleeper_in_new_netns();
         let ns = Netns::new(id, "test", path.clone());
         let empty = has_tcp_sockets(&ns);
         // A listener in it (IPv6 too: sockstat6 counts it).
@@ -715,23 +723,8 @@ mod tests {
     #[test]
     fn lists_namespace_of_a_spawned_child() {
         let own = own_netns_id().expect("own");
-        let mut child = Command::new("unshare")
-            .args(["--net", "sleep", "60"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("spawn unshare --net sleep 60");
+        let (mut child, path, child_ns) = sleeper_in_new_netns();
         let pid = child.id();
-        let path = PathBuf::from(format!("/proc/{pid}/ns/net"));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let child_ns = loop {
-            // unshare(1) execs sleep after unsharing: wait until both happened.
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            match netns_id_of(&path) {
-                Ok(id) if id != own && comm.trim() == "sleep" => break id,
-                _ if Instant::now() > deadline => panic!("child never entered a new netns"),
-                _ => std::thread::sleep(Duration::from_millis(10)),
-            }
-        };
         let list = list_namespaces();
         let _ = child.kill();
         let _ = child.wait();

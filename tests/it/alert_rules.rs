@@ -8,23 +8,22 @@
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::support::{leak_close_wait, root_or_skip, sockwarden, TestNetns};
+use crate::support::{
+    in_ci, leak_close_wait, poll, repo_root, root_or_skip, sockwarden, tool_works, TestNetns,
+};
 
 fn monitoring() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/monitoring")
+    repo_root().join("packaging/monitoring")
 }
 
 /// Whether promtool is here; under CI its absence fails the test.
 fn promtool_or_skip() -> bool {
-    let here = Command::new("promtool")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let here = tool_works("promtool", &["--version"]);
     if !here {
         assert!(
-            std::env::var_os("CI").is_none(),
+            !in_ci(),
             "promtool missing: .ci/run installs Debian's `prometheus` package"
         );
         eprintln!("skipping: promtool missing (apt-get install prometheus)");
@@ -203,19 +202,15 @@ fn alerts_fire_on_series_a_real_daemon_exported() {
         .spawn()
         .expect("spawn sockwarden run");
     let wait_for = |what: &str, check: &dyn Fn(&str) -> bool| -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let log = || {
+            let daemon = fs::read_to_string(at("daemon.log")).unwrap_or_default();
+            let metrics = fs::read_to_string(&prom).unwrap_or_default();
+            format!("{daemon}\nmetrics:\n{metrics}")
+        };
+        poll(30, Duration::from_millis(100), what, log, || {
             let text = fs::read_to_string(&prom).unwrap_or_default();
-            if check(&text) {
-                return text;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; daemon log:\n{}\nmetrics:\n{text}",
-                fs::read_to_string(at("daemon.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            check(&text).then_some(text)
+        })
     };
     // Its exec action fails (exit 1) ...
     wait_for("a failed exec action", &|t| {

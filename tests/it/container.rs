@@ -12,13 +12,16 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use nix::sched::{setns, CloneFlags};
 use serde_json::Value;
 
-use crate::support::{audit_records, leak_close_wait, ports_in, root_or_skip, run, TestNetns};
+use crate::support::{
+    audit_records, in_ci, leak_close_wait, poll, ports_in, repo_root, root_or_skip, run, run_ok,
+    stdout_of, tool_works, TestNetns,
+};
 
 /// What packaging/daemonset.yaml adds after `drop: [ALL]`.
 const CAPS: &str = "NET_ADMIN,SYS_ADMIN,SYS_PTRACE,DAC_READ_SEARCH,KILL";
@@ -28,41 +31,6 @@ const CAP_MASK: u64 = 1 << 2 | 1 << 5 | 1 << 12 | 1 << 19 | 1 << 21;
 const CAP_SYS_RESOURCE: u64 = 1 << 24;
 /// The DaemonSet's `--metrics-listen=:9477`, probed inside the container's own namespace.
 const METRICS_PORT: u16 = 9477;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some()
-}
-
-/// Runs `cmd`, panicking with its output unless it exits 0.
-fn run_ok(cmd: &mut Command) -> Output {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn tool_works(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
 /// A `CapEff:`-style hex field of a `/proc/<pid>/status` text.
 fn status_hex(status: &str, field: &str) -> u64 {
@@ -109,7 +77,7 @@ impl Podman {
 
     fn inspect(&self, format: &str) -> String {
         let name = self.container.as_deref().expect("a container");
-        stdout(&run_ok(
+        stdout_of(&run_ok(
             Command::new("podman").args(["inspect", "--format", format, name]),
         ))
         .trim()
@@ -174,12 +142,12 @@ fn working_runtime(tag: &str, ulimits: &[String]) -> Result<Vec<String>, String>
             .arg("--version")
             .output();
         match out {
-            Ok(o) if o.status.success() && stdout(&o).starts_with("sockwarden ") => {
+            Ok(o) if o.status.success() && stdout_of(&o).starts_with("sockwarden ") => {
                 return Ok(global)
             }
             Ok(o) => tried.push_str(&format!(
                 "podman {global:?} run: {}{}\n",
-                stdout(&o),
+                stdout_of(&o),
                 String::from_utf8_lossy(&o.stderr)
             )),
             Err(e) => tried.push_str(&format!("podman {global:?} run: {e}\n")),
@@ -191,7 +159,7 @@ fn working_runtime(tag: &str, ulimits: &[String]) -> Result<Vec<String>, String>
 /// The shared libraries and loader `ldd` lists for `binary` (linux-vdso is the kernel's).
 fn ldd_libraries(binary: &Path) -> BTreeSet<String> {
     let out = run_ok(Command::new("ldd").arg(binary));
-    stdout(&out)
+    stdout_of(&out)
         .lines()
         .filter_map(|l| {
             let fields: Vec<&str> = l.split_whitespace().collect();
@@ -248,19 +216,14 @@ fn probe(container_pid: u32, path: &'static str) -> Option<String> {
 }
 
 /// Poll `check` until it gives a value; fail with `what` and the container's log.
-fn wait_for<T>(podman: &Podman, secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for {what}; container log:\n{}",
-            podman.logs()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait_for<T>(podman: &Podman, secs: u64, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    poll(
+        secs,
+        Duration::from_millis(100),
+        what,
+        || podman.logs(),
+        check,
+    )
 }
 
 /// One test, because building the image is the slow part. Needs podman (and runc where crun
@@ -290,21 +253,21 @@ fn the_image_runs_like_the_daemonset_and_destroys_a_stuck_socket() {
     };
     let binary = Path::new(env!("CARGO_BIN_EXE_sockwarden"));
     let built = run_ok(
-        Command::new(root().join("packaging/container/build-image.sh"))
+        Command::new(repo_root().join("packaging/container/build-image.sh"))
             .arg("--binary")
             .arg(binary)
             .arg("--tag")
             .arg(&tag)
-            .current_dir(root()),
+            .current_dir(repo_root()),
     );
     assert_eq!(
-        stdout(&built).lines().last(),
+        stdout_of(&built).lines().last(),
         Some(tag.as_str()),
         "build-image.sh prints the tag last"
     );
 
     // The image's configuration.
-    let inspect: Value = serde_json::from_str(&stdout(&run_ok(
+    let inspect: Value = serde_json::from_str(&stdout_of(&run_ok(
         Command::new("podman").args(["image", "inspect", &tag]),
     )))
     .expect("podman image inspect: JSON");
@@ -338,7 +301,7 @@ fn the_image_runs_like_the_daemonset_and_destroys_a_stuck_socket() {
     // Its files: exactly the binary, the libraries ldd lists, the packaged config and policy,
     // passwd and group, and the empty mount points.
     let mount = PathBuf::from(
-        stdout(&run_ok(
+        stdout_of(&run_ok(
             Command::new("podman").args(["image", "mount", &tag]),
         ))
         .trim()
@@ -366,11 +329,11 @@ fn the_image_runs_like_the_daemonset_and_destroys_a_stuck_socket() {
     assert_eq!(files, expected, "the image's files");
     assert_eq!(
         config,
-        fs::read_to_string(root().join("packaging/sockwarden.toml")).expect("read config")
+        fs::read_to_string(repo_root().join("packaging/sockwarden.toml")).expect("read config")
     );
     assert_eq!(
         policy,
-        fs::read_to_string(root().join("policies/default.toml")).expect("read policy")
+        fs::read_to_string(repo_root().join("policies/default.toml")).expect("read policy")
     );
 
     let ulimits = ulimit_args();
@@ -404,7 +367,7 @@ fn the_image_runs_like_the_daemonset_and_destroys_a_stuck_socket() {
     fs::create_dir(&policies).expect("mkdir policies");
     fs::create_dir(&state).expect("mkdir state");
     fs::copy(
-        root().join("policies/default.toml"),
+        repo_root().join("policies/default.toml"),
         policies.join("default.toml"),
     )
     .expect("copy the default policy");
@@ -453,7 +416,7 @@ fn the_image_runs_like_the_daemonset_and_destroys_a_stuck_socket() {
     let mut volume = |spec: String| args.extend(["--volume".to_owned(), spec]);
     volume(format!(
         "{}:/etc/sockwarden/sockwarden.toml:ro",
-        root().join("packaging/sockwarden.toml").display()
+        repo_root().join("packaging/sockwarden.toml").display()
     ));
     volume(format!(
         "{}:/etc/sockwarden/policies:ro",

@@ -128,19 +128,8 @@ impl Agent {
     }
 
     /// Poll `check` until it gives a value; fail with `what` and the daemon's log.
-    fn wait_for<T>(&self, secs: u64, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(v) = check() {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out after {secs} s waiting for {what}; daemon log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+    fn wait_for<T>(&self, secs: u64, what: &str, check: impl FnMut() -> Option<T>) -> T {
+        crate::support::poll(secs, Duration::from_millis(50), what, || self.log(), check)
     }
 }
 

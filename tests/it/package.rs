@@ -6,48 +6,14 @@ use std::fs;
 use std::ops::Not;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::CommandFactory;
 use sockwarden::cli::Cli;
 
 use crate::isolated_systemd::IsolatedSystemd;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn in_ci() -> bool {
-    std::env::var_os("CI").is_some()
-}
-
-/// Runs `cmd`, panicking with its output unless it exits 0.
-fn run(cmd: &mut Command) -> Output {
-    let shown = format!("{cmd:?}");
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
-    assert!(
-        out.status.success(),
-        "{shown} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn tool_works(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use crate::support::{in_ci, repo_root, run_ok, stdout_of, tool_works};
 
 fn read(path: &Path) -> String {
     fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
@@ -56,7 +22,7 @@ fn read(path: &Path) -> String {
 fn assert_same_file(installed: &Path, source: &str) {
     assert_eq!(
         read(installed),
-        read(&root().join(source)),
+        read(&repo_root().join(source)),
         "{} differs from {source}",
         installed.display()
     );
@@ -64,7 +30,7 @@ fn assert_same_file(installed: &Path, source: &str) {
 
 /// A man page's text (pages are installed gzipped).
 fn gunzip(path: &Path) -> String {
-    stdout(&run(Command::new("gzip").arg("-dc").arg(path)))
+    stdout_of(&run_ok(Command::new("gzip").arg("-dc").arg(path)))
 }
 
 /// `sockwarden-policy-check` for `policy check`: clap_mangen's name for each page.
@@ -117,14 +83,16 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
     let out_dir = work.path().join("out");
 
     // Build: this test's dev binary, packaged as is (no second, optimized compile).
-    let built = run(Command::new(root().join("packaging/build-deb.sh"))
-        .arg("--binary")
-        .arg(env!("CARGO_BIN_EXE_sockwarden"))
-        .arg("--output")
-        .arg(&out_dir)
-        .current_dir(root()));
+    let built = run_ok(
+        Command::new(repo_root().join("packaging/build-deb.sh"))
+            .arg("--binary")
+            .arg(env!("CARGO_BIN_EXE_sockwarden"))
+            .arg("--output")
+            .arg(&out_dir)
+            .current_dir(repo_root()),
+    );
     let deb = PathBuf::from(
-        stdout(&built)
+        stdout_of(&built)
             .lines()
             .last()
             .expect("build-deb.sh prints the .deb"),
@@ -133,9 +101,11 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
 
     // Control fields.
     let field = |name: &str| {
-        stdout(&run(Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name)))
-            .trim()
-            .to_owned()
+        stdout_of(&run_ok(
+            Command::new("dpkg-deb").arg("-f").arg(&deb).arg(name),
+        ))
+        .trim()
+        .to_owned()
     };
     assert_eq!(field("Package"), "sockwarden");
     assert_eq!(field("Version"), format!("{}-1", env!("CARGO_PKG_VERSION")));
@@ -162,7 +132,7 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
 
     // Control archive: conffiles and the maintainer scripts made from systemd-units.
     let control = work.path().join("control");
-    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    run_ok(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
     let conffiles: Vec<String> = read(&control.join("conffiles"))
         .lines()
         .map(str::to_owned)
@@ -201,24 +171,26 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
             .arg("--force-not-root");
         cmd
     };
-    run(dpkg().arg("--unpack").arg(&deb));
+    run_ok(dpkg().arg("--unpack").arg(&deb));
     let configured = !Path::new("/run/systemd/system").exists();
     if configured {
         // libc6 is not in the scratch database: --force-depends.
-        run(dpkg()
-            .args([
-                "--force-script-chrootless",
-                "--force-depends",
-                "--configure",
-            ])
-            .arg("sockwarden"));
+        run_ok(
+            dpkg()
+                .args([
+                    "--force-script-chrootless",
+                    "--force-depends",
+                    "--configure",
+                ])
+                .arg("sockwarden"),
+        );
     } else {
         eprintln!(
             "note: systemd runs on this host: not running the postinst (it would act on the \
              host's systemd); checking the unpacked package only"
         );
     }
-    let status = stdout(&run(dpkg().args(["--status", "sockwarden"])));
+    let status = stdout_of(&run_ok(dpkg().args(["--status", "sockwarden"])));
     let expected_status = if configured {
         "Status: install ok installed"
     } else {
@@ -248,15 +220,17 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o755, "/usr/bin/sockwarden mode {mode:o}");
-    let version = stdout(&run(Command::new(&bin).arg("--version")));
+    let version = stdout_of(&run_ok(Command::new(&bin).arg("--version")));
     assert_eq!(
         version.trim(),
         format!("sockwarden {}", env!("CARGO_PKG_VERSION"))
     );
     if configured {
-        run(Command::new(&bin)
-            .args(["policy", "check"])
-            .arg(at("/etc/sockwarden/policies")));
+        run_ok(
+            Command::new(&bin)
+                .args(["policy", "check"])
+                .arg(at("/etc/sockwarden/policies")),
+        );
     }
 
     // Unit, tmpfiles, config, policies, docs.
@@ -276,7 +250,7 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
         &etc("/etc/sockwarden/policies/default.toml"),
         "policies/default.toml",
     );
-    for example in fs::read_dir(root().join("policies/examples")).expect("policies/examples") {
+    for example in fs::read_dir(repo_root().join("policies/examples")).expect("policies/examples") {
         let name = example.expect("dir entry").file_name();
         let name = name.to_string_lossy();
         assert_same_file(
@@ -294,7 +268,7 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
     assert!(copyright.contains("Version 2.0, January 2004"));
     assert!(at("/usr/share/doc/sockwarden/changelog.Debian.gz").is_file());
     // Stripped: no debug sections (the unstripped dev binary has them).
-    let sections = |path: &Path| stdout(&run(Command::new("readelf").arg("-S").arg(path)));
+    let sections = |path: &Path| stdout_of(&run_ok(Command::new("readelf").arg("-S").arg(path)));
     assert!(
         sections(Path::new(env!("CARGO_BIN_EXE_sockwarden"))).contains(".debug_info"),
         "the test's own binary should carry debug info (else this check proves nothing)"
@@ -370,7 +344,7 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
     }
 
     // Nothing shipped that this test does not know about.
-    let listed = stdout(&run(dpkg().args(["--listfiles", "sockwarden"])));
+    let listed = stdout_of(&run_ok(dpkg().args(["--listfiles", "sockwarden"])));
     let unexpected: Vec<&str> = listed
         .lines()
         .filter(|p| Path::new(p) != Path::new("/.") && !at(p).is_dir())
@@ -398,10 +372,12 @@ fn the_debian_package_builds_and_installs_into_a_scratch_root() {
 
     // tmpfiles creates the state directory with the intended mode.
     if tool_works("systemd-tmpfiles", &["--version"]) {
-        run(Command::new("systemd-tmpfiles")
-            .arg(format!("--root={}", sysroot.display()))
-            .arg("--create")
-            .arg(at("/usr/lib/tmpfiles.d/sockwarden.conf")));
+        run_ok(
+            Command::new("systemd-tmpfiles")
+                .arg(format!("--root={}", sysroot.display()))
+                .arg("--create")
+                .arg(at("/usr/lib/tmpfiles.d/sockwarden.conf")),
+        );
         let state = fs::metadata(at("/var/lib/sockwarden")).expect("/var/lib/sockwarden");
         assert!(state.is_dir());
         assert_eq!(state.permissions().mode() & 0o7777, 0o750);
@@ -694,11 +670,13 @@ fn verify_unit(sysroot: &Path) {
     fs::create_dir_all(sysroot.join("bin")).expect("create bin/");
     fs::copy(kill, sysroot.join("bin/kill")).expect("copy kill into the scratch root");
 
-    let out = run(Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(format!("--root={}", sysroot.display()))
-        .arg("--man=no")
-        .arg("sockwarden.service"));
+    let out = run_ok(
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(format!("--root={}", sysroot.display()))
+            .arg("--man=no")
+            .arg("sockwarden.service"),
+    );
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -727,20 +705,20 @@ fn yaml_block(yaml: &str, key: &str) -> String {
 
 #[test]
 fn the_daemonset_ships_the_packaged_config_policy_and_capabilities() {
-    let yaml = read(&root().join("packaging/daemonset.yaml"));
+    let yaml = read(&repo_root().join("packaging/daemonset.yaml"));
     for (key, source) in [
         ("sockwarden.toml", "packaging/sockwarden.toml"),
         ("default.toml", "policies/default.toml"),
     ] {
         assert_eq!(
             yaml_block(&yaml, key),
-            read(&root().join(source)),
+            read(&repo_root().join(source)),
             "the ConfigMap's {key} in packaging/daemonset.yaml differs from {source}: copy it \
              there (indented by 4 spaces)"
         );
     }
     // The pod gets exactly the capabilities the systemd unit keeps.
-    let unit = read(&root().join("packaging/sockwarden.service"));
+    let unit = read(&repo_root().join("packaging/sockwarden.service"));
     let mut unit_caps: Vec<String> = unit
         .lines()
         .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
@@ -785,8 +763,8 @@ fn the_daemonset_ships_the_packaged_config_policy_and_capabilities() {
 /// unit (and so the package) looks for them.
 #[test]
 fn the_from_source_steps_install_where_the_unit_looks() {
-    let readme = read(&root().join("README.md"));
-    let unit = read(&root().join("packaging/sockwarden.service"));
+    let readme = read(&repo_root().join("README.md"));
+    let unit = read(&repo_root().join("packaging/sockwarden.service"));
     let exec = unit
         .lines()
         .find_map(|l| l.strip_prefix("ExecStart=").filter(|v| !v.is_empty()))

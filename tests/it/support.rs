@@ -9,16 +9,74 @@ use std::time::{Duration, Instant};
 
 use nix::sched::{setns, CloneFlags};
 
+/// Whether this is a CI run (`CI` set): there a test that cannot run fails, never skips.
+pub fn in_ci() -> bool {
+    std::env::var_os("CI").is_some()
+}
+
+/// The crate's root, where Cargo.toml and packaging/ are.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `cmd`, panicking with its output unless it exits 0.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let shown = format!("{cmd:?}");
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {shown}: {e}"));
+    assert!(
+        out.status.success(),
+        "{shown} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether `program args` runs and exits 0 (a tool the test needs is here).
+pub fn tool_works(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Poll `check` every `every` until it gives a value; past `secs`, fail naming `what` and
+/// what `log` says (the daemon's or container's output).
+pub fn poll<T>(
+    secs: u64,
+    every: Duration,
+    what: &str,
+    log: impl Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for {what}; log:\n{}",
+            log()
+        );
+        std::thread::sleep(every);
+    }
+}
+
 /// True when the test may use root. Off CI a non-root run skips with a note; under CI
 /// (`CI` set) a root test that cannot run is a failure, never a silent skip.
 pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         return true;
     }
-    assert!(
-        std::env::var_os("CI").is_none(),
-        "{test} needs root, and CI must run it"
-    );
+    assert!(!in_ci(), "{test} needs root, and CI must run it");
     eprintln!("skipping {test}: needs root");
     false
 }
