@@ -1,8 +1,8 @@
-//! Scan benchmark (issue 2): builds 100,000 CLOSE_WAIT sockets held by 100 processes in a
+//! Scan benchmark (issues 2 and 11): builds 100,000 CLOSE_WAIT sockets held by 1,000 processes in a
 //! throwaway network namespace, then times `sockwarden scan --json`, `ss -tanp` and `ss -tan`
 //! on that same fixture (median/min/max wall time, peak RSS from `wait4`, output lines).
 //!
-//! Run as root: `cargo bench --bench scan` (defaults: `-- --sockets 100000 --processes 100
+//! Run as root: `cargo bench --bench scan` (defaults: `-- --sockets 100000 --processes 1000
 //! --runs 5`). Needs `ss` and `nsenter` (util-linux). It prints figures and PASS/MISS per
 //! target and exits 0 even when a target is missed; it exits 1 only when the fixture could
 //! not be built or verified.
@@ -20,9 +20,9 @@ use common::{
 };
 use nix::unistd::getpid;
 
-/// Targets from issue 2.
-const TARGET_FASTER_THAN_SS_P: f64 = 5.0;
-const TARGET_WITHIN_SS: f64 = 2.0;
+/// Targets from issue 11 (issue 2 asked for 5x and 2x).
+const TARGET_FASTER_THAN_SS_P: f64 = 10.0;
+const TARGET_WITHIN_SS: f64 = 1.5;
 const TARGET_RSS_MIB: f64 = 64.0;
 
 fn main() {
@@ -49,7 +49,7 @@ fn main() {
 const USAGE: &str =
     "usage: cargo bench --bench scan [-- --sockets N] [--processes P] [--runs R] (as root)";
 
-/// Command-line options; defaults are the sizes of issue 2.
+/// Command-line options; defaults are the sizes of issue 11.
 struct Args {
     sockets: usize,
     processes: usize,
@@ -60,7 +60,7 @@ impl Args {
     fn parse(mut argv: impl Iterator<Item = String>) -> Res<Args> {
         let mut args = Args {
             sockets: 100_000,
-            processes: 100,
+            processes: 1000,
             runs: 5,
         };
         while let Some(flag) = argv.next() {
@@ -172,6 +172,25 @@ fn subjects(args: &Args, netns: &str) -> Vec<Subject> {
             &["--netns", netns],
             ExpectedLines::Exactly(args.sockets),
         ),
+        // The same without eBPF: owners from a walk of /proc.
+        Subject {
+            label: "same, SOCKWARDEN_WATCHER=sock-diag".to_string(),
+            program: "env".to_string(),
+            args: [
+                "SOCKWARDEN_WATCHER=sock-diag",
+                &sockwarden,
+                "scan",
+                "--json",
+                "--netns",
+                netns,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            ok_codes: &[0, 1],
+            expected_lines: ExpectedLines::Exactly(args.sockets),
+            is_sockwarden: true,
+        },
         nsenter("ss -tanp", &["ss", "-tanp"], ss_lines),
         nsenter("ss -tan", &["ss", "-tan"], ss_lines),
         nsenter(
@@ -182,41 +201,48 @@ fn subjects(args: &Args, netns: &str) -> Vec<Subject> {
     ]
 }
 
+/// Every subject once per round, `runs` rounds: the tools alternate, so that a change in
+/// the machine's load falls on all of them alike.
 fn measure_all(args: &Args, fixture: &Fixture) -> Vec<Row> {
     reset_own_peak_rss();
     let stderr_path = std::env::temp_dir().join(format!("sw-scan-bench-{}.stderr", getpid()));
-    let rows = subjects(args, &fixture.netns)
+    let mut rows: Vec<Row> = subjects(args, &fixture.netns)
         .into_iter()
-        .map(|subject| {
-            eprint!("measuring {} ...", subject.label);
-            let result = measure(&subject, args.runs, &stderr_path);
-            match &result {
-                Ok(_) => eprintln!(" done"),
-                Err(e) => eprintln!(" {e}"),
-            }
-            Row { subject, result }
+        .map(|subject| Row {
+            subject,
+            result: Ok(Vec::with_capacity(args.runs)),
         })
         .collect();
+    for round in 1..=args.runs {
+        eprint!("round {round}/{}:", args.runs);
+        for row in &mut rows {
+            let Ok(runs) = &mut row.result else { continue };
+            match measure_once(&row.subject, &stderr_path) {
+                Ok(run) => runs.push(run),
+                Err(e) => {
+                    eprint!(" [{}: {e}]", row.subject.label);
+                    row.result = Err(e);
+                }
+            }
+        }
+        eprintln!(" done");
+    }
     let _ = std::fs::remove_file(&stderr_path);
     rows
 }
 
-/// Runs the subject `runs` times; the first failure makes the row "not available".
-fn measure(subject: &Subject, runs: usize, stderr_path: &Path) -> Res<Vec<Run>> {
-    let mut all = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let (run, status) = run_once(&subject.program, &subject.args, stderr_path)?;
-        let code = status.code().unwrap_or(-1);
-        if !subject.ok_codes.contains(&code) {
-            let why = last_line(stderr_path).unwrap_or_default();
-            return Err(format!("exit {status}: {why}"));
-        }
-        if subject.is_sockwarden && run.lines == 0 {
-            return Err("printed no JSON lines (is `scan` implemented yet?)".into());
-        }
-        all.push(run);
+/// One run of the subject; a failure makes its row "not available".
+fn measure_once(subject: &Subject, stderr_path: &Path) -> Res<Run> {
+    let (run, status) = run_once(&subject.program, &subject.args, stderr_path)?;
+    let code = status.code().unwrap_or(-1);
+    if !subject.ok_codes.contains(&code) {
+        let why = last_line(stderr_path).unwrap_or_default();
+        return Err(format!("exit {status}: {why}"));
     }
-    Ok(all)
+    if subject.is_sockwarden && run.lines == 0 {
+        return Err("printed no JSON lines (is `scan` implemented yet?)".into());
+    }
+    Ok(run)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -54,6 +54,12 @@ The key file of a keyed audit log, as \fB\-\-audit\-key\fR.
 The \fBhost\fR written in audit records, instead of the hostname (the DaemonSet sets it to
 the node's name: a pod's hostname is the pod's).
 .TP
+.B SOCKWARDEN_WATCHER
+\fBsock\-diag\fR: do not load the eBPF programs; sock_diag and /proc only.
+.TP
+.B SOCKWARDEN_BPF_PIN_DIR
+Where the daemon pins the eBPF index (default /sys/fs/bpf/sockwarden/v1); empty: never pin.
+.TP
 .B JOURNAL_STREAM
 Set by systemd: logs are text for the journal.
 .SH EXAMPLES

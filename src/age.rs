@@ -1,6 +1,8 @@
 //! How long a socket has been in its state, from the best evidence available: kernel
-//! timers (exact), `tcp_info` "time since last ACK/data" (exact for a silent socket, else a
-//! lower bound), and observation by the agent (a lower bound).
+//! timers (exact), the moment the kernel moved it into its state (exact; known for sockets
+//! that changed state while sockwarden's eBPF program was loaded), `tcp_info` "time since
+//! last ACK/data" (exact for a silent socket, else a lower bound), and observation by the
+//! agent (a lower bound).
 
 use std::time::Duration;
 
@@ -18,6 +20,9 @@ pub struct AgeContext {
     pub uptime: Duration,
     /// How long ago the agent first saw this cookie in this state, if it has been watching.
     pub observed: Option<Duration>,
+    /// How long ago the kernel moved this socket into this state, when the eBPF index
+    /// recorded it.
+    pub entered: Option<Duration>,
 }
 
 /// `tcp_info`'s "ms since" figures are u32 milliseconds: they wrap every 2^32 ms (49.7 days).
@@ -39,6 +44,13 @@ pub fn tcp_info_may_wrap(uptime: Duration) -> bool {
 pub fn estimate(socket: &KernelSocket, ctx: &AgeContext) -> Age {
     if let Some(age) = from_timer(socket, ctx) {
         return age;
+    }
+    if let Some(entered) = ctx.entered {
+        return Age {
+            secs: entered.as_secs(),
+            source: AgeSource::KernelTransition,
+            lower_bound: false,
+        };
     }
     let observed = ctx.observed.map(|d| Age {
         secs: d.as_secs(),
@@ -133,7 +145,34 @@ mod tests {
             tcp_fin_timeout: Duration::from_secs(60),
             uptime: Duration::from_secs(86_400),
             observed: observed.map(Duration::from_secs),
+            entered: None,
         }
+    }
+
+    #[test]
+    fn the_recorded_transition_is_exact_and_beats_tcp_info_and_observation() {
+        let s = socket(TcpState::CloseWait, None, acked(5_000));
+        let ctx = AgeContext {
+            entered: Some(Duration::from_secs(3_600)),
+            ..ctx(Some(7_200))
+        };
+        let age = estimate(&s, &ctx);
+        assert_eq!(
+            (age.secs, age.source, age.lower_bound),
+            (3_600, AgeSource::KernelTransition, false),
+            "a socket that entered its state an hour ago is an hour old, whatever it did since"
+        );
+        // A minisocket's timer is as exact and comes from the socket itself.
+        let tw = socket(
+            TcpState::TimeWait,
+            Some(Timer {
+                kind: TimerKind::TimeWait,
+                expires_ms: 20_000,
+                retransmits: 0,
+            }),
+            None,
+        );
+        assert_eq!(estimate(&tw, &ctx).source, AgeSource::KernelTimer);
     }
 
     fn acked(ms: u32) -> Option<TcpTimes> {
@@ -251,6 +290,7 @@ mod tests {
             tcp_fin_timeout: Duration::from_secs(60),
             uptime: Duration::from_secs(uptime),
             observed: observed.map(Duration::from_secs),
+            entered: None,
         };
         // The largest figure the kernel can give: 2^32 - 1 ms = 49.7 days, on a host up
         // longer than that.

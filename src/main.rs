@@ -39,7 +39,7 @@ fn dispatch(command: Command, verbose: u8) -> anyhow::Result<i32> {
         Command::Clean(args) => cmd::clean::run(&args, &LinuxSystem::new(), verbose > 0),
         Command::Policy(command) => cmd::policy::run(&command, &LinuxSystem::new()),
         Command::Audit(command) => cmd::audit::run(command),
-        Command::Run(args) => cmd::run::run(&args, &LinuxSystem::new()),
+        Command::Run(args) => cmd::run::run(&args, &LinuxSystem::for_daemon()),
     }
 }
 

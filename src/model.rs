@@ -432,6 +432,9 @@ pub struct Owner {
 pub enum AgeSource {
     /// A kernel timer whose full length is known (TIME_WAIT, orphaned FIN_WAIT2): exact.
     KernelTimer,
+    /// The moment the kernel moved the socket into its state, recorded by sockwarden's
+    /// eBPF program on the `inet_sock_set_state` tracepoint: exact.
+    KernelTransition,
     /// `tcp_info` "ms since last ACK/data": exact for a silent socket, else a lower bound.
     TcpInfo,
     /// First time sockwarden saw this cookie in this state: a lower bound.
@@ -442,6 +445,7 @@ impl AgeSource {
     pub fn name(self) -> &'static str {
         match self {
             AgeSource::KernelTimer => "kernel-timer",
+            AgeSource::KernelTransition => "kernel-transition",
             AgeSource::TcpInfo => "tcp-info",
             AgeSource::Observed => "observed",
         }

@@ -135,6 +135,8 @@ pub fn scan_in(
     let uptime = sys.uptime();
     let started = std::time::Instant::now();
 
+    // Exact entry times where the eBPF index has them (empty without it).
+    let entered = sys.entered_states();
     let mut sockets = Vec::new();
     let mut seen = Vec::new();
     let mut dumped = Vec::with_capacity(namespaces.len());
@@ -151,6 +153,10 @@ pub fn scan_in(
                         observed: observations
                             .get(&(socket.netns, socket.cookie, socket.state))
                             .and_then(|first| now.duration_since(*first).ok()),
+                        entered: entered
+                            .get(&socket.cookie)
+                            .filter(|e| e.state == socket.state)
+                            .map(|e| e.ago),
                     };
                     let age = age::estimate(&socket, &ctx);
                     let stuck = StuckSocket {
@@ -546,5 +552,34 @@ mod tests {
             (orphan.age.secs, orphan.age.source),
             (900, crate::model::AgeSource::Observed)
         );
+    }
+
+    #[test]
+    fn the_kernel_s_entry_time_ages_a_socket_exactly_for_the_state_it_names() {
+        let mut sys = fixture();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(10_000);
+        let entered = |state, secs| crate::sys::Entered {
+            state,
+            ago: Duration::from_secs(secs),
+        };
+        sys.entered
+            .insert(Cookie(3), entered(TcpState::FinWait1, 4_000));
+        // A stamp for another state than the socket's now says nothing about it.
+        sys.entered
+            .insert(Cookie(1), entered(TcpState::SynSent, 4_000));
+        let snap = scan(&sys, &SocketFilter::default(), &Observations::new(), now).expect("scan");
+        let age_of = |cookie: u64| {
+            let s = snap
+                .sockets
+                .iter()
+                .find(|s| s.socket.cookie.0 == cookie)
+                .expect("socket");
+            (s.age.secs, s.age.source, s.age.lower_bound)
+        };
+        assert_eq!(
+            age_of(3),
+            (4_000, crate::model::AgeSource::KernelTransition, false)
+        );
+        assert_ne!(age_of(1).1, crate::model::AgeSource::KernelTransition);
     }
 }

@@ -114,6 +114,9 @@ pub enum Command {
 const SCAN_HELP: &str = "\
 Ages and their evidence (AGE-FROM / age_source):
   kernel-timer  exact, from the kernel's TIME_WAIT / orphaned FIN_WAIT2 timer
+  kernel-transition
+                exact, when the kernel moved it into its state (the eBPF index a daemon
+                pinned; only sockets that changed state since it was loaded)
   tcp-info      time since the peer's last ACK (close-wait, fin-wait-2) or our last data
                 (fin-wait-1, last-ack, closing, syn-sent): exact for a silent socket
   observed      first seen by the agent; a one-shot scan cannot observe, so these are 0

@@ -100,7 +100,28 @@ pub fn gather(sys: &dyn System) -> Vec<Check> {
         cgroups(kernel.cgroups),
         systemd(sys),
         kernel_limits(&kernel.release),
+        watcher(sys),
     ]
+}
+
+fn watcher(sys: &dyn System) -> Check {
+    let watcher = sys.watcher();
+    let fix = match (&watcher.bpf, &watcher.index) {
+        (Err(_), _) => Some("without eBPF, ages come from tcp_info and observation and owners from a walk of /proc; the reason says what is missing"),
+        (Ok(()), Err(_)) => Some("the daemon (`sockwarden run`) creates the index and pins it in /sys/fs/bpf (mount bpffs there: `mount -t bpf bpf /sys/fs/bpf`)"),
+        _ => None,
+    };
+    let status = if watcher.name() == "bpf" {
+        Status::Ok
+    } else {
+        Status::Warn
+    };
+    check(
+        "watcher",
+        status,
+        format!("{}: {}", watcher.name(), watcher.describe()),
+        fix,
+    )
 }
 
 fn sock_diag(sys: &dyn System) -> Check {
@@ -384,6 +405,31 @@ mod tests {
                 check: "kernel",
                 status: Status::Warn,
                 says: "cannot be destroyed before 6.0",
+                code: exit::FOUND,
+            },
+            Case {
+                what: "no eBPF (e.g. no CAP_BPF): sock_diag and /proc, a warning naming why",
+                probes: Probes {
+                    watcher: crate::sys::Watcher::without_bpf("load the socket_files program: Operation not permitted (loading BPF programs needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN))"),
+                    ..everything.clone()
+                },
+                check: "watcher",
+                status: Status::Warn,
+                says: "sock-diag: sock_diag and /proc only, no eBPF: load the socket_files program: Operation not permitted (loading BPF programs needs CAP_BPF",
+                code: exit::FOUND,
+            },
+            Case {
+                what: "eBPF, but no daemon has pinned an index yet",
+                probes: Probes {
+                    watcher: crate::sys::Watcher {
+                        index: Err("none pinned yet (only the daemon creates the index)".into()),
+                        ..everything.watcher.clone()
+                    },
+                    ..everything.clone()
+                },
+                check: "watcher",
+                status: Status::Warn,
+                says: "bpf-owners: no eBPF index of state entries (none pinned yet",
                 code: exit::FOUND,
             },
         ];

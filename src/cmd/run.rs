@@ -80,6 +80,12 @@ pub fn run(args: &RunArgs, sys: &dyn System) -> anyhow::Result<i32> {
         daemon = daemon.with_metrics(metrics);
     }
     daemon.check_capabilities();
+    let watcher = sys.watcher();
+    if watcher.name() == "bpf" {
+        info!("watcher {}: {}", watcher.name(), watcher.describe());
+    } else {
+        warn!("watcher {}: {}", watcher.name(), watcher.describe());
+    }
     let detail = daemon.start_detail();
     info!("{detail}");
     daemon.note(NoteEvent::Start, detail);

@@ -412,6 +412,7 @@ impl<'a> Daemon<'a> {
                 m.set_capability(name, !matches!(cap, Capability::Unavailable(_)));
             }
         }
+        m.set_watcher(self.sys.watcher().name());
     }
 
     /// After a pass: count a failed one, and write the textfile (a failure is logged once).

@@ -24,7 +24,9 @@
 //!   `sockwarden_audit_write_failures_total` counters,
 //!   `sockwarden_last_pass_timestamp_seconds` gauge (absent before the first pass);
 //! - `sockwarden_mode{mode}` gauge 1 for the mode of the last plan;
-//! - `sockwarden_capability{capability}` gauge 1/0; `sockwarden_build_info{version}` 1.
+//! - `sockwarden_capability{capability}` gauge 1/0; `sockwarden_build_info{version}` 1;
+//! - `sockwarden_watcher{watcher}` gauge 1: `bpf` (eBPF index and owner iterator),
+//!   `bpf-owners` (the iterator only), or `sock-diag` (neither; the log says why).
 
 mod http;
 #[cfg(test)]
@@ -85,6 +87,8 @@ struct State {
     /// (guard, rule) -> count.
     refusals: BTreeMap<(String, String), u64>,
     capabilities: BTreeMap<String, bool>,
+    /// Which watcher runs (`Watcher::name`).
+    watcher: Option<&'static str>,
     /// Namespaces that exist but could not be read in the last pass.
     unseen_namespaces: u64,
     /// The audit trail's head seq after the daemon's last write.
@@ -336,6 +340,7 @@ impl Metrics {
                 actions: BTreeMap::new(),
                 refusals: BTreeMap::new(),
                 capabilities: BTreeMap::new(),
+                watcher: None,
                 unseen_namespaces: 0,
                 audit_head: None,
                 started: Instant::now(),
@@ -421,6 +426,11 @@ impl Metrics {
     /// `systemd`, `cap_net_admin`).
     pub fn set_capability(&self, name: &str, available: bool) {
         self.lock().capabilities.insert(name.to_string(), available);
+    }
+
+    /// Record which watcher runs ([`crate::sys::Watcher::name`]).
+    pub fn set_watcher(&self, name: &'static str) {
+        self.lock().watcher = Some(name);
     }
 
     /// How many namespaces the last pass could not read (not an all-clear when > 0).
@@ -664,6 +674,17 @@ impl Metrics {
         );
         if let Some(seq) = st.audit_head {
             text::sample(&mut out, name, &[], Value::Int(seq));
+        }
+
+        let name = "sockwarden_watcher";
+        text::header(
+            &mut out,
+            name,
+            "Which watcher runs (1): bpf (eBPF index of state entries and owner iterator), bpf-owners (the iterator only) or sock-diag (neither; the log says why).",
+            Kind::Gauge,
+        );
+        if let Some(watcher) = st.watcher {
+            text::sample(&mut out, name, &[("watcher", watcher)], Value::Int(1));
         }
 
         let name = "sockwarden_build_info";

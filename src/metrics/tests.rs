@@ -291,6 +291,7 @@ fn every_family_has_help_and_type_before_its_samples() {
             "sockwarden_capability",
             "sockwarden_unseen_namespaces",
             "sockwarden_audit_head_seq",
+            "sockwarden_watcher",
             "sockwarden_build_info",
         ]
     );
@@ -689,5 +690,25 @@ fn an_audit_failure_is_counted_apart() {
     assert!(
         out.contains("sockwarden_audit_write_failures_total 1\n"),
         "{out}"
+    );
+}
+
+#[test]
+fn the_watcher_series_names_the_watcher_once_set() {
+    let m = Metrics::new();
+    assert!(
+        !m.render().contains("sockwarden_watcher{"),
+        "no sample before it is known"
+    );
+    m.set_watcher("sock-diag");
+    m.set_watcher("bpf");
+    let text = m.render();
+    assert!(
+        text.contains("sockwarden_watcher{watcher=\"bpf\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("watcher=\"sock-diag\""),
+        "only the current watcher"
     );
 }

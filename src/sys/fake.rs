@@ -74,6 +74,8 @@ pub struct FakeSystem {
     pub sockets: Vec<KernelSocket>,
     pub owners: HashMap<Inode, Vec<Owner>>,
     pub uptime: Duration,
+    /// What the eBPF index would say of state entries (empty: no index).
+    pub entered: HashMap<Cookie, super::Entered>,
     /// Outcome to return for a destroy of a given cookie (default: Destroyed).
     pub destroy_outcomes: HashMap<Cookie, DestroyOutcome>,
     /// Every call that reached the kernel boundary, in order, for assertions.
@@ -100,6 +102,7 @@ pub struct Probes {
     pub root: bool,
     pub kernel_release: String,
     pub cgroups: CgroupLayout,
+    pub watcher: super::Watcher,
 }
 
 impl Default for Probes {
@@ -113,6 +116,11 @@ impl Default for Probes {
             root: true,
             kernel_release: "6.18.0-fake".into(),
             cgroups: CgroupLayout::V2Unified,
+            watcher: super::Watcher {
+                bpf: Ok(()),
+                index: Ok("/sys/fs/bpf/sockwarden/v1 (fake)".into()),
+                owners: Ok(()),
+            },
         }
     }
 }
@@ -182,6 +190,14 @@ impl System for FakeSystem {
             sockets,
             tcp_fin_timeout: Duration::from_secs(60),
         })
+    }
+
+    fn entered_states(&self) -> HashMap<Cookie, super::Entered> {
+        self.entered.clone()
+    }
+
+    fn watcher(&self) -> super::Watcher {
+        self.probes.watcher.clone()
     }
 
     fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan {

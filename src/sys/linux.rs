@@ -1,17 +1,23 @@
-//! The real [`System`]: sock_diag netlink, `/proc` and namespaces on this host.
+//! The real [`System`]: sock_diag netlink, `/proc` and namespaces on this host, and
+//! sockwarden's eBPF programs where the kernel and privileges allow them.
 
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
+use super::bpf;
 use super::netlink::DiagSocket;
 use super::systemd::Systemd;
 use super::{
-    netns, procfs, signal, CommandOutcome, DestroyOutcome, HolderCheck, NamespaceList, NetnsDump,
-    OwnerScan, RestartOutcome, Signal, SignalOutcome, SysError, System, SystemdError,
+    netns, procfs, signal, CommandOutcome, DestroyOutcome, Entered, HolderCheck, NamespaceList,
+    NetnsDump, OwnerScan, RestartOutcome, Signal, SignalOutcome, SysError, System, SystemdError,
+    Watcher,
 };
-use crate::model::{Inode, KernelSocket, Netns, NetnsId, Process, StateSet};
+use crate::model::{Cookie, Inode, KernelSocket, Netns, NetnsId, Process, StateSet};
+
+/// Set to `sock-diag` to keep to sock_diag and `/proc` (no eBPF programs loaded).
+pub const WATCHER_ENV: &str = "SOCKWARDEN_WATCHER";
 
 /// One netlink socket per namespace, opened inside it on first use and kept for the
 /// lifetime of this value (a daemon reuses them pass after pass).
@@ -19,14 +25,59 @@ pub struct LinuxSystem {
     sockets: RefCell<HashMap<NetnsId, (DiagSocket, netns::FinTimeout)>>,
     /// Connected on first restart: most runs never need systemd.
     systemd: RefCell<Option<Systemd>>,
+    /// The eBPF programs, loaded on first need, or why they are not.
+    bpf: OnceCell<Result<bpf::Kernel, bpf::Unavailable>>,
+    /// Whether to create (and pin) the index of state transitions when none is pinned:
+    /// the daemon does; one-shot commands only use one a daemon pinned.
+    create_index: bool,
+    /// Whether an owner pass through the iterator failed already (said once, in the log).
+    owners_failed: std::cell::Cell<bool>,
 }
 
 impl LinuxSystem {
+    /// For one-shot commands: uses a pinned index, never attaches one of its own.
     pub fn new() -> LinuxSystem {
         LinuxSystem {
             sockets: RefCell::new(HashMap::new()),
             systemd: RefCell::new(None),
+            bpf: OnceCell::new(),
+            create_index: false,
+            owners_failed: std::cell::Cell::new(false),
         }
+    }
+
+    /// For the daemon: creates and pins the index of state transitions when none is there.
+    pub fn for_daemon() -> LinuxSystem {
+        LinuxSystem {
+            create_index: true,
+            ..LinuxSystem::new()
+        }
+    }
+
+    fn bpf(&self) -> Result<&bpf::Kernel, &bpf::Unavailable> {
+        self.bpf
+            .get_or_init(|| {
+                if std::env::var(WATCHER_ENV).is_ok_and(|v| v == "sock-diag") {
+                    return Err(bpf::Unavailable {
+                        reason: format!("{WATCHER_ENV}=sock-diag"),
+                        hint: "unset it to use the eBPF watcher",
+                    });
+                }
+                bpf::Kernel::load(self.create_index)
+            })
+            .as_ref()
+    }
+
+    /// The iterator's owner pass, or why it cannot serve this one.
+    fn owners_by_bpf(&self, wanted: &HashSet<Inode>) -> Result<OwnerScan, String> {
+        let kernel = self.bpf().map_err(|e| e.to_string())?;
+        if !bpf::in_initial_pid_namespace() {
+            return Err(NOT_HOST_PIDS.to_string());
+        }
+        let holders = kernel
+            .holders(wanted)
+            .map_err(|e| format!("the task_file iterator: {e}"))?;
+        Ok(procfs::owners_of_holders(&holders))
     }
 
     /// Run `f` on the netlink socket bound to `ns`, opening it if needed.
@@ -52,6 +103,9 @@ impl LinuxSystem {
         result
     }
 }
+
+/// Why the iterator's pids cannot be used here.
+const NOT_HOST_PIDS: &str = "not in the host's pid namespace: the iterator's pids are the host's (run with the host's pids, e.g. --pid=host)";
 
 impl Default for LinuxSystem {
     fn default() -> Self {
@@ -100,7 +154,58 @@ impl System for LinuxSystem {
     }
 
     fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan {
+        if self.bpf().is_ok() && !self.owners_failed.get() {
+            match self.owners_by_bpf(wanted) {
+                Ok(scan) => return scan,
+                Err(why) => {
+                    tracing::warn!("owners from /proc instead of the eBPF iterator: {why}");
+                    self.owners_failed.set(true);
+                }
+            }
+        }
         procfs::scan_owners(wanted)
+    }
+
+    fn entered_states(&self) -> HashMap<Cookie, Entered> {
+        let Ok(kernel) = self.bpf() else {
+            return HashMap::new();
+        };
+        let stamps = match kernel.stamps() {
+            Ok(stamps) => stamps,
+            Err(e) => {
+                tracing::warn!("cannot read the eBPF index: {e}; ages from sock_diag evidence");
+                return HashMap::new();
+            }
+        };
+        let now = bpf::boot_clock_now();
+        stamps
+            .into_iter()
+            .map(|(cookie, stamp)| {
+                let at = Duration::from_nanos(stamp.entered_boot_ns);
+                let entered = Entered {
+                    state: stamp.state,
+                    ago: now.saturating_sub(at),
+                };
+                (cookie, entered)
+            })
+            .collect()
+    }
+
+    fn watcher(&self) -> Watcher {
+        match self.bpf() {
+            Err(e) => Watcher::without_bpf(e.to_string()),
+            Ok(kernel) => Watcher {
+                bpf: Ok(()),
+                index: kernel.index.clone(),
+                owners: if self.owners_failed.get() {
+                    Err("an owner pass through the iterator failed (see the log)".into())
+                } else if bpf::in_initial_pid_namespace() {
+                    Ok(())
+                } else {
+                    Err(NOT_HOST_PIDS.into())
+                },
+            },
+        }
     }
 
     fn lookup(&self, ns: &Netns, socket: &KernelSocket) -> Result<Option<KernelSocket>, SysError> {

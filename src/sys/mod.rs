@@ -6,6 +6,7 @@
 //! state) are opened through [`files`]; its sd_notify socket and signal handlers are the
 //! daemon's.
 
+pub mod bpf;
 pub mod caps;
 pub mod exec;
 pub mod fake;
@@ -23,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::io;
 use std::time::Duration;
 
-use crate::model::{Inode, KernelSocket, Netns, Owner, Pid, Process, StateSet};
+use crate::model::{Cookie, Inode, KernelSocket, Netns, Owner, Pid, Process, StateSet, TcpState};
 pub use signal::{Signal, SignalOutcome};
 pub use systemd::{RestartOutcome, SystemdError};
 
@@ -122,9 +123,17 @@ pub trait System {
     /// asking the kernel only for those states, with `tcp_info`.
     fn dump(&self, netns: &Netns, states: StateSet) -> Result<NetnsDump, SysError>;
 
-    /// One pass over `/proc/<pid>/fd` attributing the `wanted` socket inodes to processes.
-    /// Processes that vanish mid-scan are skipped silently.
+    /// One pass attributing the `wanted` socket inodes to processes (through the eBPF
+    /// task_file iterator when it is loaded, else over `/proc/<pid>/fd`). Processes that
+    /// vanish mid-scan are skipped silently.
     fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan;
+
+    /// When the kernel moved sockets into their watched state, by cookie: what the eBPF
+    /// index recorded (empty without it). A socket's entry holds only for the state named.
+    fn entered_states(&self) -> HashMap<Cookie, Entered>;
+
+    /// Which watcher runs and, when it is not the eBPF one, why.
+    fn watcher(&self) -> Watcher;
 
     /// Look one socket up again by its full id and cookie: `None` if it is gone.
     fn lookup(
@@ -184,6 +193,64 @@ pub trait System {
         env: &[(String, String)],
         timeout: Duration,
     ) -> CommandOutcome;
+}
+
+/// A socket's entry into its state, as the eBPF index recorded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entered {
+    pub state: TcpState,
+    /// How long ago.
+    pub ago: Duration,
+}
+
+/// What watches the sockets: told by `doctor`, the daemon's log and a metric.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watcher {
+    /// Whether sockwarden's eBPF programs are loaded, or why not.
+    pub bpf: Result<(), String>,
+    /// Whether the index of state transitions is kept (and where it is pinned), or why not.
+    /// One-shot commands use a pinned index but never create one: only the daemon does.
+    pub index: Result<String, String>,
+    /// Whether owners come from the task_file iterator, or why not.
+    pub owners: Result<(), String>,
+}
+
+impl Watcher {
+    /// The name for logs and the metric label: `bpf` when the index and the owner iterator
+    /// both run, `bpf-owners` when only the iterator does, else `sock-diag`.
+    pub fn name(&self) -> &'static str {
+        match (&self.index, &self.owners) {
+            (Ok(_), Ok(())) => "bpf",
+            (_, Ok(())) => "bpf-owners",
+            _ => "sock-diag",
+        }
+    }
+
+    /// One line for the log and `doctor`: which parts run, and why the others do not.
+    pub fn describe(&self) -> String {
+        if let Err(why) = &self.bpf {
+            return format!("sock_diag and /proc only, no eBPF: {why}");
+        }
+        let index = match &self.index {
+            Ok(at) => format!("exact ages from the eBPF index at {at}"),
+            Err(why) => format!("no eBPF index of state entries ({why})"),
+        };
+        let owners = match &self.owners {
+            Ok(()) => "owners from the eBPF task_file iterator".to_string(),
+            Err(why) => format!("owners from /proc ({why})"),
+        };
+        format!("{index}; {owners}")
+    }
+
+    /// sock_diag and `/proc` only, for `why`.
+    pub fn without_bpf(why: impl Into<String>) -> Watcher {
+        let why = why.into();
+        Watcher {
+            bpf: Err(why.clone()),
+            index: Err(why.clone()),
+            owners: Err(why),
+        }
+    }
 }
 
 /// The kernel as `doctor` describes it.

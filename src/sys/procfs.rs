@@ -87,6 +87,11 @@ fn scan_in(proc_root: &Path, wanted: &HashSet<Inode>, handles: bool) -> OwnerSca
         }),
     };
     scan.processes_scanned = pids.len();
+    merge(scan, parts)
+}
+
+/// The owners the parts found, each socket's holders in (pid, fd) order.
+fn merge(mut scan: OwnerScan, parts: Vec<Partial>) -> OwnerScan {
     let found = parts.iter().map(|p| p.owners.len()).sum();
     scan.owners.reserve(found);
     for part in parts {
@@ -105,6 +110,60 @@ fn scan_in(proc_root: &Path, wanted: &HashSet<Inode>, handles: bool) -> OwnerSca
     }
     scan.unreadable.sort_by_key(|(pid, _)| *pid);
     scan
+}
+
+/// The owners of what the eBPF task_file iterator found (each holder's pid, start time, fd
+/// and inode): only the holders' own `/proc/<pid>` is read, for their details and a
+/// handle. A holder whose pid now has another start time exited after the kernel's pass
+/// (its pid was reused): it is left out, as a process that exits mid-walk is.
+pub fn owners_of_holders(holders: &[super::bpf::Holder]) -> OwnerScan {
+    let mut scan = OwnerScan::default();
+    let root = match open(Path::new("/proc"), DIR_FLAGS, Mode::empty()) {
+        Ok(root) => root,
+        Err(e) => {
+            tracing::warn!("cannot open /proc: {e}; no socket owners known");
+            return scan;
+        }
+    };
+    let mut by_pid: Vec<&super::bpf::Holder> = holders.iter().collect();
+    by_pid.sort_by_key(|h| (h.pid, h.fd));
+    let mut part = Partial::default();
+    for same in by_pid.chunk_by(|a, b| a.pid == b.pid) {
+        let first = same[0];
+        scan.processes_scanned += 1;
+        let pid = first.pid.0;
+        let pid_dir = match open_pid_dir(&root, pid) {
+            Ok(dir) => dir,
+            Err(e) => {
+                note_error(&mut part, pid, e);
+                continue;
+            }
+        };
+        // As in the walk: the handle first, then the details through the directory fd.
+        let handle = match pidfd_open(pid) {
+            Ok(fd) => ProcessHandle::new(fd),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+            Err(_) => ProcessHandle::none(),
+        };
+        let process = match read_process_dir(pid_dir.as_fd(), Pid(pid), handle) {
+            Ok(p) if p.id.start_time == first.start_time => Arc::new(p),
+            Ok(_) => continue, // another process has that pid now
+            Err(e) => {
+                note_error(&mut part, pid, e);
+                continue;
+            }
+        };
+        part.owners.extend(same.iter().map(|h| {
+            (
+                h.inode,
+                Owner {
+                    process: Arc::clone(&process),
+                    fd: h.fd,
+                },
+            )
+        }));
+    }
+    merge(scan, vec![part])
 }
 
 /// What one scanning thread found.

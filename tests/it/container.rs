@@ -424,6 +424,8 @@ fn the_image_runs_like_the_daemonset_and_destroys_a_stuck_socket() {
     ));
     volume(format!("{}:/var/lib/sockwarden", state.display()));
     volume("/run/netns:/run/netns:ro,rslave".to_owned());
+    // The DaemonSet mounts it read-write to pin the eBPF index; a test must not leave an
+    // index pinned on the host, so here it is read-only (the index lives with the container).
     if Path::new("/sys/fs/bpf").is_dir() {
         volume("/sys/fs/bpf:/sys/fs/bpf:ro".to_owned());
     }

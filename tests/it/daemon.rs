@@ -615,6 +615,7 @@ fn run_serves_its_metrics_on_the_listen_address() {
     let child = std::process::Command::new("nsenter")
         .arg(format!("--net={}", ns.path().display()))
         .arg(env!("CARGO_BIN_EXE_sockwarden"))
+        .env("SOCKWARDEN_BPF_PIN_DIR", "") // never on the host's bpffs
         .arg("run")
         .arg("--config")
         .arg(work.path("sockwarden.toml"))

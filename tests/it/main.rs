@@ -6,6 +6,7 @@
 
 mod alert_rules;
 mod audit_log;
+mod bpf;
 mod clean;
 mod container;
 mod daemon;

@@ -286,6 +286,9 @@ fn fd_ref(fd: i32) -> std::os::fd::BorrowedFd<'static> {
 pub fn sockwarden() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sockwarden"));
     cmd.env_remove("SOCKWARDEN_LOG");
+    // Never pin an index on the host's bpffs: it would outlive the test (tests/it/bpf.rs
+    // pins in a bpffs of its own).
+    cmd.env("SOCKWARDEN_BPF_PIN_DIR", "");
     cmd
 }
 
