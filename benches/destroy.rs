@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     cpu_of, last_line, load_average, proc_line, reset_own_peak_rss, run_once, ss_states, wait4,
-    Context, Fixture, Res, Run, Sizes, Stats,
+    wrapped, Context, Fixture, Res, Run, Sizes, Stats,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::getpid;
@@ -169,19 +169,6 @@ fn clean_command(netns: &str, trail: &Path) -> (String, Vec<String>) {
     .chain([trail.display().to_string()])
     .collect();
     (env!("CARGO_BIN_EXE_sockwarden").to_string(), argv)
-}
-
-/// `SOCKWARDEN_BENCH_WRAP="perf record -g -o /tmp/clean.perf --"` runs sockwarden under a
-/// profiler (figures are then the profiler's too).
-fn wrapped((program, argv): (String, Vec<String>)) -> (String, Vec<String>) {
-    let Ok(wrap) = std::env::var("SOCKWARDEN_BENCH_WRAP") else {
-        return (program, argv);
-    };
-    let mut words = wrap.split_whitespace().map(String::from);
-    let Some(first) = words.next() else {
-        return (program, argv);
-    };
-    (first, words.chain([program]).chain(argv).collect())
 }
 
 fn ss_command(netns: &str) -> (String, Vec<String>) {

@@ -15,8 +15,8 @@ use std::fmt::Display;
 use std::path::Path;
 
 use common::{
-    last_line, load_average, proc_line, reset_own_peak_rss, run_once, Context, Fixture, Res, Run,
-    Sizes, Stats,
+    last_line, load_average, proc_line, reset_own_peak_rss, run_once, wrapped, Context, Fixture,
+    Res, Run, Sizes, Stats,
 };
 use nix::unistd::getpid;
 
@@ -139,17 +139,21 @@ struct Row {
 fn subjects(args: &Args, netns: &str) -> Vec<Subject> {
     let sockwarden = env!("CARGO_BIN_EXE_sockwarden").to_string();
     let ss_lines = ExpectedLines::Exactly(args.sockets + args.processes + 1);
-    let sw = |label: &str, extra: &[&str], expected| Subject {
-        label: label.to_string(),
-        program: sockwarden.clone(),
-        args: ["scan", "--json"]
+    let sw = |label: &str, extra: &[&str], expected| {
+        let args = ["scan", "--json"]
             .iter()
             .chain(extra)
             .map(|s| s.to_string())
-            .collect(),
-        ok_codes: &[0, 1],
-        expected_lines: expected,
-        is_sockwarden: true,
+            .collect();
+        let (program, args) = wrapped((sockwarden.clone(), args));
+        Subject {
+            label: label.to_string(),
+            program,
+            args,
+            ok_codes: &[0, 1],
+            expected_lines: expected,
+            is_sockwarden: true,
+        }
     };
     let nsenter = |label: &str, argv: &[&str], expected| Subject {
         label: label.to_string(),

@@ -661,3 +661,16 @@ pub fn load_average() -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+/// `SOCKWARDEN_BENCH_WRAP="perf record -g -o /tmp/clean.perf --"` runs sockwarden under a
+/// profiler (figures are then the profiler's too).
+pub fn wrapped((program, argv): (String, Vec<String>)) -> (String, Vec<String>) {
+    let Ok(wrap) = std::env::var("SOCKWARDEN_BENCH_WRAP") else {
+        return (program, argv);
+    };
+    let mut words = wrap.split_whitespace().map(String::from);
+    let Some(first) = words.next() else {
+        return (program, argv);
+    };
+    (first, words.chain([program]).chain(argv).collect())
+}

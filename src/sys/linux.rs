@@ -63,7 +63,14 @@ impl LinuxSystem {
                         hint: "unset it to use the eBPF watcher",
                     });
                 }
-                bpf::Kernel::load(self.create_index)
+                let started = std::time::Instant::now();
+                let loaded = bpf::Kernel::load(self.create_index);
+                tracing::debug!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    ok = loaded.is_ok(),
+                    "eBPF programs loaded"
+                );
+                loaded
             })
             .as_ref()
     }
@@ -77,7 +84,13 @@ impl LinuxSystem {
         let holders = kernel
             .holders(wanted)
             .map_err(|e| format!("the task_file iterator: {e}"))?;
-        Ok(procfs::owners_of_holders(&holders))
+        let scan = procfs::owners_of_holders(&holders);
+        tracing::debug!(
+            holders = holders.len(),
+            processes = scan.processes_scanned,
+            "owners from the iterator"
+        );
+        Ok(scan)
     }
 
     /// Run `f` on the netlink socket bound to `ns`, opening it if needed.

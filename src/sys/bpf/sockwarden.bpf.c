@@ -6,8 +6,8 @@
  *   the boot-clock time; when it leaves for another state, remove the stamp. The agent
  *   reads the index for exact ages (the `kernel-transition` age source).
  * - socket_files (task_file iterator): (pid, start time, fd, inode) of every open socket
- *   file whose inode is in `wanted`: owners in one kernel pass instead of a readlink of every
- *   fd in /proc.
+ *   file (or only of those whose inode is in `wanted`): owners in one kernel pass instead of
+ *   a readlink of every fd in /proc.
  *
  * The iterator sits in an `fentry/` section: aya-obj 0.2 parses sections by libbpf's names
  * but does not know `iter/`; the loader gives each program its real attach type by name. */
@@ -54,14 +54,24 @@ struct {
 	__type(value, __u64);
 } unstamped SEC(".maps");
 
-/* Socket inodes whose holders the agent wants (filled before each owner pass). */
+/* Socket inodes whose holders the agent wants, filled before an owner pass when they are
+ * few. For many (a mass leak), filling the map costs more than it saves: the agent then
+ * clears only_wanted, every socket file is reported, and it filters them itself. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC); /* memory for what is in it, not 2^20 */
-	__uint(max_entries, 1 << 20);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 14);
 	__type(key, __u64);
 	__type(value, __u8);
 } wanted SEC(".maps");
+
+/* [0]: 1 = report only the inodes in `wanted`; 0 = every socket file. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} only_wanted SEC(".maps");
 
 SEC("tp_btf/inet_sock_set_state")
 int on_state(u64 *ctx)
@@ -124,7 +134,9 @@ int socket_files(struct bpf_iter__task_file *ctx)
 	if (!inode || (inode->i_mode & S_IFMT) != S_IFSOCK)
 		return 0;
 	r.inode = inode->i_ino;
-	if (!bpf_map_lookup_elem(&wanted, &r.inode))
+	__u32 zero = 0;
+	__u32 *filter = bpf_map_lookup_elem(&only_wanted, &zero);
+	if (filter && *filter && !bpf_map_lookup_elem(&wanted, &r.inode))
 		return 0;
 	r.pid = task->tgid;
 	r.fd = ctx->fd;

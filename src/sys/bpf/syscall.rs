@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 // Commands (enum bpf_cmd).
 const MAP_CREATE: u32 = 0;
 const MAP_LOOKUP_ELEM: u32 = 1;
+const MAP_UPDATE_ELEM: u32 = 2;
 const MAP_DELETE_ELEM: u32 = 3;
 const MAP_LOOKUP_BATCH: u32 = 24;
 const PROG_LOAD: u32 = 5;
@@ -127,6 +128,17 @@ pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Resu
         flags: 0,
     };
     bpf(MAP_LOOKUP_ELEM, &mut attr).map(drop)
+}
+
+pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+    let mut attr = MapElem {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: ptr(key),
+        value: ptr(value),
+        flags: 0,
+    };
+    bpf(MAP_UPDATE_ELEM, &mut attr).map(drop)
 }
 
 pub fn map_delete(map: BorrowedFd<'_>, key: &[u8]) -> io::Result<()> {
