@@ -58,7 +58,7 @@ the node's name: a pod's hostname is the pod's).
 \fBsock\-diag\fR: do not load the eBPF programs; sock_diag and /proc only.
 .TP
 .B SOCKWARDEN_BPF_PIN_DIR
-Where the daemon pins the eBPF index (default /sys/fs/bpf/sockwarden/v1); empty: never pin.
+Where the daemon pins the eBPF index (default /sys/fs/bpf/sockwarden/v2); empty: never pin.
 .TP
 .B JOURNAL_STREAM
 Set by systemd: logs are text for the journal.

@@ -295,6 +295,21 @@ impl StateSet {
     pub fn iter(self) -> impl Iterator<Item = TcpState> {
         TcpState::ALL.into_iter().filter(move |s| self.contains(*s))
     }
+    /// Whether a dump for this set returns sockets in `s` ([`StateSet::kernel_mask`]).
+    pub fn asks_for(self, s: TcpState) -> bool {
+        StateSet(self.kernel_mask()).contains(s)
+    }
+}
+
+/// `close-wait,fin-wait-2`; `none` when empty.
+impl fmt::Display for StateSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_empty() {
+            return f.write_str("none");
+        }
+        let names: Vec<&str> = self.iter().map(TcpState::name).collect();
+        f.write_str(&names.join(","))
+    }
 }
 
 impl FromIterator<TcpState> for StateSet {

@@ -31,6 +31,9 @@ pub struct Snapshot {
     /// (namespace, cookie, state) of every socket the dumps returned, before the age and
     /// port selectors: what a watcher observes to age sockets by first sight.
     pub seen: Vec<SocketKey>,
+    /// Namespaces (by inode) where the eBPF index holds sockets that were not scanned
+    /// (created since they were listed, or not selected): a daemon lists them again.
+    pub unlisted: Vec<u64>,
 }
 
 impl Snapshot {
@@ -136,12 +139,16 @@ pub fn scan_in(
     let started = std::time::Instant::now();
 
     // Exact entry times where the eBPF index has them (empty without it).
-    let entered = sys.entered_states();
+    let crate::sys::Watch {
+        dumps,
+        entered,
+        unlisted,
+    } = sys.watch(namespaces, filter.states);
     let mut sockets = Vec::new();
     let mut seen = Vec::new();
     let mut dumped = Vec::with_capacity(namespaces.len());
-    for netns in namespaces {
-        match sys.dump(netns, filter.states) {
+    for (netns, dump) in namespaces.iter().zip(dumps) {
+        match dump {
             Ok(dump) => {
                 sockets.reserve(dump.sockets.len());
                 seen.reserve(dump.sockets.len());
@@ -238,6 +245,7 @@ pub fn scan_in(
         unseen,
         tcp_info_may_wrap: age::tcp_info_may_wrap(uptime),
         seen,
+        unlisted,
     })
 }
 

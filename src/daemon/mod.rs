@@ -342,6 +342,9 @@ pub struct Daemon<'a> {
     /// What the last listing could not see (reported with every pass until it can).
     namespace_unseen: Vec<String>,
     relist: bool,
+    /// Namespaces (by inode) the eBPF index holds sockets in that the last listing did not
+    /// have: a new one among them means a namespace was created since.
+    unlisted: std::collections::BTreeSet<u64>,
     caps: Capabilities,
     actor: Actor,
     history: HistoryCache,
@@ -383,6 +386,7 @@ impl<'a> Daemon<'a> {
             namespace_warnings: Vec::new(),
             namespace_unseen: Vec::new(),
             relist: true,
+            unlisted: Default::default(),
             caps,
             actor: Actor::current(ActorKind::Daemon),
             history: HistoryCache::default(),
@@ -641,6 +645,18 @@ impl<'a> Daemon<'a> {
             }
             summary.warnings.extend(snap.warnings.iter().cloned());
         }
+        // The index holds sockets in a namespace that is not listed: one created since is
+        // listed at the next pass, not at the next `namespace_refresh`.
+        if snap
+            .unlisted
+            .iter()
+            .any(|inode| !self.unlisted.contains(inode))
+            && NetnsSelector::parse(&self.config.netns) == NetnsSelector::All
+        {
+            debug!(namespaces = ?snap.unlisted, "the eBPF index names namespaces not listed");
+            self.relist = true;
+        }
+        self.unlisted = snap.unlisted.iter().copied().collect();
         let dumped: Vec<_> = snap.namespaces.iter().map(|n| n.id).collect();
         self.observations.update(&snap.seen, &dumped, now);
         for s in &snap.sockets {

@@ -72,6 +72,7 @@ fn snapshot(taken_at: u64, sockets: Vec<StuckSocket>) -> Snapshot {
         owners_scanned: true,
         unreadable_processes: 0,
         seen: vec![],
+        unlisted: vec![],
     }
 }
 

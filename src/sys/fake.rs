@@ -118,7 +118,7 @@ impl Default for Probes {
             cgroups: CgroupLayout::V2Unified,
             watcher: super::Watcher {
                 bpf: Ok(()),
-                index: Ok("/sys/fs/bpf/sockwarden/v1 (fake)".into()),
+                index: Ok("/sys/fs/bpf/sockwarden/v2 (fake)".into()),
                 owners: Ok(()),
             },
         }
@@ -192,8 +192,12 @@ impl System for FakeSystem {
         })
     }
 
-    fn entered_states(&self) -> HashMap<Cookie, super::Entered> {
-        self.entered.clone()
+    fn watch(&self, namespaces: &[Netns], states: StateSet) -> super::Watch {
+        super::Watch {
+            dumps: namespaces.iter().map(|ns| self.dump(ns, states)).collect(),
+            entered: self.entered.clone(),
+            unlisted: Vec::new(),
+        }
     }
 
     fn watcher(&self) -> super::Watcher {

@@ -7,14 +7,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::bpf;
+use super::bpf::watch;
 use super::netlink::DiagSocket;
 use super::systemd::Systemd;
 use super::{
     netns, procfs, signal, CommandOutcome, DestroyOutcome, Entered, HolderCheck, NamespaceList,
     NetnsDump, OwnerScan, RestartOutcome, Signal, SignalOutcome, SysError, System, SystemdError,
-    Watcher,
+    Watch, Watcher,
 };
-use crate::model::{Cookie, Inode, KernelSocket, Netns, NetnsId, Process, StateSet};
+use crate::model::{Cookie, Inode, KernelSocket, Netns, NetnsId, Process, StateSet, TcpState};
 
 /// Set to `sock-diag` to keep to sock_diag and `/proc` (no eBPF programs loaded).
 pub const WATCHER_ENV: &str = "SOCKWARDEN_WATCHER";
@@ -32,6 +33,8 @@ pub struct LinuxSystem {
     create_index: bool,
     /// Whether an owner pass through the iterator failed already (said once, in the log).
     owners_failed: std::cell::Cell<bool>,
+    /// Why the last pass was not served from the eBPF index (said when it changes).
+    unserved: RefCell<Option<String>>,
 }
 
 impl LinuxSystem {
@@ -43,6 +46,7 @@ impl LinuxSystem {
             bpf: OnceCell::new(),
             create_index: false,
             owners_failed: std::cell::Cell::new(false),
+            unserved: RefCell::new(None),
         }
     }
 
@@ -117,6 +121,184 @@ impl LinuxSystem {
     }
 }
 
+impl LinuxSystem {
+    /// Why a pass over `states` cannot be served from the index (`None`: it can).
+    fn why_not_served(&self, kernel: &bpf::Kernel, states: StateSet) -> Option<String> {
+        if let Err(why) = &kernel.index {
+            return Some(format!("no eBPF index ({why})"));
+        }
+        if !watch::servable(states) {
+            let others: Vec<&str> = states
+                .iter()
+                .filter(|s| !watch::servable(StateSet::from_iter([*s])))
+                .map(|s| s.name())
+                .collect();
+            return Some(format!("the index holds no {} sockets", others.join(", ")));
+        }
+        match kernel.unstamped() {
+            0 => None,
+            n => Some(format!(
+                "the eBPF index was full and missed {n} sockets (more than {} stuck at once)",
+                bpf::INDEX_CAPACITY
+            )),
+        }
+    }
+
+    /// A pass by sock_diag dumps of each namespace, with the exact entry times of `stamps`.
+    fn watch_by_dumps(
+        &self,
+        namespaces: &[Netns],
+        states: StateSet,
+        stamps: &[(Cookie, bpf::Stamp)],
+    ) -> Watch {
+        Watch {
+            dumps: namespaces.iter().map(|ns| self.dump(ns, states)).collect(),
+            entered: entered_of(stamps),
+            unlisted: Vec::new(),
+        }
+    }
+
+    /// A pass served from the index: in each namespace it holds completely, a lookup by id
+    /// of each socket it names (plus dumps of what it cannot hold, where there may be some);
+    /// a namespace it does not is swept: dumped once, its sockets stamped.
+    fn watch_by_index(
+        &self,
+        kernel: &bpf::Kernel,
+        stamps: &[(Cookie, bpf::Stamp)],
+        namespaces: &[Netns],
+        states: StateSet,
+    ) -> Watch {
+        let now = bpf::boot_clock_now();
+        let complete = kernel.complete_namespaces().unwrap_or_else(|e| {
+            tracing::warn!("cannot read which namespaces the eBPF index holds ({e}): dumping them");
+            HashSet::new()
+        });
+        let requests = kernel.requests();
+        // Timewait minisockets are counted only when the pass asks for their states.
+        let minisockets =
+            states.contains(TcpState::FinWait2) || states.contains(TcpState::TimeWait);
+        let mut by_netns: HashMap<u64, Vec<(Cookie, &bpf::Stamp)>> = HashMap::new();
+        for (cookie, stamp) in stamps {
+            by_netns
+                .entry(stamp.netns_inode)
+                .or_default()
+                .push((*cookie, stamp));
+        }
+        let dumps = namespaces
+            .iter()
+            .map(|ns| {
+                let inode = ns.id.inode;
+                let facts = watch::NamespaceFacts {
+                    complete: complete.contains(&inode),
+                    timewait: if minisockets {
+                        netns::tcp_counts(ns).map(|c| c.timewait)
+                    } else {
+                        Some(0)
+                    },
+                    last_request: requests.as_ref().map(|r| {
+                        r.get(&inode)
+                            .map(|at| now.saturating_sub(Duration::from_nanos(*at)))
+                    }),
+                };
+                let stamps = by_netns.remove(&inode).unwrap_or_default();
+                let plan = watch::plan(states, &stamps, &facts);
+                self.serve(kernel, ns, states, &plan)
+            })
+            .collect();
+        Watch {
+            dumps,
+            entered: entered_of(stamps),
+            unlisted: by_netns.into_keys().collect(),
+        }
+    }
+
+    /// One namespace of a pass served from the index, as `plan` says.
+    fn serve(
+        &self,
+        kernel: &bpf::Kernel,
+        ns: &Netns,
+        states: StateSet,
+        plan: &watch::NamespacePlan<'_>,
+    ) -> Result<NetnsDump, SysError> {
+        let mut dump = if plan.dump.is_empty() {
+            NetnsDump {
+                sockets: Vec::new(),
+                tcp_fin_timeout: netns::DEFAULT_FIN_TIMEOUT,
+            }
+        } else {
+            self.dump(ns, plan.dump)?
+        };
+        if plan.sweep {
+            let now = bpf::boot_clock_now();
+            let indexed = watch::indexed_states();
+            kernel.stamp_swept(
+                dump.sockets
+                    .iter()
+                    .filter(|s| indexed.contains(s.state) && s.local.port() != 0)
+                    .map(|s| (s.cookie, bpf::Stamp::swept(s, now))),
+            );
+            tracing::debug!(netns = %ns.name, found = dump.sockets.len(), "swept into the eBPF index");
+            if let Err(e) = kernel.mark_complete(ns.id.inode) {
+                tracing::warn!(
+                    "namespace {}: cannot mark it swept in the eBPF index: {e}",
+                    ns.name
+                );
+            }
+            dump.sockets.retain(|s| states.asks_for(s.state));
+            return Ok(dump);
+        }
+        let dumped = dump.sockets.len();
+        // In chunks: the sockets asked for are built, and found, a chunk at a time.
+        for chunk in plan.lookups.chunks(LOOKUP_CHUNK) {
+            let asked: Vec<KernelSocket> = chunk
+                .iter()
+                .map(|(cookie, stamp)| stamp.socket(ns.id, *cookie))
+                .collect();
+            let refs: Vec<&KernelSocket> = asked.iter().collect();
+            let found = self.with_socket(ns, |s, _| s.lookup_many(ns.id, &refs))?;
+            for ((cookie, stamp), found) in chunk.iter().zip(found) {
+                match found {
+                    // Its state now; one the plan dumps is in the dump already.
+                    Some(s) if states.asks_for(s.state) && !plan.dump.asks_for(s.state) => {
+                        dump.sockets.push(s)
+                    }
+                    Some(_) => {}
+                    None if stamp.swept => kernel.unstamp_swept(*cookie),
+                    None => {}
+                }
+            }
+        }
+        tracing::debug!(
+            netns = %ns.name,
+            looked_up = plan.lookups.len(),
+            found = dump.sockets.len() - dumped,
+            dumped = %plan.dump,
+            "served from the eBPF index"
+        );
+        Ok(dump)
+    }
+}
+
+/// Sockets looked up per round of [`LinuxSystem::serve`].
+const LOOKUP_CHUNK: usize = 4096;
+
+/// The exact entry times among `stamps` (a swept stamp only says the socket was there).
+fn entered_of(stamps: &[(Cookie, bpf::Stamp)]) -> HashMap<Cookie, Entered> {
+    let now = bpf::boot_clock_now();
+    stamps
+        .iter()
+        .filter(|(_, stamp)| !stamp.swept)
+        .map(|(cookie, stamp)| {
+            let at = Duration::from_nanos(stamp.entered_boot_ns);
+            let entered = Entered {
+                state: stamp.state,
+                ago: now.saturating_sub(at),
+            };
+            (*cookie, entered)
+        })
+        .collect()
+}
+
 /// Why the iterator's pids cannot be used here.
 const NOT_HOST_PIDS: &str = "not in the host's pid namespace: the iterator's pids are the host's (run with the host's pids, e.g. --pid=host)";
 
@@ -179,29 +361,26 @@ impl System for LinuxSystem {
         procfs::scan_owners(wanted)
     }
 
-    fn entered_states(&self) -> HashMap<Cookie, Entered> {
+    fn watch(&self, namespaces: &[Netns], states: StateSet) -> Watch {
         let Ok(kernel) = self.bpf() else {
-            return HashMap::new();
+            return self.watch_by_dumps(namespaces, states, &[]);
         };
         let stamps = match kernel.stamps() {
             Ok(stamps) => stamps,
             Err(e) => {
-                tracing::warn!("cannot read the eBPF index: {e}; ages from sock_diag evidence");
-                return HashMap::new();
+                tracing::warn!("cannot read the eBPF index: {e}; dumps and sock_diag ages");
+                return self.watch_by_dumps(namespaces, states, &[]);
             }
         };
-        let now = bpf::boot_clock_now();
-        stamps
-            .into_iter()
-            .map(|(cookie, stamp)| {
-                let at = Duration::from_nanos(stamp.entered_boot_ns);
-                let entered = Entered {
-                    state: stamp.state,
-                    ago: now.saturating_sub(at),
-                };
-                (cookie, entered)
-            })
-            .collect()
+        match self.why_not_served(kernel, states) {
+            None => self.watch_by_index(kernel, &stamps, namespaces, states),
+            Some(why) => {
+                if self.unserved.replace(Some(why.clone())).as_ref() != Some(&why) {
+                    tracing::info!("this pass dumps every namespace: {why}");
+                }
+                self.watch_by_dumps(namespaces, states, &stamps)
+            }
+        }
     }
 
     fn watcher(&self) -> Watcher {

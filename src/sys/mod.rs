@@ -123,14 +123,22 @@ pub trait System {
     /// asking the kernel only for those states, with `tcp_info`.
     fn dump(&self, netns: &Netns, states: StateSet) -> Result<NetnsDump, SysError>;
 
+    /// One pass over several namespaces: each one's sockets in `states` (as
+    /// [`System::dump`] gives them, in the order of `namespaces`), and when the kernel moved
+    /// sockets into their state. The real system serves a namespace from the eBPF index
+    /// where that holds all of it, looking up by id only the sockets the index names there
+    /// (a dump walks every socket of the host); the sockets are the same either way.
+    fn watch(&self, namespaces: &[Netns], states: StateSet) -> Watch {
+        Watch {
+            dumps: namespaces.iter().map(|ns| self.dump(ns, states)).collect(),
+            ..Watch::default()
+        }
+    }
+
     /// One pass attributing the `wanted` socket inodes to processes (through the eBPF
     /// task_file iterator when it is loaded, else over `/proc/<pid>/fd`). Processes that
     /// vanish mid-scan are skipped silently.
     fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan;
-
-    /// When the kernel moved sockets into their watched state, by cookie: what the eBPF
-    /// index recorded (empty without it). A socket's entry holds only for the state named.
-    fn entered_states(&self) -> HashMap<Cookie, Entered>;
 
     /// Which watcher runs and, when it is not the eBPF one, why.
     fn watcher(&self) -> Watcher;
@@ -193,6 +201,19 @@ pub trait System {
         env: &[(String, String)],
         timeout: Duration,
     ) -> CommandOutcome;
+}
+
+/// What [`System::watch`] saw in one pass.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// One per namespace asked for, in that order.
+    pub dumps: Vec<Result<NetnsDump, SysError>>,
+    /// When the kernel moved sockets into their watched state, by cookie: what the eBPF
+    /// index recorded (empty without it). A socket's entry holds only for the state named.
+    pub entered: HashMap<Cookie, Entered>,
+    /// Namespaces (by inode) where the index holds sockets but that were not asked for:
+    /// created since they were listed, or not selected.
+    pub unlisted: Vec<u64>,
 }
 
 /// A socket's entry into its state, as the eBPF index recorded it.

@@ -209,6 +209,26 @@ fn lookup_request(out: &mut Vec<u8>, seq: u32, s: &KernelSocket) {
     );
 }
 
+/// [`lookup_request`] without the ACK: the kernel answers with the socket alone, or with
+/// an error; either is the request's one answer.
+fn lookup_request_unacked(out: &mut Vec<u8>, seq: u32, s: &KernelSocket) {
+    let (family, id, any) = (
+        family_byte(s.family),
+        SockId::of(s),
+        StateSet::all().kernel_mask(),
+    );
+    push_request(
+        out,
+        SOCK_DIAG_BY_FAMILY,
+        NLM_F_REQUEST,
+        seq,
+        family,
+        EXT_INFO,
+        any,
+        &id,
+    );
+}
+
 /// `idiag_cookie` meaning "any socket with this tuple".
 const INET_DIAG_NOCOOKIE: u64 = u64::MAX;
 
@@ -567,13 +587,24 @@ fn lookup_step(
 }
 
 /// What the kernel answered to one request of a pipelined batch.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Answer {
     /// From the request's NLMSG_ERROR: 0 for the ACK, else a positive errno. `None` until
     /// it arrives (or if it was lost).
     errno: Option<i32>,
     /// The id (tuple and cookie) of the socket a lookup request returned.
     found: Option<SockId>,
+    /// That socket whole, when the batch asked for it ([`Parse::Socket`]).
+    socket: Option<KernelSocket>,
+}
+
+/// How much of a lookup's reply a batch keeps.
+#[derive(Debug, Clone, Copy)]
+enum Parse {
+    /// Its id only (tuple and cookie).
+    Id,
+    /// The whole socket, placed in this namespace.
+    Socket(NetnsId),
 }
 
 /// One message answering a batch of requests numbered from `first`: every request gets
@@ -581,6 +612,7 @@ struct Answer {
 fn batch_step(
     msg: Message<'_>,
     first: u32,
+    parse: Parse,
     answers: &mut [Answer],
     pending: &mut usize,
     call: &dyn Fn() -> String,
@@ -594,7 +626,18 @@ fn batch_step(
                     *pending -= 1;
                 }
             }
-            SOCK_DIAG_BY_FAMILY => answer.found = parse_sock_id(msg.payload),
+            SOCK_DIAG_BY_FAMILY => match parse {
+                Parse::Id => answer.found = parse_sock_id(msg.payload),
+                Parse::Socket(netns) => {
+                    answer.socket =
+                        parse_socket(msg.payload, netns).map_err(|why| malformed(&call(), why))?;
+                    // Asked without an ACK: the socket is the whole answer.
+                    if answer.errno.is_none() {
+                        answer.errno = Some(0);
+                        *pending -= 1;
+                    }
+                }
+            },
             _ => {}
         }
     }
@@ -754,6 +797,43 @@ impl DiagSocket {
         Ok(found)
     }
 
+    /// Look many sockets of this socket's namespace up again by their full id and cookie,
+    /// pipelined like [`DiagSocket::destroy_many`], with `tcp_info`: each as the kernel
+    /// has it now (its state may have changed), `None` where it is gone. Costs one hash
+    /// lookup per socket, where a dump walks every socket of the host.
+    pub fn lookup_many(
+        &mut self,
+        netns: NetnsId,
+        sockets: &[&KernelSocket],
+    ) -> Result<Vec<Option<KernelSocket>>, SysError> {
+        let mut found = Vec::with_capacity(sockets.len());
+        // A lookup's answer (its socket, with tcp_info) is larger than a destroy's ACK.
+        let batch = (self.batch / 2).max(1);
+        for chunk in sockets.chunks(batch) {
+            let call = || format!("sock_diag lookup of {} sockets in {netns}", chunk.len());
+            let answers =
+                self.exchange(chunk, lookup_request_unacked, Parse::Socket(netns), &call)?;
+            for answer in answers {
+                found.push(match answer.errno {
+                    Some(0) => answer.socket,
+                    Some(libc::ENOENT) | Some(libc::ESTALE) => None,
+                    Some(errno) => {
+                        let e = NlError { errno, text: None };
+                        return Err(kernel_error(&call(), e));
+                    }
+                    // Lost to a full receive buffer: unknown, so not reported as there.
+                    None => {
+                        return Err(SysError::new(
+                            call(),
+                            io::Error::from_raw_os_error(libc::ENOBUFS),
+                        ))
+                    }
+                });
+            }
+        }
+        Ok(found)
+    }
+
     /// SOCK_DESTROY one socket by its full id, cookie included, and wait for the kernel's
     /// answer. `Err` only when the request could not be sent or answered at all.
     pub fn destroy(&mut self, socket: &KernelSocket) -> Result<DestroyOutcome, SysError> {
@@ -783,7 +863,7 @@ impl DiagSocket {
                 [one] => format!("SOCK_DESTROY {}", describe(one)),
                 _ => format!("SOCK_DESTROY of {} sockets", chunk.len()),
             };
-            let answers = self.exchange(chunk, destroy_request, &call)?;
+            let answers = self.exchange(chunk, destroy_request, Parse::Id, &call)?;
             // A lost ACK has no known outcome, and must never count as destroyed.
             let mut outs: Vec<DestroyOutcome> = answers
                 .iter()
@@ -815,7 +895,7 @@ impl DiagSocket {
                 refs.len()
             )
         };
-        match self.exchange(&refs, probe_request, &call) {
+        match self.exchange(&refs, probe_request, Parse::Id, &call) {
             Ok(answers) => {
                 for (&i, answer) in gone.iter().zip(answers) {
                     // The lookup falls back to a listener on the port: only the exact
@@ -839,6 +919,7 @@ impl DiagSocket {
         &mut self,
         sockets: &[&KernelSocket],
         build: fn(&mut Vec<u8>, u32, &KernelSocket),
+        parse: Parse,
         call: &dyn Fn() -> String,
     ) -> Result<Vec<Answer>, SysError> {
         let n = sockets.len() as u32;
@@ -850,7 +931,8 @@ impl DiagSocket {
         self.send_req(call)?;
         let mut answers = vec![Answer::default(); sockets.len()];
         let mut pending = sockets.len();
-        let mut step = |msg: Message<'_>| batch_step(msg, first, &mut answers, &mut pending, call);
+        let mut step =
+            |msg: Message<'_>| batch_step(msg, first, parse, &mut answers, &mut pending, call);
         match self.receive(first..first + n, call, false, &mut step) {
             Ok(()) => {}
             // The receive buffer overflowed and the kernel dropped some answers. It handled
@@ -1288,7 +1370,7 @@ mod tests {
         let mut got = vec![Answer::default(); 3];
         let mut pending = 3;
         let step = process_datagram(&d, &(10..13), &call, &mut |m| {
-            batch_step(m, 10, &mut got, &mut pending, &call)
+            batch_step(m, 10, Parse::Id, &mut got, &mut pending, &call)
         })
         .expect("acks");
         assert!(matches!(step, Step::Finished));
@@ -1302,14 +1384,49 @@ mod tests {
         let mut got = vec![Answer::default(); 1];
         let mut pending = 1;
         process_datagram(&d, &(20..21), &call, &mut |m| {
-            batch_step(m, 20, &mut got, &mut pending, &call)
+            batch_step(m, 20, Parse::Id, &mut got, &mut pending, &call)
         })
         .expect("probe");
         let want = Answer {
             errno: Some(0),
             found: Some(SockId::of(&v4_socket())),
+            socket: None,
         };
         assert_eq!(got, vec![want]);
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn unacked_lookups_are_answered_by_their_socket_or_an_error() {
+        // Requests 30 and 31: the first found (its socket is its whole answer), the second
+        // gone (ENOENT); a stale reply to request 3 is skipped.
+        let d = [v4_reply(3), v4_reply(30), error(31, -libc::ENOENT)].concat();
+        let mut got = vec![Answer::default(); 2];
+        let mut pending = 2;
+        let step = process_datagram(&d, &(30..32), &call, &mut |m| {
+            batch_step(m, 30, Parse::Socket(NS), &mut got, &mut pending, &call)
+        })
+        .expect("answers");
+        assert!(matches!(step, Step::Finished));
+        assert_eq!(got[0].errno, Some(0));
+        let found = got[0].socket.as_ref().expect("the socket");
+        assert_eq!(
+            (found.cookie, found.local),
+            (v4_socket().cookie, v4_socket().local)
+        );
+        assert_eq!(
+            (got[1].errno, got[1].socket.is_none()),
+            (Some(libc::ENOENT), true)
+        );
+    }
+
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn golden_unacked_lookup_request_is_the_lookup_without_nlm_f_ack() {
+        let got = built(|o| lookup_request_unacked(o, 9, &v4_socket()));
+        let mut want = built(|o| lookup_request(o, 9, &v4_socket()));
+        want[6] = 0x01; // nlmsg_flags = NLM_F_REQUEST only
+        assert_eq!(got, want);
     }
 
     #[cfg(target_endian = "little")]

@@ -163,14 +163,27 @@ pub fn namespace_at(path: &Path) -> Result<Netns, SysError> {
     Ok(netns)
 }
 
-/// Whether the namespace holds any TCP socket, read from the `net/sockstat` and
-/// `net/sockstat6` files of a process in it, without entering it and without a dump (a
-/// dump walks every socket of the host, whichever namespace it asks for). `TCP: inuse N`
-/// counts the namespace's hashed TCP sockets: every state but TIME_WAIT and the request
-/// sockets of SYN_RECV, which need a listener (itself counted). `None` when this cannot be
-/// told (a `/run/netns` name, an unreadable file, or the process left the namespace while
-/// it was read): then dump.
+/// Whether the namespace holds any TCP socket: [`tcp_counts`] says so.
 pub fn has_tcp_sockets(ns: &Netns) -> Option<bool> {
+    tcp_counts(ns).map(|c| c.in_use + c.timewait > 0)
+}
+
+/// A namespace's TCP socket counts, from its `sockstat` files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpCounts {
+    /// `inuse` of `TCP:` and `TCP6:`: hashed full sockets, every state but TIME_WAIT and
+    /// the request sockets of SYN_RECV, which need a listener (itself counted).
+    pub in_use: u64,
+    /// `tw` of `TCP:` (both families): timewait minisockets, TIME_WAIT and orphaned
+    /// FIN_WAIT_2.
+    pub timewait: u64,
+}
+
+/// The namespace's TCP counts, read from the `net/sockstat` and `net/sockstat6` files of a
+/// process in it, without entering it and without a dump (a dump walks every socket of the
+/// host, whichever namespace it asks for). `None` when this cannot be told (a `/run/netns`
+/// name, an unreadable file, or the process left the namespace while it was read).
+pub fn tcp_counts(ns: &Netns) -> Option<TcpCounts> {
     let proc_dir = ns.path.parent()?.parent()?;
     if proc_dir.parent() != Some(Path::new("/proc")) {
         return None;
@@ -182,16 +195,24 @@ pub fn has_tcp_sockets(ns: &Netns) -> Option<bool> {
     let v4 = fs::read_to_string(proc_dir.join("net/sockstat")).ok()?;
     // No sockstat6 without IPv6: no TCP6 sockets either.
     let v6 = fs::read_to_string(proc_dir.join("net/sockstat6")).unwrap_or_default();
-    let in_use = tcp_in_use(&v4, "TCP:")? + tcp_in_use(&v6, "TCP6:").unwrap_or(0);
+    let counts = TcpCounts {
+        in_use: tcp_in_use(&v4, "TCP:")? + tcp_in_use(&v6, "TCP6:").unwrap_or(0),
+        timewait: sockstat_field(&v4, "TCP:", "tw")?,
+    };
     // Read from the process's namespace of the moment: it must still be the one we meant.
-    still_there().then_some(in_use > 0)
+    still_there().then_some(counts)
 }
 
 /// `inuse` of the `TCP:`/`TCP6:` line of a sockstat text.
 fn tcp_in_use(text: &str, protocol: &str) -> Option<u64> {
+    sockstat_field(text, protocol, "inuse")
+}
+
+/// The number after `field` on the `protocol` line of a sockstat text.
+fn sockstat_field(text: &str, protocol: &str, field: &str) -> Option<u64> {
     let line = text.lines().find(|l| l.starts_with(protocol))?;
     let mut words = line.split_whitespace();
-    words.find(|w| *w == "inuse")?;
+    words.find(|w| *w == field)?;
     words.next()?.parse().ok()
 }
 
@@ -595,6 +616,7 @@ mod tests {
         assert_eq!(tcp_in_use(v6, "TCP6:"), Some(0));
         assert_eq!(tcp_in_use(v4, "TCP6:"), None);
         assert_eq!(tcp_in_use("TCP: inuse x\n", "TCP:"), None);
+        assert_eq!(sockstat_field(v4, "TCP:", "tw"), Some(3));
     }
 
     #[test]

@@ -9,12 +9,13 @@
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::net::{Shutdown, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::states::EveryState;
 use crate::support::{
     half_closed, in_ci, leak_close_wait, poll, repo_root, root_or_skip, TestNetns,
 };
@@ -95,9 +96,16 @@ impl BpfMountNs {
     }
 
     fn scan(&self, ns: &TestNetns, env: &[(&str, &str)]) -> Vec<Value> {
+        self.scan_logged(ns, env).0
+    }
+
+    /// `scan --json` of `ns`: its sockets, and what it logged (at debug level, how the
+    /// eBPF watcher served the namespace).
+    fn scan_logged(&self, ns: &TestNetns, env: &[(&str, &str)]) -> (Vec<Value>, String) {
         let path = ns.path().display().to_string();
         let out = self
             .sockwarden(&["scan", "--json", "--netns", &path])
+            .env("SOCKWARDEN_LOG", "sockwarden::sys=debug")
             .envs(env.iter().copied())
             .output()
             .expect("run scan");
@@ -107,11 +115,57 @@ impl BpfMountNs {
             "scan exited {code}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8_lossy(&out.stdout)
+        let sockets = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).expect("JSON line"))
             .filter(|v| v["type"] == "socket")
-            .collect()
+            .collect();
+        (sockets, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// The daemon, observing every namespace with a policy that never acts, its log in
+    /// `work`: it creates and pins the index.
+    fn daemon(&self, work: &Path) -> (KillOnDrop, PathBuf) {
+        std::fs::write(work.join("policy.toml"), QUIET_POLICY).expect("policy");
+        std::fs::write(work.join("sockwarden.toml"), "").expect("config");
+        let log = work.join("daemon.log");
+        let path = |name: &str| work.join(name).display().to_string();
+        let daemon = KillOnDrop(Some(
+            self.sockwarden(&[
+                "run",
+                "--config",
+                &path("sockwarden.toml"),
+                "--policy",
+                &path("policy.toml"),
+                "--interval",
+                "1s",
+                "--audit-log",
+                &path("audit.jsonl"),
+                "--state-dir",
+                &path("state"),
+                "--log-format",
+                "text",
+            ])
+            .env("SOCKWARDEN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&log).expect("log"))
+            .spawn()
+            .expect("spawn the daemon"),
+        ));
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        poll(
+            20,
+            Duration::from_millis(50),
+            "the daemon to say it pinned the index",
+            read_log,
+            || {
+                read_log()
+                    .contains("/sys/fs/bpf/sockwarden/v2 (pinned now)")
+                    .then_some(())
+            },
+        );
+        (daemon, log)
     }
 }
 
@@ -235,7 +289,7 @@ fn with_ebpf_the_same_sockets_and_owners_are_seen_and_ages_are_exact_and_survive
         "the daemon to say it runs the eBPF watcher with a pinned index",
         read_log,
         || {
-            read_log().contains("watcher bpf: exact ages from the eBPF index at /sys/fs/bpf/sockwarden/v1 (pinned now)").then_some(())
+            read_log().contains("watcher bpf: exact ages from the eBPF index at /sys/fs/bpf/sockwarden/v2 (pinned now)").then_some(())
         },
     );
 
@@ -338,4 +392,153 @@ fn with_ebpf_the_same_sockets_and_owners_are_seen_and_ages_are_exact_and_survive
     drop(v6);
     drop(late);
     drop(before);
+}
+
+/// How the eBPF watcher served `ns` in a scan, from its debug log: the "served" line's
+/// `looked_up` and `dumped` fields, or `None` when it swept the namespace (or dumped it
+/// plainly).
+fn served(log: &str, ns: &TestNetns) -> Option<(usize, String)> {
+    // Named after its first process, as the listing names it.
+    let name = format!("\"netns\":\"pid:{}(", ns.holder_pid());
+    let line = log
+        .lines()
+        .find(|l| l.contains("served from the eBPF index") && l.contains(&name))?;
+    let field = |key: &str| -> Option<String> {
+        let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+        let rest = &line[at..];
+        Some(match rest.strip_prefix('"') {
+            Some(quoted) => quoted[..quoted.find('"')?].to_string(),
+            None => rest[..rest.find([',', '}'])?].to_string(),
+        })
+    };
+    let field = |key: &str| field(key).unwrap_or_else(|| panic!("no {key} in {line}"));
+    Some((
+        field("looked_up").parse().expect("looked_up"),
+        field("dumped"),
+    ))
+}
+
+/// Both watchers scan `ns`: the same sockets, states, holders; and the fixture's held
+/// sockets are there, each in its state.
+fn agree(
+    mounts: &BpfMountNs,
+    ns: &TestNetns,
+    held: &EveryState,
+    what: &str,
+) -> (Vec<Value>, String) {
+    let (bpf, log) = mounts.scan_logged(ns, &[]);
+    let plain = mounts.scan(ns, &[("SOCKWARDEN_WATCHER", "sock-diag")]);
+    assert_eq!(
+        facts(&bpf),
+        facts(&plain),
+        "{what}: both watchers see the same\n{log}"
+    );
+    for h in &held.held {
+        let found = bpf.iter().any(|s| {
+            s["local"] == h.local.to_string().as_str()
+                && s["remote"] == h.remote.to_string().as_str()
+                && s["state"] == h.state
+        });
+        assert!(
+            found,
+            "{what}: no {} {} -> {} in {bpf:#?}",
+            h.state, h.local, h.remote
+        );
+    }
+    (bpf, log)
+}
+
+/// Scan `ns` until the eBPF watcher serves it from the index (the daemon, or the first
+/// scan, sweeps a namespace the index does not hold yet).
+fn wait_served(mounts: &BpfMountNs, ns: &TestNetns) {
+    poll(
+        40,
+        Duration::from_millis(100),
+        "the namespace to be served from the index",
+        || mounts.scan_logged(ns, &[]).1,
+        || served(&mounts.scan_logged(ns, &[]).1, ns),
+    );
+}
+
+#[test]
+fn both_watchers_agree_on_every_state_in_every_namespace_while_sockets_change() {
+    if !root_or_skip("both_watchers_agree_on_every_state") {
+        return;
+    }
+    let mounts = BpfMountNs::new();
+    // Sockets older than the index: the first pass that sees them sweeps them in.
+    let old_ns = TestNetns::new();
+    let mut old = EveryState::new(&old_ns, true, false);
+    let work = tempfile::tempdir().expect("tempdir");
+    let (_daemon, _log) = mounts.daemon(work.path());
+    // Sockets that entered their states under the index, and a SYN_RECV request.
+    let born_ns = TestNetns::new();
+    let mut born = EveryState::new(&born_ns, true, true);
+    wait_served(&mounts, &old_ns);
+    wait_served(&mounts, &born_ns);
+
+    // 7 sockets per family (SYN_SENT twice); v4 and v6.
+    let (_, log) = agree(&mounts, &old_ns, &old, "older namespace");
+    let (looked_up, dumped) = served(&log, &old_ns).expect("served");
+    assert!(looked_up >= 14, "{log}");
+    assert!(
+        !dumped.contains("close-wait") && !dumped.contains("syn-recv"),
+        "{log}"
+    );
+    let (bpf, log) = agree(&mounts, &born_ns, &born, "namespace born under the index");
+    let (looked_up, dumped) = served(&log, &born_ns).expect("served");
+    // The unbound SYN_SENT was stamped before it had a port: its state is dumped.
+    assert!(looked_up >= 12 && dumped.contains("syn-sent"), "{log}");
+    for s in bpf
+        .iter()
+        .filter(|s| s["owners"].as_array().is_some_and(|o| !o.is_empty()))
+    {
+        assert_eq!(
+            s["age_source"], "kernel-transition",
+            "exact under the index: {s:#}"
+        );
+    }
+    // The request's SYN-ACK is retransmitted after a second: from then on SYN_RECV is
+    // dumped there, and only there.
+    poll(
+        30,
+        Duration::from_millis(100),
+        "SYN_RECV dumped where a SYN-ACK was retransmitted",
+        || mounts.scan_logged(&born_ns, &[]).1,
+        || {
+            let (_, dumped) = served(&mounts.scan_logged(&born_ns, &[]).1, &born_ns)?;
+            dumped.contains("syn-recv").then_some(())
+        },
+    );
+    let (_, quiet) = served(&mounts.scan_logged(&old_ns, &[]).1, &old_ns).expect("served");
+    assert!(!quiet.contains("syn-recv"), "no request there: {quiet}");
+
+    // Sockets leave their states (CLOSE_WAIT, FIN_WAIT_1 and FIN_WAIT_2 shut down) and
+    // enter others (new CLOSE_WAITs); a namespace is created mid-run.
+    born.shut_down("close-wait");
+    born.shut_down("fin-wait-2");
+    old.shut_down("fin-wait-1");
+    let fresh = leak_close_wait(&born_ns, "[::1]:0", 2);
+    let late_ns = TestNetns::new();
+    let late = EveryState::new(&late_ns, false, false);
+    std::thread::sleep(Duration::from_millis(200));
+    agree(&mounts, &old_ns, &old, "older namespace, after changes");
+    let (bpf, log) = agree(&mounts, &born_ns, &born, "born namespace, after changes");
+    assert!(served(&log, &born_ns).is_some(), "{log}");
+    for server in &fresh.leaked {
+        find(&bpf, server, "close-wait");
+    }
+    agree(
+        &mounts,
+        &late_ns,
+        &late,
+        "namespace created mid-run, when first seen",
+    );
+    wait_served(&mounts, &late_ns);
+    agree(
+        &mounts,
+        &late_ns,
+        &late,
+        "namespace created mid-run, served",
+    );
 }

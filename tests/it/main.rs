@@ -20,6 +20,7 @@ mod races;
 mod readme;
 mod restart;
 mod scan;
+mod states;
 mod support;
 mod systemd;
 mod unprivileged;

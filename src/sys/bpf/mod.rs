@@ -3,7 +3,10 @@
 //! what its programs know.
 //!
 //! - An index of every full TCP socket in a watched state, in every namespace, with the
-//!   exact time it entered that state (`on_state` stamps sockets by cookie in `entered`).
+//!   exact time it entered that state (`on_state` stamps sockets by cookie in `entered`),
+//!   and of the namespaces it holds completely (`complete`: swept once by the agent, their
+//!   older sockets stamped), so that a pass looks up only the sockets the index names there
+//!   instead of dumping (see [`watch`]).
 //! - The holders of given socket inodes in one kernel pass (the `socket_files` iterator over
 //!   every task's files), instead of a readlink of every fd under `/proc`.
 //!
@@ -17,6 +20,7 @@
 //! to sock_diag and `/proc`.
 
 pub mod syscall;
+pub mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
@@ -29,14 +33,14 @@ use std::time::Duration;
 use aya_obj::btf::{Btf, BtfKind};
 use aya_obj::{Map, Object};
 
-use crate::model::{Cookie, Family, Inode, Pid, TcpState};
+use crate::model::{Cookie, Family, Inode, KernelSocket, NetnsId, Pid, TcpState};
 
 /// The compiled programs (`build.sh` rebuilds it; CI checks it matches the source).
 const OBJECT: &[u8] = include_bytes!("sockwarden.bpf.o");
 
 /// Where the index is pinned. The `v1` is the layout of a stamp and of the records: a
 /// release that changes them pins elsewhere instead of misreading an older index.
-pub const PIN_DIR: &str = "/sys/fs/bpf/sockwarden/v1";
+pub const PIN_DIR: &str = "/sys/fs/bpf/sockwarden/v2";
 
 /// Overrides [`PIN_DIR`]; empty: never pin (the tests' daemons, so that no index outlives
 /// them on a host whose bpffs is mounted).
@@ -73,18 +77,35 @@ const CAP_HINT: &str = "loading BPF programs needs CAP_BPF and CAP_PERFMON (or C
 
 /// The loaded programs and their maps.
 pub struct Kernel {
-    entered: OwnedFd,
-    unstamped: OwnedFd,
+    /// The index's maps (never filled when no index is kept).
+    index_maps: IndexMaps,
     files_link: OwnedFd,
     wanted: OwnedFd,
     only_wanted: OwnedFd,
     /// The inodes now in `wanted`, to take out before the next owner pass.
     wanted_now: std::cell::RefCell<Vec<u64>>,
-    /// The tracepoint's link when it is not pinned: it stays attached while this lives.
-    _on_state: Option<OwnedFd>,
+    /// The programs' links when they are not pinned: attached while this lives.
+    _links: Vec<OwnedFd>,
+    /// Whether `on_synack` runs: else every namespace may hold SYN_RECV requests.
+    pub requests_tracked: bool,
     /// Where the index of state transitions is kept, or why there is none.
     pub index: Result<String, String>,
 }
+
+/// The maps of the index, pinned together.
+struct IndexMaps {
+    /// cookie -> [`Stamp`].
+    entered: OwnedFd,
+    /// [0]: sockets not stamped because `entered` was full.
+    unstamped: OwnedFd,
+    /// namespace inode -> when it last retransmitted a SYN-ACK.
+    requested: OwnedFd,
+    /// namespace inode -> since when the index holds all of it.
+    complete: OwnedFd,
+}
+
+/// The index's maps and programs as they are pinned, by name.
+const INDEX_MAPS: [&str; 4] = ["entered", "unstamped", "requested", "complete"];
 
 /// What the index knows of one socket, as it was when it entered its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +124,47 @@ pub struct Stamp {
     /// Its inode then (0 while it waited in an accept queue, or once orphaned).
     pub inode: Inode,
     pub uid: u32,
+    /// Put by the agent for a socket older than the index: `entered_boot_ns` is a lower
+    /// bound from `tcp_info`, not the moment of the change.
+    pub swept: bool,
+}
+
+impl Stamp {
+    /// The stamp a sweep puts for `socket`, found in its state at `now` (boot clock).
+    pub fn swept(socket: &KernelSocket, now: Duration) -> Stamp {
+        Stamp {
+            state: socket.state,
+            entered_boot_ns: now.as_nanos() as u64,
+            netns_inode: socket.netns.inode,
+            family: socket.family,
+            local: socket.local,
+            remote: socket.remote,
+            interface: socket.interface,
+            inode: socket.inode,
+            uid: socket.uid,
+            swept: true,
+        }
+    }
+
+    /// The socket as stamped, enough to look it up by id in namespace `netns`; its queues
+    /// and `tcp_info` are the lookup's.
+    pub fn socket(&self, netns: NetnsId, cookie: Cookie) -> KernelSocket {
+        KernelSocket {
+            netns,
+            family: self.family,
+            state: self.state,
+            local: self.local,
+            remote: self.remote,
+            interface: self.interface,
+            cookie,
+            inode: self.inode,
+            uid: self.uid,
+            recv_q: 0,
+            send_q: 0,
+            timer: None,
+            tcp: None,
+        }
+    }
 }
 
 /// A process holding a wanted socket, as the kernel saw it in one pass.
@@ -116,6 +178,10 @@ pub struct Holder {
 }
 
 const STAMP_LEN: usize = 72;
+
+/// How many sockets the index holds at most (`max_entries` of `entered`): beyond, passes
+/// dump every namespace.
+pub const INDEX_CAPACITY: u32 = 1 << 20;
 
 /// Up to this many wanted inodes go into the kernel's map (its `max_entries`, 2^14); more
 /// are filtered here. Measured on 100,000: filling the map took 74-94 ms, more than
@@ -166,20 +232,37 @@ impl Kernel {
 
         // An index pinned by an earlier run is reused, stamps and tracepoint and all.
         let reused = pin.as_ref().ok().and_then(|dir| open_pinned(dir));
-        let (entered, unstamped) = match &reused {
-            Some(p) => (dup(&p.entered)?, dup(&p.unstamped)?),
-            None if create_index => (create("entered")?, create("unstamped")?),
-            // Never filled (no tracepoint): the smallest map the programs can refer to,
-            // not 2^20 buckets to zero.
-            None => (create_sized("entered", Some(1))?, create("unstamped")?),
+        let index_maps = match &reused {
+            Some(p) => IndexMaps {
+                entered: dup(&p.maps.entered)?,
+                unstamped: dup(&p.maps.unstamped)?,
+                requested: dup(&p.maps.requested)?,
+                complete: dup(&p.maps.complete)?,
+            },
+            None if create_index => IndexMaps {
+                entered: create("entered")?,
+                unstamped: create("unstamped")?,
+                requested: create("requested")?,
+                complete: create("complete")?,
+            },
+            // Never filled (no programs attached): the smallest maps the programs can
+            // refer to, not 2^20 buckets to zero.
+            None => IndexMaps {
+                entered: create_sized("entered", Some(1))?,
+                unstamped: create("unstamped")?,
+                requested: create_sized("requested", Some(1))?,
+                complete: create_sized("complete", Some(1))?,
+            },
         };
         let wanted = create("wanted")?;
         let only_wanted = create("only_wanted")?;
 
         let text_sections = obj.functions.keys().map(|(section, _)| *section).collect();
         let fds = [
-            ("entered", entered.as_raw_fd()),
-            ("unstamped", unstamped.as_raw_fd()),
+            ("entered", index_maps.entered.as_raw_fd()),
+            ("unstamped", index_maps.unstamped.as_raw_fd()),
+            ("requested", index_maps.requested.as_raw_fd()),
+            ("complete", index_maps.complete.as_raw_fd()),
             ("wanted", wanted.as_raw_fd()),
             ("only_wanted", only_wanted.as_raw_fd()),
         ];
@@ -212,16 +295,17 @@ impl Kernel {
         let files_link = syscall::iter_link(files_prog.as_fd())
             .map_err(|e| bpf_error("link the task_file iterator", e))?;
 
-        let (on_state, index) = match (reused, pin) {
+        let mut requests_tracked = reused.as_ref().is_some_and(|p| p.requests_tracked);
+        let (links, index) = match (reused, pin) {
             (Some(_), Ok(dir)) => (
-                None,
+                Vec::new(),
                 Ok(format!("{} (pinned by an earlier run)", dir.display())),
             ),
             (None, Ok(_)) if !create_index => (
-                None,
+                Vec::new(),
                 Err("none pinned yet (only the daemon creates the index)".to_string()),
             ),
-            (None, Err(why)) if !create_index => (None, Err(format!("none pinned: {why}"))),
+            (None, Err(why)) if !create_index => (Vec::new(), Err(format!("none pinned: {why}"))),
             (_, pin) => {
                 let prog = load(
                     "on_state",
@@ -231,45 +315,66 @@ impl Kernel {
                 )?;
                 let link = syscall::raw_tracepoint_open(prog.as_fd())
                     .map_err(|e| bpf_error("attach to the inet_sock_set_state tracepoint", e))?;
-                let pinned = pin.and_then(|dir| {
-                    pin_index(
-                        &dir,
-                        &[
-                            (&entered, "entered"),
-                            (&unstamped, "unstamped"),
-                            (&link, "on_state"),
-                        ],
-                    )
-                    .map(|()| dir)
+                // Without it (no such tracepoint on this kernel) passes dump for SYN_RECV
+                // everywhere: slower, never blind.
+                let synack_link = load(
+                    "on_synack",
+                    syscall::TRACE_RAW_TP,
+                    "btf_trace_tcp_retransmit_synack",
+                    BtfKind::Typedef,
+                )
+                .and_then(|prog| {
+                    syscall::raw_tracepoint_open(prog.as_fd())
+                        .map_err(|e| bpf_error("attach to the tcp_retransmit_synack tracepoint", e))
                 });
+                if let Err(e) = &synack_link {
+                    tracing::info!("SYN_RECV request sockets are dumped every pass: {e}");
+                }
+                let synack_link = synack_link.ok();
+                requests_tracked = synack_link.is_some();
+                let mut objects: Vec<(&OwnedFd, &str)> = vec![
+                    (&index_maps.entered, "entered"),
+                    (&index_maps.unstamped, "unstamped"),
+                    (&index_maps.requested, "requested"),
+                    (&index_maps.complete, "complete"),
+                    (&link, "on_state"),
+                ];
+                if let Some(l) = &synack_link {
+                    objects.push((l, "on_synack"));
+                }
+                let pinned = pin.and_then(|dir| pin_index(&dir, &objects).map(|()| dir));
+                if pinned.as_deref().is_ok_and(|dir| dir == Path::new(PIN_DIR)) {
+                    remove_older_layouts();
+                }
                 match pinned {
-                    // Pinned: the pin keeps the tracepoint attached, this fd need not.
-                    Ok(dir) => (None, Ok(format!("{} (pinned now)", dir.display()))),
+                    // Pinned: the pins keep the programs attached, these fds need not.
+                    Ok(dir) => (Vec::new(), Ok(format!("{} (pinned now)", dir.display()))),
                     Err(why) => (
-                        Some(link),
+                        std::iter::once(link).chain(synack_link).collect(),
                         Ok(format!("kept while sockwarden runs, not pinned ({why}): ages restart at each start")),
                     ),
                 }
             }
         };
         Ok(Kernel {
-            entered,
-            unstamped,
+            index_maps,
             files_link,
             wanted,
             only_wanted,
             wanted_now: std::cell::RefCell::new(Vec::new()),
-            _on_state: on_state,
+            _links: links,
             index,
+            requests_tracked,
         })
     }
 
-    /// Every socket the index holds now, by cookie (none when no index is kept).
-    pub fn stamps(&self) -> io::Result<HashMap<Cookie, Stamp>> {
+    /// Every socket the index holds now, with its cookie (none when no index is kept).
+    pub fn stamps(&self) -> io::Result<Vec<(Cookie, Stamp)>> {
         if self.index.is_err() {
-            return Ok(HashMap::new());
+            return Ok(Vec::new());
         }
-        let (keys, values) = syscall::map_lookup_all(self.entered.as_fd(), 8, STAMP_LEN, 4096)?;
+        let entered = self.index_maps.entered.as_fd();
+        let (keys, values) = syscall::map_lookup_all(entered, 8, STAMP_LEN, 4096)?;
         Ok(keys
             .chunks_exact(8)
             .zip(values.chunks_exact(STAMP_LEN))
@@ -277,10 +382,75 @@ impl Kernel {
             .collect())
     }
 
+    /// Stamp sockets a sweep found (`swept` stamps), where the program has not stamped them
+    /// meanwhile: its stamp is newer, and exact.
+    pub fn stamp_swept(&self, found: impl IntoIterator<Item = (Cookie, Stamp)>) {
+        let entered = self.index_maps.entered.as_fd();
+        for (cookie, stamp) in found {
+            let value = encode_stamp(&Stamp {
+                swept: true,
+                ..stamp
+            });
+            let _ = syscall::map_update(entered, &cookie.0.to_ne_bytes(), &value, syscall::NOEXIST);
+        }
+    }
+
+    /// Remove a stamp the agent put, if it is still the agent's (the program may have
+    /// replaced it since, for a newer state): a sweep can stamp a socket that left its
+    /// state between the dump and the stamp, and a lookup then finds it gone.
+    pub fn unstamp_swept(&self, cookie: Cookie) {
+        let entered = self.index_maps.entered.as_fd();
+        let key = cookie.0.to_ne_bytes();
+        let mut value = [0u8; STAMP_LEN];
+        if syscall::map_lookup(entered, &key, &mut value).is_ok()
+            && parse_stamp(&value).is_some_and(|s| s.swept)
+        {
+            let _ = syscall::map_delete(entered, &key);
+        }
+    }
+
+    /// The namespaces (by inode) the index holds completely.
+    pub fn complete_namespaces(&self) -> io::Result<HashSet<u64>> {
+        let (keys, _) = syscall::map_lookup_all(self.index_maps.complete.as_fd(), 4, 8, 1024)?;
+        Ok(keys
+            .chunks_exact(4)
+            .map(|k| u64::from(u32_at(k, 0)))
+            .collect())
+    }
+
+    /// Say that the index now holds every socket of namespace `inode` (after a sweep).
+    pub fn mark_complete(&self, inode: u64) -> io::Result<()> {
+        let key = (inode as u32).to_ne_bytes();
+        let now = boot_clock_now().as_nanos() as u64;
+        syscall::map_update(
+            self.index_maps.complete.as_fd(),
+            &key,
+            &now.to_ne_bytes(),
+            0,
+        )
+    }
+
+    /// When each namespace (by inode) last retransmitted a SYN-ACK (a request socket older
+    /// than its first timeout), on CLOCK_BOOTTIME; `None` when that is not tracked.
+    pub fn requests(&self) -> Option<HashMap<u64, u64>> {
+        if !self.requests_tracked {
+            return None;
+        }
+        let requested = self.index_maps.requested.as_fd();
+        let (keys, values) = syscall::map_lookup_all(requested, 4, 8, 1024).ok()?;
+        Some(
+            keys.chunks_exact(4)
+                .zip(values.chunks_exact(8))
+                .map(|(k, v)| (u64::from(u32_at(k, 0)), u64_at(v, 0)))
+                .collect(),
+        )
+    }
+
     /// How many sockets entered a watched state while the index was full (never stamped).
     pub fn unstamped(&self) -> u64 {
         let mut value = [0u8; 8];
-        match syscall::map_lookup(self.unstamped.as_fd(), &0u32.to_ne_bytes(), &mut value) {
+        let unstamped = self.index_maps.unstamped.as_fd();
+        match syscall::map_lookup(unstamped, &0u32.to_ne_bytes(), &mut value) {
             Ok(()) => u64::from_ne_bytes(value),
             Err(_) => 0,
         }
@@ -302,7 +472,7 @@ impl Kernel {
         let none = HashSet::new();
         self.set_wanted(if in_kernel { wanted } else { &none })?;
         let flag = u32::from(in_kernel).to_ne_bytes();
-        syscall::map_update(self.only_wanted.as_fd(), &0u32.to_ne_bytes(), &flag)?;
+        syscall::map_update(self.only_wanted.as_fd(), &0u32.to_ne_bytes(), &flag, 0)?;
         let set = started.elapsed();
         let bytes = read_iterator(&self.files_link)?;
         tracing::debug!(
@@ -442,20 +612,27 @@ fn pin_dir_usable(create: bool) -> Result<PathBuf, String> {
 
 /// What an earlier run pinned.
 struct PinnedIndex {
-    entered: OwnedFd,
-    unstamped: OwnedFd,
+    maps: IndexMaps,
+    /// Whether the SYN-ACK tracepoint program was attached (and pinned) too.
+    requests_tracked: bool,
 }
 
-/// The index pinned in `dir` by an earlier run, if it, its counter and its tracepoint link
-/// are all there.
+/// The index pinned in `dir` by an earlier run, if its maps and its tracepoint link are all
+/// there.
 fn open_pinned(dir: &Path) -> Option<PinnedIndex> {
     let get = |name: &str| syscall::obj_get(&path_c(&dir.join(name))?).ok();
+    let [entered, unstamped, requested, complete] = INDEX_MAPS.map(get);
     let index = PinnedIndex {
-        entered: get("entered")?,
-        unstamped: get("unstamped")?,
+        maps: IndexMaps {
+            entered: entered?,
+            unstamped: unstamped?,
+            requested: requested?,
+            complete: complete?,
+        },
+        requests_tracked: get("on_synack").is_some(),
     };
     get("on_state")?;
-    let info = syscall::map_info(index.entered.as_fd()).ok()?;
+    let info = syscall::map_info(index.maps.entered.as_fd()).ok()?;
     (info.key_size == 8 && info.value_size == STAMP_LEN as u32).then_some(index)
 }
 
@@ -474,6 +651,36 @@ fn pin_index(dir: &Path, objects: &[(&OwnedFd, &str)]) -> Result<(), String> {
         syscall::obj_pin(fd.as_fd(), &c).map_err(|e| format!("pin {}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// Unpin the index of an earlier layout (`/sys/fs/bpf/sockwarden/v1` after an upgrade):
+/// its programs would otherwise stay attached, stamping sockets nobody reads.
+fn remove_older_layouts() {
+    let ours = Path::new(PIN_DIR);
+    let Some(parent) = ours.parent() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if dir == ours || !dir.is_dir() {
+            continue;
+        }
+        let removed = std::fs::read_dir(&dir)
+            .map(|pins| {
+                pins.flatten()
+                    .all(|pin| std::fs::remove_file(pin.path()).is_ok())
+            })
+            .unwrap_or(false);
+        if removed && std::fs::remove_dir(&dir).is_ok() {
+            tracing::info!(
+                "removed the eBPF index of an earlier layout at {}",
+                dir.display()
+            );
+        }
+    }
 }
 
 fn path_c(path: &Path) -> Option<CString> {
@@ -528,7 +735,38 @@ fn parse_stamp(v: &[u8]) -> Option<Stamp> {
         family,
         local: SocketAddr::new(addr(40), u16::from_ne_bytes([v[34], v[35]])),
         remote: SocketAddr::new(addr(56), u16::from_ne_bytes([v[36], v[37]])),
+        swept: u16::from_ne_bytes([v[38], v[39]]) & STAMP_SWEPT != 0,
     })
+}
+
+/// `STAMP_SWEPT` (sockwarden.bpf.c).
+const STAMP_SWEPT: u16 = 1;
+
+/// A stamp as the map holds it: the inverse of [`parse_stamp`].
+fn encode_stamp(s: &Stamp) -> [u8; STAMP_LEN] {
+    let mut v = [0u8; STAMP_LEN];
+    v[0..8].copy_from_slice(&s.entered_boot_ns.to_ne_bytes());
+    v[8..12].copy_from_slice(&u32::from(s.state as u8).to_ne_bytes());
+    v[12..16].copy_from_slice(&(s.netns_inode as u32).to_ne_bytes());
+    v[16..24].copy_from_slice(&s.inode.0.to_ne_bytes());
+    v[24..28].copy_from_slice(&s.uid.to_ne_bytes());
+    v[28..32].copy_from_slice(&s.interface.to_ne_bytes());
+    let family: u16 = match s.family {
+        Family::Ipv4 => 2,
+        Family::Ipv6 => 10,
+    };
+    v[32..34].copy_from_slice(&family.to_ne_bytes());
+    v[34..36].copy_from_slice(&s.local.port().to_ne_bytes());
+    v[36..38].copy_from_slice(&s.remote.port().to_ne_bytes());
+    let flags = if s.swept { STAMP_SWEPT } else { 0 };
+    v[38..40].copy_from_slice(&flags.to_ne_bytes());
+    let mut put = |at: usize, ip: IpAddr| match ip {
+        IpAddr::V4(ip) => v[at..at + 4].copy_from_slice(&ip.octets()),
+        IpAddr::V6(ip) => v[at..at + 16].copy_from_slice(&ip.octets()),
+    };
+    put(40, s.local.ip());
+    put(56, s.remote.ip());
+    v
 }
 
 /// CLOCK_BOOTTIME now, the clock the stamps are in.
@@ -590,12 +828,24 @@ mod tests {
                 interface: 0,
                 inode: Inode(4242),
                 uid: 1000,
+                swept: false,
             }
         );
+        assert_eq!(
+            encode_stamp(&stamp).as_slice(),
+            v.as_slice(),
+            "encode is parse's inverse"
+        );
+        let swept = Stamp {
+            swept: true,
+            ..stamp
+        };
+        assert_eq!(parse_stamp(&encode_stamp(&swept)), Some(swept));
         v[32..34].copy_from_slice(&10u16.to_ne_bytes());
         v[40..56].copy_from_slice(&Ipv6Addr::LOCALHOST.octets());
         let v6 = parse_stamp(&v).expect("an IPv6 stamp");
         assert_eq!(v6.local, "[::1]:8080".parse().expect("addr"));
+        assert_eq!(parse_stamp(&encode_stamp(&v6)), Some(v6));
         v[8..12].copy_from_slice(&300u32.to_ne_bytes());
         assert_eq!(parse_stamp(&v), None, "an unknown state is skipped");
     }

@@ -5,6 +5,9 @@
  *   watched state, stamp it in the `entered` index, keyed by its cookie, with the state and
  *   the boot-clock time; when it leaves for another state, remove the stamp. The agent
  *   reads the index for exact ages (the `kernel-transition` age source).
+ * - on_synack (tp_btf/tcp_retransmit_synack): when each namespace last retransmitted a
+ *   SYN-ACK. A request socket (SYN_RECV) that lives past its first SYN-ACK timeout (1 s)
+ *   retransmits, so only those namespaces need a dump for SYN_RECV.
  * - socket_files (task_file iterator): (pid, start time, fd, inode) of every open socket
  *   file (or only of those whose inode is in `wanted`): owners in one kernel pass instead of
  *   a readlink of every fd in /proc.
@@ -31,10 +34,15 @@ struct stamp {
 	__u16 family;
 	__u16 local_port; /* host order */
 	__u16 remote_port;
-	__u16 _pad;
+	__u16 flags;      /* STAMP_SWEPT: put by the agent, see below */
 	__u8 local[16];   /* IPv4 in the first 4 bytes */
 	__u8 remote[16];
 };
+
+/* A stamp the agent put for a socket it found in its first sweep, older than the index:
+ * entered_ns is then only a lower bound (from tcp_info). The program replaces or removes
+ * it at the socket's next change, as any other. */
+#define STAMP_SWEPT 1
 
 /* The index: socket cookie -> stamp. Entries go when their socket leaves the watched
  * states (every socket passes through TCP_CLOSE before it is freed). */
@@ -72,6 +80,37 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } only_wanted SEC(".maps");
+
+/* When each namespace last retransmitted a SYN-ACK (for a SYN_RECV request socket, which
+ * no state change reports): namespaces without a recent one hold no request older than
+ * its first timeout, and need no SYN_RECV dump. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 14);
+	__type(key, __u32);
+	__type(value, __u64);
+} requested SEC(".maps");
+
+/* Namespaces (by inode) whose every full socket in a watched state is in `entered`: the
+ * agent swept them (one dump, every socket stamped) while the index was kept. LRU: an
+ * evicted namespace is only swept again. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, __u32);
+	__type(value, __u64);
+} complete SEC(".maps");
+
+SEC("tp_btf/tcp_retransmit_synack")
+int on_synack(u64 *ctx)
+{
+	struct sock *listener = (struct sock *)ctx[0];
+	__u32 netns = listener->__sk_common.skc_net.net->ns.inum;
+	__u64 now = bpf_ktime_get_boot_ns();
+
+	bpf_map_update_elem(&requested, &netns, &now, BPF_ANY);
+	return 0;
+}
 
 SEC("tp_btf/inet_sock_set_state")
 int on_state(u64 *ctx)

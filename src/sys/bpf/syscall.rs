@@ -130,13 +130,16 @@ pub fn map_lookup(map: BorrowedFd<'_>, key: &[u8], value: &mut [u8]) -> io::Resu
     bpf(MAP_LOOKUP_ELEM, &mut attr).map(drop)
 }
 
-pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8]) -> io::Result<()> {
+/// `BPF_NOEXIST`: insert only where the key is absent (EEXIST otherwise).
+pub const NOEXIST: u64 = 1;
+
+pub fn map_update(map: BorrowedFd<'_>, key: &[u8], value: &[u8], flags: u64) -> io::Result<()> {
     let mut attr = MapElem {
         map_fd: map.as_raw_fd() as u32,
         _pad: 0,
         key: ptr(key),
         value: ptr(value),
-        flags: 0,
+        flags,
     };
     bpf(MAP_UPDATE_ELEM, &mut attr).map(drop)
 }
