@@ -418,7 +418,7 @@ fn record_items(
                         actor.clone(),
                         mode,
                         audit_action(item),
-                        item.why.clone(),
+                        item.why(&snap.sockets),
                     );
                     describe_with(record, item, snap, &digest)
                 }
@@ -433,7 +433,7 @@ fn record_items(
                 Some(BatchEntry {
                     rule: item.rule.to_string(),
                     escalated: item.escalated,
-                    why: item.why.clone(),
+                    why: item.why(&snap.sockets),
                     socket: snap.socket_record(s),
                 })
             })
@@ -659,14 +659,14 @@ fn pid_text(pid: Option<u32>) -> String {
 
 /// Run the command the fresh decision rendered (the socket was there a moment ago).
 fn exec(item: &PlanItem, ctx: &ActContext<'_>) -> Result3 {
-    let Some(argv) = &item.argv else {
+    let Some(exec) = &item.exec else {
         return (
             ActionResult::Failed,
             None,
             Some("the plan has no rendered command".into()),
         );
     };
-    match ctx.sys.run_command(argv, &item.env, EXEC_TIMEOUT) {
+    match ctx.sys.run_command(&exec.argv, &exec.env, EXEC_TIMEOUT) {
         CommandOutcome::Exited { code: Some(0), .. } => (ActionResult::Exited0, None, None),
         CommandOutcome::Exited { code, stderr } => (
             ActionResult::Failed,
@@ -826,11 +826,15 @@ fn destroy_result(outcome: DestroyOutcome, still_listed: Option<bool>) -> Result
             Some(libc::EPERM),
             Some("needs CAP_NET_ADMIN in the socket's namespace".into()),
         ),
-        DestroyOutcome::Failed(errno) => (
-            ActionResult::Failed,
-            Some(errno),
-            Some(std::io::Error::from_raw_os_error(errno).to_string()),
-        ),
+        DestroyOutcome::Failed(errno) => {
+            let mut message = std::io::Error::from_raw_os_error(errno).to_string();
+            if still_listed == Some(false) {
+                // The request may have been carried out before the failure was seen.
+                message
+                    .push_str("; the socket is gone from a re-dump (it may have been destroyed)");
+            }
+            (ActionResult::Failed, Some(errno), Some(message))
+        }
     }
 }
 
@@ -846,7 +850,8 @@ fn intent_record_with(
     mode: policy::Mode,
     policy_digest: &str,
 ) -> NewRecord {
-    let intent = NewRecord::intent(actor.clone(), mode, audit_action(item), item.why.clone());
+    let why = item.why(&snap.sockets);
+    let intent = NewRecord::intent(actor.clone(), mode, audit_action(item), why);
     describe_with(intent, item, snap, policy_digest)
 }
 
@@ -892,7 +897,7 @@ fn audit_action(item: &PlanItem) -> audit::Action {
     let mut action = audit::Action::new(item.action.kind());
     match (&item.action, &item.target) {
         (Action::Signal { signal }, _) => action.signal = Some(signal.to_string()),
-        (Action::Exec { .. }, _) => action.command = item.argv.clone(),
+        (Action::Exec { .. }, _) => action.command = item.exec.as_ref().map(|e| e.argv.clone()),
         (Action::Restart, Target::Unit { unit }) => action.unit = Some(unit.clone()),
         _ => {}
     }

@@ -319,7 +319,7 @@ fn print_plan(
                 target,
                 owner,
                 decision_text(&i.decision, dry_run),
-                i.why.clone(),
+                i.why(&snap.sockets),
             ]
         })
         .collect();
@@ -428,7 +428,7 @@ struct PlanLine<'a> {
     decision: &'a Decision,
     /// True in a dry run: nothing is touched, whatever the decision.
     dry_run: bool,
-    why: &'a str,
+    why: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     argv: Option<&'a [String]>,
 }
@@ -453,8 +453,8 @@ impl<'a> PlanLine<'a> {
             sockets: behind.iter().map(|s| s.socket.cookie.0).collect(),
             decision: &item.decision,
             dry_run,
-            why: &item.why,
-            argv: item.argv.as_deref(),
+            why: item.why(&snap.sockets),
+            argv: item.exec.as_ref().map(|e| e.argv.as_slice()),
         }
     }
 }

@@ -756,7 +756,7 @@ impl<'a> Daemon<'a> {
             })
             .count();
         for item in plan.items.iter().filter(|i| i.decision != Decision::Act) {
-            debug!(rule = %item.rule, target = %item.target, decision = %item.decision, "{}", item.why);
+            debug!(rule = %item.rule, target = %item.target, decision = %item.decision, "{}", item.why(&snap.sockets));
         }
         let figures = figures_of(&self.metrics, &snap, &plan);
         if to_record == 0 {
@@ -932,7 +932,7 @@ fn degrade(plan: &mut engine::Plan, caps: &Capabilities) -> usize {
         }
         if let Some(why) = caps.unavailable(item.action.kind()) {
             item.decision = Decision::Held(HeldReason::Observe);
-            item.why = format!("{} — not carried out: {why}", item.why);
+            item.note(format!("not carried out: {why}"));
             n += 1;
         }
     }

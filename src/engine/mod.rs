@@ -16,8 +16,8 @@ pub use history::{History, Keep, OwnerKey, PastAction, PastOutcome, Step, Target
 
 use crate::model::{Age, Cookie, NetnsId, Pid, Process, ProcessId, StuckSocket, TcpState};
 use crate::policy::{
-    render_arg, Action, ActionKind, Guards, Mode, PolicySet, Rule, SSH_PORT, SSH_PROCESSES,
-    SSH_UNITS,
+    render_arg, Action, ActionKind, Guards, Mode, PolicyDuration, PolicySet, Rule, SSH_PORT,
+    SSH_PROCESSES, SSH_UNITS,
 };
 
 /// Everything a decision depends on.
@@ -73,7 +73,9 @@ impl Plan {
     }
 }
 
-/// One planned action on one target.
+/// One planned action on one target. A mass leak makes 100,000 of them, so what is the
+/// same for many (the rule, its action) is shared, and the explanation is rendered only
+/// when the item is shown or recorded ([`PlanItem::why`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PlanItem {
     /// The rule's name (shared by every item of the rule: a mass leak has 100,000 items).
@@ -85,19 +87,148 @@ pub struct PlanItem {
     /// The owner this is about (unit, else process), for the audit log and escalation.
     pub owner: Option<OwnerKey>,
     /// The indices in [`EngineInput::sockets`] of the sockets that justify the action (for
-    /// a socket target, just that one).
-    pub socket_indices: Vec<usize>,
-    /// For `exec`: the command with its placeholders filled in (values read from processes
-    /// escaped, see [`exec_values`]).
+    /// a socket target, just that one), oldest first.
+    pub socket_indices: SocketIndices,
+    /// For `exec`: the command with its placeholders filled in, and their values.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub argv: Option<Vec<String>>,
-    /// For `exec`: the exact placeholder values as `SOCKWARDEN_<NAME>` environment variables.
+    pub exec: Option<Box<ExecCommand>>,
+    pub decision: Decision,
+    /// What [`PlanItem::why`] says it from.
+    #[serde(skip)]
+    pub reason: Why,
+}
+
+impl PlanItem {
+    /// The explanation, e.g. "close-wait for 12m (tcp-info) >= 10m, owner api(1234) holds
+    /// 57 matching sockets", from `sockets`, the snapshot the item was planned on.
+    pub fn why(&self, sockets: &[StuckSocket]) -> String {
+        let r = &self.reason;
+        let mut why = String::new();
+        if let Some(e) = r.notes.as_ref().and_then(|n| n.escalated.as_deref()) {
+            why.push_str(e);
+            why.push_str("; ");
+        }
+        // The first socket is the oldest.
+        match self.socket_indices.first().and_then(|&i| sockets.get(i)) {
+            Some(s) => {
+                let age = format!(
+                    "{} for {} >= {}",
+                    s.socket.state,
+                    age_text(&s.age),
+                    r.older_than
+                );
+                let owner = match r.principal.and_then(|k| s.owners.get(k as usize)) {
+                    Some(o) => {
+                        let min = r
+                            .min_sockets
+                            .map(|n| format!(" (min_sockets {n})"))
+                            .unwrap_or_default();
+                        format!(
+                            "owner {} holds {} matching socket{}{min}",
+                            proc_name(&o.process),
+                            r.owner_count,
+                            plural(r.owner_count)
+                        )
+                    }
+                    None => "no owner process".to_string(),
+                };
+                if self.socket_indices.len() > 1 {
+                    why.push_str(&format!(
+                        "{} sockets, oldest {age}, {owner}",
+                        self.socket_indices.len()
+                    ));
+                } else {
+                    why.push_str(&format!("{age}, {owner}"));
+                }
+            }
+            None => why.push_str("no socket"),
+        }
+        if let Some(after) = r.notes.as_ref().and_then(|n| n.after.as_deref()) {
+            why.push_str(" — ");
+            why.push_str(after);
+        }
+        why
+    }
+
+    /// Add `note` to the explanation (e.g. why it was not carried out after all).
+    pub fn note(&mut self, note: String) {
+        let notes = self.reason.notes.get_or_insert_with(Default::default);
+        notes.after = Some(match notes.after.take() {
+            Some(before) => format!("{before}; {note}"),
+            None => note,
+        });
+    }
+}
+
+/// What an item's explanation is made of, besides its oldest socket.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Why {
+    /// The rule's threshold and `min_sockets`.
+    pub older_than: PolicyDuration,
+    pub min_sockets: Option<u32>,
+    /// Which owner of the oldest socket the rule is about, and how many matching sockets
+    /// that owner holds.
+    pub principal: Option<u32>,
+    pub owner_count: u32,
+    /// Rare additions, boxed so that the common item stays small.
+    pub notes: Option<Box<WhyNotes>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WhyNotes {
+    /// Why the rule's escalation step applies.
+    pub escalated: Option<String>,
+    /// Added after planning (e.g. "not carried out: …").
+    pub after: Option<String>,
+}
+
+/// The sockets of an item: one for a socket target (no allocation), several for a process
+/// or a unit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SocketIndices {
+    One([usize; 1]),
+    Many(Vec<usize>),
+}
+
+impl std::ops::Deref for SocketIndices {
+    type Target = [usize];
+    fn deref(&self) -> &[usize] {
+        match self {
+            SocketIndices::One(one) => one,
+            SocketIndices::Many(many) => many,
+        }
+    }
+}
+
+impl From<Vec<usize>> for SocketIndices {
+    fn from(v: Vec<usize>) -> SocketIndices {
+        match v.as_slice() {
+            [one] => SocketIndices::One([*one]),
+            _ => SocketIndices::Many(v),
+        }
+    }
+}
+
+impl Serialize for SocketIndices {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (**self).serialize(s)
+    }
+}
+
+impl PartialEq<Vec<usize>> for SocketIndices {
+    fn eq(&self, other: &Vec<usize>) -> bool {
+        **self == **other
+    }
+}
+
+/// An `exec` action's command with its placeholders filled in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExecCommand {
+    /// The argv (values read from processes escaped, see [`exec_values`]).
+    pub argv: Vec<String>,
+    /// The exact placeholder values as `SOCKWARDEN_<NAME>` environment variables.
     #[serde(skip)]
     pub env: Vec<(String, String)>,
-    pub decision: Decision,
-    /// Human explanation, e.g. "close-wait for 12m (tcp-info) >= 10m, owner api(1234)
-    /// holds 57 matching sockets".
-    pub why: String,
 }
 
 /// What an action is aimed at.
@@ -403,7 +534,7 @@ impl Evaluation {
         let items = planner.finish();
         let mut item_of = HashMap::new();
         for (n, item) in items.iter().enumerate() {
-            for &i in &item.socket_indices {
+            for &i in item.socket_indices.iter() {
                 item_of.insert(i, n);
             }
         }
@@ -872,25 +1003,27 @@ impl<'a> Planner<'a> {
                 }
             },
         };
-        let (argv, env) = match &g.action {
+        let exec = match &g.action {
             Action::Exec { command } => {
                 let values = self.exec_values(r, g.sockets[0]);
-                (Some(render_command(command, &values)), exec_env(&values))
+                Some(Box::new(ExecCommand {
+                    argv: render_command(command, &values),
+                    env: exec_env(&values),
+                }))
             }
-            _ => (None, Vec::new()),
+            _ => None,
         };
-        let why = self.why(r, &g);
+        let reason = self.reason(r, &g);
         self.items.push(PlanItem {
             rule: self.rule_names[r].clone(),
             escalated: g.escalated.is_some(),
             action: g.action,
             target: g.target,
             owner: g.owner,
-            socket_indices: g.sockets,
-            argv,
-            env,
+            socket_indices: g.sockets.into(),
+            exec,
             decision,
-            why,
+            reason,
         });
     }
 
@@ -988,50 +1121,22 @@ impl<'a> Planner<'a> {
         None
     }
 
-    fn why(&self, r: usize, g: &Group) -> String {
+    fn reason(&self, r: usize, g: &Group) -> Why {
         let rule = &self.input.policies.rules[r];
-        let socks = self.input.sockets;
         // Sockets are sorted oldest first within a rule, so the first is the oldest.
-        let first = g.sockets[0];
-        let s = &socks[first];
-        let m = self.matches[first][r];
-        let mut why = String::new();
-        if let Some(e) = &g.escalated {
-            why.push_str(e);
-            why.push_str("; ");
+        let m = self.matches[g.sockets[0]][r];
+        Why {
+            older_than: rule.older_than,
+            min_sockets: rule.min_sockets,
+            principal: m.principal.and_then(|k| u32::try_from(k).ok()),
+            owner_count: m.owner_count,
+            notes: g.escalated.as_ref().map(|e| {
+                Box::new(WhyNotes {
+                    escalated: Some(e.clone()),
+                    after: None,
+                })
+            }),
         }
-        let age = format!(
-            "{} for {} >= {}",
-            s.socket.state,
-            age_text(&s.age),
-            rule.older_than
-        );
-        let owner = match m.principal {
-            Some(k) => {
-                let min = rule
-                    .min_sockets
-                    .map(|n| format!(" (min_sockets {n})"))
-                    .unwrap_or_default();
-                format!(
-                    "owner {} holds {} matching socket{}{min}",
-                    proc_name(&s.owners[k].process),
-                    m.owner_count,
-                    plural(m.owner_count)
-                )
-            }
-            None => "no owner process".to_string(),
-        };
-        if g.sockets.len() > 1 {
-            why.push_str(&format!(
-                "{} sockets, oldest {age}, {owner}",
-                g.sockets.len()
-            ));
-        } else {
-            why.push_str(&format!("{age}, {owner}"));
-        }
-        // Kept per item: no slack (a mass leak has 100,000 of them).
-        why.shrink_to_fit();
-        why
     }
 
     /// Every placeholder's exact value for socket `i` under rule `r`.

@@ -462,7 +462,7 @@ fn signal_targets_a_process_and_restart_a_unit_once_each() {
     assert_eq!(plan.items[0].socket_indices, vec![1, 0]);
     assert_eq!(plan.items[0].owner, Some(OwnerKey::Process(c.py.id)));
     assert_eq!(
-        plan.items[0].why,
+        plan.items[0].why(&case.sockets),
         "2 sockets, oldest close-wait for 2h (tcp-info) >= 10m, owner python3(2000) holds 2 matching sockets"
     );
     assert_eq!(
@@ -584,10 +584,10 @@ fn escalation_follows_the_owner_through_history() {
     });
     assert!(
         plan.items[0]
-            .why
+            .why(&sockets())
             .starts_with("escalated: this rule did destroy on api.service 16m ago (>= 15m)"),
         "{}",
-        plan.items[0].why
+        plan.items[0].why(&sockets())
     );
 }
 
@@ -1141,7 +1141,7 @@ command = ["/usr/local/bin/notify", "--rule={rule}", "{pid}", "{comm}", "{unit}"
     let (plan, _) = run(&case);
     let item = &plan.items[0];
     assert_eq!(
-        item.argv.as_deref().expect("argv"),
+        item.exec.as_ref().expect("argv").argv,
         [
             "/usr/local/bin/notify",
             "--rule=notify",
@@ -1157,7 +1157,7 @@ command = ["/usr/local/bin/notify", "--rule={rule}", "{pid}", "{comm}", "{unit}"
             "{x}"
         ]
     );
-    assert_eq!(item.why, "close-wait for 12m (tcp-info) >= 10m, owner java(1234) holds 2 matching sockets (min_sockets 2)");
+    assert_eq!(item.why(&case.sockets), "close-wait for 12m (tcp-info) >= 10m, owner java(1234) holds 2 matching sockets (min_sockets 2)");
     let json = serde_json::to_value(&plan).expect("json");
     assert_eq!(json["mode"], "enforce");
     assert_eq!(json["items"][0]["decision"]["decision"], "act");
@@ -1197,11 +1197,12 @@ command = ["/usr/bin/logger", "--", "stuck {comm} in {unit}"]
     };
     let (plan, _) = run(&case);
     let item = &plan.items[0];
+    let exec = item.exec.as_ref().expect("argv");
     assert_eq!(
-        item.argv.as_deref().expect("argv")[2],
+        exec.argv[2],
         "stuck x\\n;id>/tmp/p\\x1b[2J in a\\u{202e}b.service"
     );
-    let env: HashMap<&str, &str> = item
+    let env: HashMap<&str, &str> = exec
         .env
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))

@@ -86,11 +86,10 @@ fn item(rule: &str, action: Action, decision: Decision) -> PlanItem {
             index: 0,
         },
         owner: None,
-        socket_indices: vec![0],
-        argv: None,
-        env: Vec::new(),
+        socket_indices: vec![0].into(),
+        exec: None,
         decision,
-        why: String::new(),
+        reason: Default::default(),
     }
 }
 

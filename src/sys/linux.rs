@@ -279,6 +279,9 @@ impl LinuxSystem {
     }
 }
 
+/// From this many sockets of one namespace, destroys are spread over the cores.
+const PARALLEL_DESTROYS: usize = 2048;
+
 /// Sockets looked up per round of [`LinuxSystem::serve`].
 const LOOKUP_CHUNK: usize = 4096;
 
@@ -409,7 +412,50 @@ impl System for LinuxSystem {
         ns: &Netns,
         sockets: &[&KernelSocket],
     ) -> Result<Vec<DestroyOutcome>, SysError> {
-        self.with_socket(ns, |s, _| s.destroy_many(sockets))
+        // Each destroy aborts its socket in the kernel (an RST, the peer's teardown): on
+        // a mass leak, every core does its share, each through a netlink socket of its own.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if threads < 2 || sockets.len() < PARALLEL_DESTROYS {
+            return self.with_socket(ns, |s, _| s.destroy_many(sockets));
+        }
+        let share = sockets.len().div_ceil(threads);
+        let mut parts = sockets.chunks(share);
+        let ours = parts.next().unwrap_or_default();
+        let own = netns::own_netns_id()?;
+        std::thread::scope(|scope| {
+            let others: Vec<_> = parts
+                .map(|part| {
+                    scope.spawn(move || {
+                        let (mut socket, _) = netns::open_diag_socket_in(ns, own)?;
+                        socket.destroy_many(part)
+                    })
+                })
+                .collect();
+            // A part that fails leaves the others' outcomes as the kernel gave them: its own
+            // sockets are failed (what was sent of them, the caller's re-dump tells).
+            let failed = |part: &[&KernelSocket], e: &SysError| {
+                tracing::warn!("{e}");
+                let errno = e.errno().unwrap_or(libc::EIO);
+                vec![DestroyOutcome::Failed(errno); part.len()]
+            };
+            let mut outcomes = self
+                .with_socket(ns, |s, _| s.destroy_many(ours))
+                .unwrap_or_else(|e| failed(ours, &e));
+            for (other, part) in others.into_iter().zip(sockets.chunks(share).skip(1)) {
+                match other.join() {
+                    Ok(Ok(done)) => outcomes.extend(done),
+                    Ok(Err(e)) => outcomes.extend(failed(part, &e)),
+                    Err(_) => {
+                        let e = SysError::new(
+                            format!("SOCK_DESTROY in netns {}", ns.name),
+                            std::io::Error::other("a destroying thread panicked"),
+                        );
+                        outcomes.extend(failed(part, &e));
+                    }
+                }
+            }
+            Ok(outcomes)
+        })
     }
 
     fn holder(&self, process: &Process, inodes: &[Inode]) -> HolderCheck {
