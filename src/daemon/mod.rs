@@ -779,19 +779,32 @@ impl<'a> Daemon<'a> {
         // Our own records changed the trail: the next pass reads it again.
         self.history.key = None;
         let reports = result.map_err(PassError::Audit)?;
+        // A line per action, unless there are many (a mass leak): then a line per rule,
+        // action and result, and each action at debug level.
+        let each = reports.len() <= LOG_EACH_ACTION_UP_TO;
         for r in &reports {
             if r.result.only_recorded() {
                 summary.observed += 1;
-                info!(rule = %r.rule, action = %r.action, target = %r.target, "observed (not acted on)");
+                if each {
+                    info!(rule = %r.rule, action = %r.action, target = %r.target, "observed (not acted on)");
+                }
             } else {
                 summary.acted += 1;
                 if r.succeeded() {
                     summary.succeeded += 1;
-                    info!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, "acted");
-                } else {
+                    if each {
+                        info!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, "acted");
+                    }
+                } else if each {
                     warn!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, message = r.message.as_deref().unwrap_or(""), "action did not succeed");
                 }
             }
+            if !each {
+                debug!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, message = r.message.as_deref().unwrap_or(""), "action");
+            }
+        }
+        if !each {
+            log_report_counts(&reports);
         }
         Ok((figures, reports))
     }
@@ -992,6 +1005,37 @@ fn live_file_key(path: &Path) -> Option<(u64, u64, SystemTime)> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
     Some((m.ino(), m.len(), m.modified().ok()?))
+}
+
+/// Above this many actions in a pass, the log counts them instead of naming each.
+const LOG_EACH_ACTION_UP_TO: usize = 50;
+
+/// One line per rule, action and result: how many, with an example target.
+fn log_report_counts(reports: &[ActionReport]) {
+    // (rule, action, result) -> (count, an example target, whether it went as meant)
+    let mut counts: std::collections::BTreeMap<(&str, &str, String), (usize, &str, bool)> =
+        Default::default();
+    for r in reports {
+        let ok = r.result.only_recorded() || r.succeeded();
+        let entry = counts
+            .entry((&*r.rule, r.action.as_str(), r.result.to_string()))
+            .or_insert((0, r.target.as_str(), ok));
+        entry.0 += 1;
+    }
+    for ((rule, action, result), (n, example, ok)) in counts {
+        if ok {
+            info!(rule, action, result, count = n, example, "{n} actions");
+        } else {
+            warn!(
+                rule,
+                action,
+                result,
+                count = n,
+                example,
+                "{n} actions did not succeed"
+            );
+        }
+    }
 }
 
 fn log_pass(s: &PassSummary) {
