@@ -129,13 +129,22 @@ pub fn carry_out(
     let started = std::time::Instant::now();
     let now = ctx.now;
     let keep = crate::engine::Keep::for_policies(decider.policies, false);
+    // The sockets the plan acts on: their owners are read again while they are dumped.
+    let expected: HashSet<Inode> = to_act
+        .iter()
+        .flat_map(|item| item.socket_indices.iter())
+        .filter_map(|&i| snap.sockets.get(i))
+        .map(|s| s.socket.inode)
+        .filter(|inode| inode.0 != 0)
+        .collect();
     let fresh = audit::history(ctx.audit.path(), now - audit::HISTORY_LOOKBACK, keep)
         .map_err(|e| format!("re-reading the audit history: {e}"))
         .and_then(|history| {
             decider
-                .decide(&history, now)
+                .decide_again(&history, now, &expected)
                 .map_err(|e| format!("re-scanning: {e}"))
         });
+    drop(expected);
     let fresh = match fresh {
         Ok(fresh) => fresh,
         Err(why) => {
@@ -1002,6 +1011,7 @@ mod tests {
             observations: obs,
             policies,
             options: RunOptions::new(Pid(1)),
+            one_shot: false,
         }
     }
 

@@ -27,6 +27,9 @@ pub struct Decider<'a> {
     pub observations: &'a Observations,
     pub policies: &'a PolicySet,
     pub options: RunOptions,
+    /// A one-shot command, which shows the owners of what it finds: they are read while
+    /// the namespaces are dumped (a daemon reads them only when some socket is stuck).
+    pub one_shot: bool,
 }
 
 /// The past actions a plan at `now` weighs (cooldowns, budgets, escalation), from the
@@ -52,12 +55,18 @@ pub struct Planned {
 impl Decider<'_> {
     /// Read the facts: one scan of the namespaces.
     pub fn scan(&self, now: SystemTime) -> Result<Snapshot, ScanError> {
-        scan::scan_in(
+        let owners = if self.one_shot {
+            scan::OwnerPass::Alongside
+        } else {
+            scan::OwnerPass::After
+        };
+        scan::scan_with(
             self.sys,
             &self.namespaces,
             &self.filter,
             self.observations,
             now,
+            owners,
         )
     }
 
@@ -95,6 +104,26 @@ impl Decider<'_> {
     /// Scan, then plan.
     pub fn decide(&self, history: &History, now: SystemTime) -> Result<Planned, ScanError> {
         let snap = self.scan(now)?;
+        let plan = self.plan(&snap, history, now);
+        Ok(Planned { snap, plan })
+    }
+
+    /// [`Decider::decide`] again on sockets seen a moment ago (`expected`, their inodes):
+    /// their owners are read while the namespaces are dumped.
+    pub fn decide_again(
+        &self,
+        history: &History,
+        now: SystemTime,
+        expected: &std::collections::HashSet<crate::model::Inode>,
+    ) -> Result<Planned, ScanError> {
+        let snap = scan::scan_with(
+            self.sys,
+            &self.namespaces,
+            &self.filter,
+            self.observations,
+            now,
+            scan::OwnerPass::Expected(expected),
+        )?;
         let plan = self.plan(&snap, history, now);
         Ok(Planned { snap, plan })
     }

@@ -83,7 +83,8 @@ pub type SocketKey = (NetnsId, Cookie, TcpState);
 /// fills this; a one-shot scan has none).
 pub type Observations = HashMap<SocketKey, SystemTime>;
 
-/// Scan the selected namespaces for sockets matching `filter`.
+/// Scan the selected namespaces for sockets matching `filter`, as a one-shot command does
+/// (owners read alongside the dumps).
 pub fn scan(
     sys: &dyn System,
     filter: &SocketFilter,
@@ -91,7 +92,8 @@ pub fn scan(
     now: SystemTime,
 ) -> Result<Snapshot, ScanError> {
     let listed = list_namespaces(sys, &filter.netns)?;
-    let mut snap = scan_in(sys, &listed.namespaces, filter, observations, now)?;
+    let owners = OwnerPass::Alongside;
+    let mut snap = scan_with(sys, &listed.namespaces, filter, observations, now, owners)?;
     let mut warnings = listed.warnings;
     warnings.append(&mut snap.warnings);
     snap.warnings = warnings;
@@ -123,6 +125,20 @@ pub fn list_namespaces(sys: &dyn System, selector: &NetnsSelector) -> Result<Lis
     })
 }
 
+/// When a scan reads the owners of the sockets it found.
+#[derive(Debug, Clone, Copy)]
+pub enum OwnerPass<'a> {
+    /// After the dumps, for the sockets the filter keeps (nothing when there are none: a
+    /// daemon at rest reads no owners).
+    After,
+    /// While the namespaces are dumped, for these inodes (sockets seen a moment ago); the
+    /// owners of sockets found outside them after.
+    Expected(&'a HashSet<Inode>),
+    /// Every socket file read while the namespaces are dumped, then kept for the sockets
+    /// the filter keeps: one-shot commands, which show the owners of what they find.
+    Alongside,
+}
+
 /// [`scan`] over namespaces already listed: no `/proc` walk unless some socket needs an
 /// owner. `filter.netns` is not looked at.
 pub fn scan_in(
@@ -132,18 +148,47 @@ pub fn scan_in(
     observations: &Observations,
     now: SystemTime,
 ) -> Result<Snapshot, ScanError> {
+    scan_with(sys, namespaces, filter, observations, now, OwnerPass::After)
+}
+
+/// [`scan_in`], with the owners read as `owners` says.
+pub fn scan_with(
+    sys: &dyn System,
+    namespaces: &[Netns],
+    filter: &SocketFilter,
+    observations: &Observations,
+    now: SystemTime,
+    owners: OwnerPass<'_>,
+) -> Result<Snapshot, ScanError> {
     let mut warnings = Vec::new();
     let mut unseen = Vec::new();
     let only_one = namespaces.len() == 1;
     let uptime = sys.uptime();
     let started = std::time::Instant::now();
 
+    // The owners read alongside the dumps, if any.
+    enum Early<'e> {
+        None,
+        Expected(&'e HashSet<Inode>, OwnerScan),
+        Holders(crate::sys::Holders),
+    }
+    let (watch, early) = match owners {
+        OwnerPass::After => (sys.watch(namespaces, filter.states), Early::None),
+        OwnerPass::Expected(expected) => {
+            let (watch, scan) = sys.watch_with_owners(namespaces, filter.states, expected);
+            (watch, Early::Expected(expected, scan))
+        }
+        OwnerPass::Alongside => {
+            let (watch, holders) = sys.watch_and_holders(namespaces, filter.states);
+            (watch, Early::Holders(holders))
+        }
+    };
     // Exact entry times where the eBPF index has them (empty without it).
     let crate::sys::Watch {
         dumps,
         entered,
         unlisted,
-    } = sys.watch(namespaces, filter.states);
+    } = watch;
     let mut sockets = Vec::new();
     let mut seen = Vec::new();
     let mut dumped = Vec::with_capacity(namespaces.len());
@@ -205,7 +250,20 @@ pub fn scan_in(
             mut owners,
             unreadable,
             ..
-        } = sys.owners(&wanted);
+        } = match early {
+            Early::Expected(expected, mut scan) => {
+                // Sockets that were not expected (new since) are attributed now.
+                let missing: HashSet<Inode> = wanted.difference(expected).copied().collect();
+                if !missing.is_empty() {
+                    let more = sys.owners(&missing);
+                    scan.owners.extend(more.owners);
+                    scan.unreadable.extend(more.unreadable);
+                }
+                scan
+            }
+            Early::Holders(holders) => sys.owners_of(holders, &wanted),
+            Early::None => sys.owners(&wanted),
+        };
         unreadable_processes = unreadable.len();
         for s in &mut sockets {
             if let Some(found) = owners.remove(&s.socket.inode) {
@@ -527,6 +585,52 @@ mod tests {
             "{:?}",
             sys.calls.borrow()
         );
+    }
+
+    #[test]
+    fn owners_read_early_cover_sockets_found_outside_what_was_expected() {
+        let sys = fixture();
+        // Seen a moment ago: cookies 1 and 4 (inodes 10 and 40); cookie 2 is new since.
+        let expected = HashSet::from([Inode(10), Inode(40)]);
+        let filter = SocketFilter::default();
+        let snap = scan_with(
+            &sys,
+            &sys.namespaces,
+            &filter,
+            &Observations::new(),
+            SystemTime::UNIX_EPOCH,
+            OwnerPass::Expected(&expected),
+        )
+        .expect("scan");
+        let owner_of = |cookie: u64| {
+            let s = snap.sockets.iter().find(|s| s.socket.cookie.0 == cookie);
+            s.map(|s| s.owners.iter().map(|o| o.fd).collect::<Vec<_>>())
+        };
+        assert_eq!(owner_of(1), Some(vec![7]));
+        assert_eq!(owner_of(2), Some(vec![8]), "the unexpected socket has its owner too");
+        assert_eq!(owner_of(4), Some(vec![3]));
+        let calls = sys.calls.borrow();
+        let owner_calls: Vec<&String> = calls.iter().filter(|c| c.starts_with("owners")).collect();
+        assert_eq!(owner_calls, ["owners 2", "owners 1"], "the expected, then the missing one");
+        drop(calls);
+        // Alongside: the same owners as a scan that reads them after.
+        let alongside = scan_with(
+            &sys,
+            &sys.namespaces,
+            &filter,
+            &Observations::new(),
+            SystemTime::UNIX_EPOCH,
+            OwnerPass::Alongside,
+        )
+        .expect("scan");
+        let after = scan(&sys, &filter, &Observations::new(), SystemTime::UNIX_EPOCH).expect("scan");
+        let owners = |snap: &Snapshot| -> Vec<(u64, Vec<i32>)> {
+            snap.sockets
+                .iter()
+                .map(|s| (s.socket.cookie.0, s.owners.iter().map(|o| o.fd).collect()))
+                .collect()
+        };
+        assert_eq!(owners(&alongside), owners(&after));
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32
             lift_budgets: args.lift_budgets,
             ..RunOptions::new(Pid::own())
         },
+        one_shot: true,
     };
     let history = decide::history(&args.audit.path, now, &policies)?;
     let t = std::time::Instant::now();

@@ -61,6 +61,7 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
         observations: &observations,
         policies: &policies,
         options: RunOptions::new(Pid::own()),
+        one_shot: true,
     };
     let history = decide::history(&args.audit.path, now, &policies)?;
     let snap = decider.scan(now)?;

@@ -971,6 +971,7 @@ fn decider_of<'a>(
             mode: config.mode,
             ..RunOptions::new(Pid::own())
         },
+        one_shot: false,
     }
 }
 

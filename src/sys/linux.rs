@@ -11,9 +11,9 @@ use super::bpf::watch;
 use super::netlink::DiagSocket;
 use super::systemd::Systemd;
 use super::{
-    netns, procfs, signal, CommandOutcome, DestroyOutcome, Entered, HolderCheck, NamespaceList,
-    NetnsDump, OwnerScan, RestartOutcome, Signal, SignalOutcome, SysError, System, SystemdError,
-    Watch, Watcher,
+    netns, procfs, signal, CommandOutcome, DestroyOutcome, Entered, HolderCheck, Holders,
+    NamespaceList, NetnsDump, OwnerScan, RestartOutcome, Signal, SignalOutcome, SysError, System,
+    SystemdError, Watch, Watcher,
 };
 use crate::model::{Cookie, Inode, KernelSocket, Netns, NetnsId, Process, StateSet, TcpState};
 
@@ -348,6 +348,79 @@ impl System for LinuxSystem {
                 sockets: socket.dump(ns.id, states)?,
                 tcp_fin_timeout,
             })
+        })
+    }
+
+    fn watch_and_holders(&self, namespaces: &[Netns], states: StateSet) -> (Watch, Holders) {
+        let parallel = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2;
+        let job = match self.bpf() {
+            Ok(kernel)
+                if parallel && !self.owners_failed.get() && bpf::in_initial_pid_namespace() =>
+            {
+                kernel.prepare_all_holders()
+            }
+            _ => return (self.watch(namespaces, states), Holders::default()),
+        };
+        std::thread::scope(|scope| {
+            let holders = scope.spawn(move || job.and_then(bpf::HoldersJob::run));
+            let watch = self.watch(namespaces, states);
+            let holders = match holders.join() {
+                Ok(Ok(holders)) => Some(holders),
+                Ok(Err(e)) => {
+                    tracing::warn!("owners from /proc instead of the eBPF iterator: the task_file iterator: {e}");
+                    self.owners_failed.set(true);
+                    None
+                }
+                Err(_) => None,
+            };
+            (watch, Holders(holders))
+        })
+    }
+
+    fn owners_of(&self, holders: Holders, wanted: &HashSet<Inode>) -> OwnerScan {
+        match holders.0 {
+            Some(mut holders) => {
+                holders.retain(|h| wanted.contains(&h.inode));
+                procfs::owners_of_holders(&holders)
+            }
+            None => self.owners(wanted),
+        }
+    }
+
+    fn watch_with_owners(
+        &self,
+        namespaces: &[Netns],
+        states: StateSet,
+        expected: &HashSet<Inode>,
+    ) -> (Watch, OwnerScan) {
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+            return (self.watch(namespaces, states), self.owners(expected));
+        }
+        // The owner pass needs nothing of the watch: it runs on a thread of its own (with
+        // the iterator prepared here, the rest is file reads).
+        let by_bpf = match self.bpf() {
+            Ok(kernel) if !self.owners_failed.get() && bpf::in_initial_pid_namespace() => {
+                Some(kernel.prepare_holders(expected))
+            }
+            _ => None,
+        };
+        std::thread::scope(|scope| {
+            let owners = scope.spawn(move || match by_bpf {
+                Some(Ok(job)) => job.run().map(|holders| procfs::owners_of_holders(&holders)),
+                Some(Err(e)) => Err(e),
+                None => Ok(procfs::scan_owners(expected)),
+            });
+            let watch = self.watch(namespaces, states);
+            let owners = match owners.join() {
+                Ok(Ok(scan)) => scan,
+                Ok(Err(e)) => {
+                    tracing::warn!("owners from /proc instead of the eBPF iterator: the task_file iterator: {e}");
+                    self.owners_failed.set(true);
+                    procfs::scan_owners(expected)
+                }
+                Err(_) => procfs::scan_owners(expected),
+            };
+            (watch, owners)
         })
     }
 

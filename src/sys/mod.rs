@@ -140,6 +140,32 @@ pub trait System {
     /// vanish mid-scan are skipped silently.
     fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan;
 
+    /// [`System::watch`], and at the same time the first half of an owner pass over every
+    /// socket file, for [`System::owners_of`] to finish once the caller knows which sockets
+    /// it wants: for one-shot commands, which show the owners of what they find.
+    fn watch_and_holders(&self, namespaces: &[Netns], states: StateSet) -> (Watch, Holders) {
+        (self.watch(namespaces, states), Holders::default())
+    }
+
+    /// The owners of `wanted`, from `holders` read by [`System::watch_and_holders`] (or a
+    /// pass of their own when there are none).
+    fn owners_of(&self, holders: Holders, wanted: &HashSet<Inode>) -> OwnerScan {
+        let _ = holders;
+        self.owners(wanted)
+    }
+
+    /// [`System::watch`], and [`System::owners`] of `expected` (the inodes the caller
+    /// expects to want: those it saw a moment ago), the two kernel passes side by side
+    /// where the real system can. Owners of sockets outside `expected` are not looked for.
+    fn watch_with_owners(
+        &self,
+        namespaces: &[Netns],
+        states: StateSet,
+        expected: &HashSet<Inode>,
+    ) -> (Watch, OwnerScan) {
+        (self.watch(namespaces, states), self.owners(expected))
+    }
+
     /// Which watcher runs and, when it is not the eBPF one, why.
     fn watcher(&self) -> Watcher;
 
@@ -202,6 +228,11 @@ pub trait System {
         timeout: Duration,
     ) -> CommandOutcome;
 }
+
+/// Socket files and the processes holding them, read by [`System::watch_and_holders`]:
+/// none when the system read none (the owners are then read in a pass of their own).
+#[derive(Debug, Default)]
+pub struct Holders(pub(crate) Option<Vec<bpf::Holder>>);
 
 /// What [`System::watch`] saw in one pass.
 #[derive(Debug, Default)]

@@ -458,40 +458,44 @@ impl Kernel {
 
     /// The processes holding each of `wanted`, from one pass over every task's files.
     pub fn holders(&self, wanted: &HashSet<Inode>) -> io::Result<Vec<Holder>> {
-        // Few: the kernel filters through the map. Many: filling the map costs more than
-        // reading every socket file and filtering here.
-        self.holders_filtered(wanted, wanted.len() <= WANTED_IN_KERNEL)
+        self.prepare_holders(wanted)?.run()
     }
 
-    fn holders_filtered(
+    /// Set the iterator up for `wanted`: the pass itself ([`HoldersJob::run`]) may then run
+    /// on another thread. Few: the kernel filters through the map. Many: filling the map
+    /// costs more than reading every socket file and filtering here.
+    pub fn prepare_holders<'w>(&self, wanted: &'w HashSet<Inode>) -> io::Result<HoldersJob<'w>> {
+        self.prepare_holders_filtered(wanted, wanted.len() <= WANTED_IN_KERNEL)
+    }
+
+    /// Set the iterator up for every socket file (the caller filters later).
+    pub fn prepare_all_holders(&self) -> io::Result<HoldersJob<'static>> {
+        self.set_wanted(&HashSet::new())?;
+        self.set_only_wanted(false)?;
+        Ok(HoldersJob {
+            link: self.files_link.try_clone()?,
+            wanted: None,
+        })
+    }
+
+    fn prepare_holders_filtered<'w>(
         &self,
-        wanted: &HashSet<Inode>,
+        wanted: &'w HashSet<Inode>,
         in_kernel: bool,
-    ) -> io::Result<Vec<Holder>> {
-        let started = std::time::Instant::now();
+    ) -> io::Result<HoldersJob<'w>> {
         let none = HashSet::new();
         self.set_wanted(if in_kernel { wanted } else { &none })?;
-        let flag = u32::from(in_kernel).to_ne_bytes();
-        syscall::map_update(self.only_wanted.as_fd(), &0u32.to_ne_bytes(), &flag, 0)?;
-        let set = started.elapsed();
-        let bytes = read_iterator(&self.files_link)?;
-        tracing::debug!(
-            wanted_ms = set.as_millis() as u64,
-            iterator_ms = (started.elapsed() - set).as_millis() as u64,
-            "task_file iterator read"
-        );
-        let ticks = clock_ticks_per_sec();
-        Ok(bytes
-            .chunks_exact(HOLDER_RECORD_LEN)
-            .map(|r| Holder {
-                inode: Inode(u64_at(r, 0)),
-                // /proc/<pid>/stat's start time is start_boottime in clock ticks.
-                start_time: u64_at(r, 8) / (1_000_000_000 / ticks),
-                pid: Pid(u32_at(r, 16) as i32),
-                fd: u32_at(r, 20) as i32,
-            })
-            .filter(|h| wanted.contains(&h.inode))
-            .collect())
+        self.set_only_wanted(in_kernel)?;
+        Ok(HoldersJob {
+            link: self.files_link.try_clone()?,
+            wanted: Some(wanted),
+        })
+    }
+
+    /// Whether the iterator reports only the inodes in `wanted`.
+    fn set_only_wanted(&self, only: bool) -> io::Result<()> {
+        let flag = u32::from(only).to_ne_bytes();
+        syscall::map_update(self.only_wanted.as_fd(), &0u32.to_ne_bytes(), &flag, 0)
     }
 
     /// Replace the contents of `wanted` with `inodes`.
@@ -516,6 +520,38 @@ impl Kernel {
             }
         }
         result
+    }
+}
+
+/// One pass of the task_file iterator, set up by [`Kernel::prepare_holders`]: it owns what
+/// it reads through, so it can run on another thread.
+pub struct HoldersJob<'w> {
+    link: OwnedFd,
+    /// The inodes to keep; `None`: every socket file.
+    wanted: Option<&'w HashSet<Inode>>,
+}
+
+impl HoldersJob<'_> {
+    /// The holders of the wanted inodes (or of every socket), as the iterator finds them now.
+    pub fn run(self) -> io::Result<Vec<Holder>> {
+        let started = std::time::Instant::now();
+        let bytes = read_iterator(&self.link)?;
+        tracing::debug!(
+            iterator_ms = started.elapsed().as_millis() as u64,
+            "task_file iterator read"
+        );
+        let ticks = clock_ticks_per_sec();
+        Ok(bytes
+            .chunks_exact(HOLDER_RECORD_LEN)
+            .map(|r| Holder {
+                inode: Inode(u64_at(r, 0)),
+                // /proc/<pid>/stat's start time is start_boottime in clock ticks.
+                start_time: u64_at(r, 8) / (1_000_000_000 / ticks),
+                pid: Pid(u32_at(r, 16) as i32),
+                fd: u32_at(r, 20) as i32,
+            })
+            .filter(|h| self.wanted.map_or(true, |w| w.contains(&h.inode)))
+            .collect())
     }
 }
 
@@ -875,9 +911,13 @@ mod tests {
             .ino();
         let wanted = HashSet::from([Inode(inode)]);
         let by_kernel = kernel
-            .holders_filtered(&wanted, true)
+            .prepare_holders_filtered(&wanted, true)
+            .and_then(HoldersJob::run)
             .expect("kernel filter");
-        let by_us = kernel.holders_filtered(&wanted, false).expect("our filter");
+        let by_us = kernel
+            .prepare_holders_filtered(&wanted, false)
+            .and_then(HoldersJob::run)
+            .expect("our filter");
         assert_eq!(by_kernel, by_us);
         let ours: Vec<&Holder> = by_kernel
             .iter()
