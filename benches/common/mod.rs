@@ -1,17 +1,19 @@
-//! What the benchmarks share: a fixture of CLOSE_WAIT sockets held by many processes in a
-//! throwaway network namespace, and measuring a command run on it (wall time, CPU, peak RSS
-//! from `wait4`, output lines).
+//! What the benchmarks share: a fixture of TCP sockets held by many processes in throwaway
+//! network namespaces, and measuring a command run on it (wall time, CPU, peak RSS from
+//! `wait4`, output lines).
 //!
-//! How the fixture is built: before any thread exists the bench forks a keeper process that
-//! `unshare(CLONE_NEWNET)`s, brings `lo` up and sets `tcp_fin_timeout` to 1 s in that namespace
-//! only, then forks the holders, which `setns` into it. Each holder listens on
-//! 127.0.0.1:(20000 + i); for every socket it connects a client bound to its own 127.x.y.z
-//! address (no ephemeral port exhaustion), accepts, `shutdown(SHUT_WR)`s the client and, in
-//! batches, waits until the clients are in FIN_WAIT_2 (FIN acknowledged) and closes them: the
-//! accepted side stays open forever in CLOSE_WAIT, and the orphaned client expires silently
-//! after 1 s (a plain close could leave an orphan whose timer RSTs the peer). Every child has
-//! `PR_SET_PDEATHSIG(SIGKILL)`, so the holders, and with them the namespace, go away even if
-//! the bench is killed or interrupted.
+//! How the fixture is built: before any thread exists the bench forks one keeper process per
+//! namespace that `unshare(CLONE_NEWNET)`s, brings `lo` up and sets `tcp_fin_timeout` to 1 s in
+//! that namespace only, then forks the holders, which `setns` into their namespace (holder `i`
+//! of P into namespace `i * K / P` of K: an even split). Each holder listens on
+//! 127.0.0.1:(20000 + i); for every connection it connects a client bound to its own 127.x.y.z
+//! address (no ephemeral port exhaustion) and accepts. For a CLOSE_WAIT fixture it then
+//! `shutdown(SHUT_WR)`s the client and, in batches, waits until the clients are in FIN_WAIT_2
+//! (FIN acknowledged) and closes them: the accepted side stays open forever in CLOSE_WAIT, and
+//! the orphaned client expires silently after 1 s (a plain close could leave an orphan whose
+//! timer RSTs the peer). For an ESTABLISHED fixture it keeps both ends open, untouched. Every
+//! child has `PR_SET_PDEATHSIG(SIGKILL)`, so the holders, and with them the namespaces, go away
+//! even if the bench is killed or interrupted.
 
 #![allow(dead_code)] // each bench uses part of it
 
@@ -21,6 +23,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
@@ -86,10 +89,108 @@ impl Sizes {
         }
         Ok(())
     }
+}
 
-    /// How many sockets holder `i` holds (the remainder goes to the first holders).
+/// What the fixture's sockets are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// The accepted side of each connection, in CLOSE_WAIT (its client closed and gone).
+    CloseWait,
+    /// Both ends of each connection, ESTABLISHED, held by the same process, never shut down.
+    Established,
+}
+
+impl Kind {
+    /// The state as `ss -tan` names it.
+    pub fn ss_name(self) -> &'static str {
+        match self {
+            Kind::CloseWait => "CLOSE-WAIT",
+            Kind::Established => "ESTAB",
+        }
+    }
+
+    /// Sockets a holder keeps per connection.
+    fn per_connection(self) -> usize {
+        match self {
+            Kind::CloseWait => 1,
+            Kind::Established => 2,
+        }
+    }
+}
+
+/// A fixture spread over namespaces: `sockets` in the kind's state, all namespaces together,
+/// held by `processes` holders split evenly over `namespaces` namespaces.
+#[derive(Clone, Copy, Debug)]
+pub struct Layout {
+    pub sockets: usize,
+    pub processes: usize,
+    pub namespaces: usize,
+    pub kind: Kind,
+}
+
+impl From<Sizes> for Layout {
+    /// The fixture of the scan and destroy benches: CLOSE_WAIT in one namespace.
+    fn from(sizes: Sizes) -> Layout {
+        Layout {
+            sockets: sizes.sockets,
+            processes: sizes.processes,
+            namespaces: 1,
+            kind: Kind::CloseWait,
+        }
+    }
+}
+
+impl Layout {
+    /// What this machine allows.
+    pub fn check(&self) -> Res<()> {
+        let per = self.kind.per_connection();
+        if self.sockets % per != 0 {
+            return Err(format!(
+                "{} sockets cannot be {} connections' both ends: give an even number",
+                self.sockets,
+                self.kind.ss_name()
+            ));
+        }
+        if self.processes == 0 || self.connections() < self.processes {
+            return Err(format!(
+                "need at least one process, and a connection for each ({} connections, {} processes)",
+                self.connections(),
+                self.processes
+            ));
+        }
+        if self.namespaces == 0 || self.namespaces > self.processes {
+            return Err(format!(
+                "need 1 to {} namespaces (each needs a holder process), not {}",
+                self.processes, self.namespaces
+            ));
+        }
+        if self.connections().div_ceil(self.processes) * per > MAX_PER_HOLDER {
+            return Err(format!(
+                "at most {MAX_PER_HOLDER} sockets per process (20,000 open files limit): \
+                 raise --processes"
+            ));
+        }
+        if self.processes > 10_000 || self.connections() > 5_000_000 || self.namespaces > 2_000 {
+            return Err(
+                "at most 10,000 processes, 5,000,000 connections and 2,000 namespaces".into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn connections(&self) -> usize {
+        self.sockets / self.kind.per_connection()
+    }
+
+    /// How many connections holder `i` makes (the remainder goes to the first holders).
     fn share(&self, i: usize) -> usize {
-        self.sockets / self.processes + usize::from(i < self.sockets % self.processes)
+        let n = self.connections();
+        n / self.processes + usize::from(i < n % self.processes)
+    }
+
+    /// Which namespace holder `i` lives in: an even split, in order.
+    fn netns_of(&self, i: usize) -> usize {
+        i * self.namespaces / self.processes
     }
 }
 
@@ -97,56 +198,112 @@ impl Sizes {
 // Fixture
 // ---------------------------------------------------------------------------------------------
 
-/// The running fixture: a keeper owning the namespace and the holders owning the sockets.
-/// Dropping it kills them all (the namespace disappears with its last process).
+/// The running fixture: keepers owning the namespaces and the holders owning the sockets.
+/// Dropping it kills them all (a namespace disappears with its last process).
 pub struct Fixture {
-    keeper: Pid,
-    holders: Vec<Pid>,
+    /// In the order of the holders they hold.
+    pub namespaces: Vec<BenchNetns>,
+    /// The first namespace's file (the only one, for a fixture in one namespace).
     pub netns: String,
     pub connect_time: Duration,
     pub settle_time: Duration,
+    /// Sockets per state (ss's names), every namespace of the fixture together.
     pub states: BTreeMap<String, usize>,
 }
 
+/// One namespace of the fixture.
+pub struct BenchNetns {
+    /// `/proc/<keeper>/ns/net`.
+    pub path: String,
+    pub keeper: Pid,
+    pub holders: Vec<Pid>,
+    /// The namespace's inode number (`netns_inode` in `scan --json`).
+    pub inode: u64,
+    /// What `ss -tan` shows in it once settled: sockets in the fixture's state, listeners.
+    pub sockets: usize,
+    pub listeners: usize,
+}
+
 impl Fixture {
+    /// CLOSE_WAIT sockets in one namespace.
     pub fn build(args: &Sizes) -> Res<Fixture> {
+        Fixture::build_layout(&Layout::from(*args))
+    }
+
+    /// The fixture `layout` describes.
+    pub fn build_layout(layout: &Layout) -> Res<Fixture> {
+        layout.check()?;
         ensure_single_threaded()?;
         let start = Instant::now();
-        let keeper = spawn_keeper()?;
         let mut fixture = Fixture {
-            keeper,
-            holders: Vec::with_capacity(args.processes),
-            netns: format!("/proc/{keeper}/ns/net"),
+            namespaces: Vec::with_capacity(layout.namespaces),
+            netns: String::new(),
             connect_time: Duration::ZERO,
             settle_time: Duration::ZERO,
             states: BTreeMap::new(),
         };
-        // On error the partly built fixture is dropped here, which kills what was started.
-        fixture.spawn_holders(args)?;
+        // On error the partly built fixture is dropped, which kills what was started.
+        for _ in 0..layout.namespaces {
+            let keeper = spawn_keeper()?;
+            let path = format!("/proc/{keeper}/ns/net");
+            fixture.namespaces.push(BenchNetns {
+                path: path.clone(),
+                keeper,
+                holders: Vec::new(),
+                inode: 0,
+                sockets: 0,
+                listeners: 0,
+            });
+            let inode = std::fs::metadata(&path).ctx(format!("stat {path}"))?.ino();
+            if let Some(ns) = fixture.namespaces.last_mut() {
+                ns.inode = inode;
+            }
+        }
+        fixture.netns = fixture
+            .namespaces
+            .first()
+            .map(|ns| ns.path.clone())
+            .unwrap_or_default();
+        fixture.spawn_holders(layout)?;
         fixture.connect_time = start.elapsed();
-        fixture.states = wait_settled(&fixture.netns, args)?;
+        for ns in &fixture.namespaces {
+            let states = wait_settled(&ns.path, layout.kind.ss_name(), ns.sockets, ns.listeners)?;
+            for (state, n) in states {
+                *fixture.states.entry(state).or_insert(0) += n;
+            }
+        }
         fixture.settle_time = start.elapsed() - fixture.connect_time;
         Ok(fixture)
     }
 
-    /// Forks the holders and waits for each to report that its sockets are in CLOSE_WAIT.
-    fn spawn_holders(&mut self, args: &Sizes) -> Res<()> {
-        let netns = File::open(&self.netns).ctx(format!("open {}", self.netns))?;
-        let netns = &netns;
-        let mut reports = Vec::with_capacity(args.processes);
+    /// Forks the holders and waits for each to report that its sockets are built.
+    fn spawn_holders(&mut self, layout: &Layout) -> Res<()> {
+        let files = self
+            .namespaces
+            .iter()
+            .map(|ns| File::open(&ns.path).ctx(format!("open {}", ns.path)))
+            .collect::<Res<Vec<File>>>()?;
+        let mut reports = Vec::with_capacity(layout.processes);
         let mut first_client = 0;
-        for index in 0..args.processes {
+        for index in 0..layout.processes {
+            let at = layout.netns_of(index);
+            let netns = &files[at];
             // One pipe per holder: the write end lives only in that holder (the parent's copy
             // is dropped with the closure), so EOF means it reported or died.
             let (report_rx, report_tx) = pipe().ctx("pipe")?;
             let plan = HolderPlan {
                 index,
                 first_client,
-                count: args.share(index),
+                count: layout.share(index),
+                kind: layout.kind,
             };
             first_client += plan.count;
+            let sockets = plan.count * layout.kind.per_connection();
             let pid = fork_child(move || holder_main(&plan, netns, report_tx))?;
-            self.holders.push(pid);
+            let ns = &mut self.namespaces[at];
+            ns.holders.push(pid);
+            ns.sockets += sockets;
+            ns.listeners += 1;
             reports.push(report_rx);
         }
         let errors: Vec<String> = reports
@@ -160,22 +317,34 @@ impl Fixture {
             Err(format!("holders failed: {}", errors.join("; ")))
         }
     }
+
+    /// Every process of the fixture: keepers first, then holders.
+    fn pids(&self) -> impl Iterator<Item = Pid> + '_ {
+        let keepers = self.namespaces.iter().map(|ns| ns.keeper);
+        let holders = self
+            .namespaces
+            .iter()
+            .flat_map(|ns| ns.holders.iter().copied());
+        keepers.chain(holders)
+    }
 }
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        for &pid in self.holders.iter().chain([&self.keeper]) {
+        // Holders first, then the keepers, as before.
+        let pids: Vec<Pid> = self.pids().collect();
+        for &pid in pids.iter().rev() {
             // Best effort: these are our own children; ESRCH means already gone.
             let _ = kill(pid, Signal::SIGKILL);
         }
-        for &pid in self.holders.iter().chain([&self.keeper]) {
+        for &pid in pids.iter().rev() {
             let _ = waitpid(pid, None);
         }
     }
 }
 
 /// fork() is only sound here while the process has a single thread.
-fn ensure_single_threaded() -> Res<()> {
+pub fn ensure_single_threaded() -> Res<()> {
     let threads = std::fs::read_dir("/proc/self/task")
         .ctx("read /proc/self/task")?
         .count();
@@ -288,14 +457,19 @@ struct HolderPlan {
     index: usize,
     /// Global index of its first client, which picks the client addresses.
     first_client: usize,
+    /// Connections it makes.
     count: usize,
+    kind: Kind,
 }
 
-/// In a holder: enter the namespace, build its CLOSE_WAIT sockets, report, hold them forever.
+/// In a holder: enter the namespace, build its sockets, report, hold them forever.
 fn holder_main(plan: &HolderPlan, netns: &File, report: OwnedFd) -> Res<()> {
     let built = setns(netns, CloneFlags::CLONE_NEWNET)
         .ctx("setns(CLONE_NEWNET)")
-        .and_then(|()| hold_close_waits(plan));
+        .and_then(|()| match plan.kind {
+            Kind::CloseWait => hold_close_waits(plan),
+            Kind::Established => hold_established(plan),
+        });
     let mut tx = File::from(report);
     match built {
         Ok(held) => {
@@ -325,6 +499,23 @@ fn hold_close_waits(plan: &HolderPlan) -> Res<(TcpListener, Vec<TcpStream>)> {
     let clients: Vec<usize> = (plan.first_client..plan.first_client + plan.count).collect();
     for batch in clients.chunks(BATCH) {
         close_wait_batch(&listener, listen, batch, &mut held)?;
+    }
+    Ok((listener, held))
+}
+
+/// Makes `plan.count` connections and returns both ends of each (and the listener), so the
+/// caller keeps them ESTABLISHED.
+fn hold_established(plan: &HolderPlan) -> Res<(TcpListener, Vec<TcpStream>)> {
+    let port = BASE_PORT + u16::try_from(plan.index).ctx("holder index")?;
+    let listen = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
+    let listener = TcpListener::bind(listen).ctx(format!("listen on {listen}"))?;
+    let mut held = Vec::with_capacity(2 * plan.count);
+    for k in plan.first_client..plan.first_client + plan.count {
+        let addr = client_addr(k);
+        let (client, server) =
+            connect_pair(&listener, listen, addr).ctx(format!("connect {addr} -> {listen}"))?;
+        held.push(client);
+        held.push(server);
     }
     Ok((listener, held))
 }
@@ -360,7 +551,7 @@ fn close_wait_batch(
 /// Client `k`'s own loopback address: 127.(10 + a / 256).(a % 256).(1..=254), a = k / 254.
 fn client_addr(k: usize) -> Ipv4Addr {
     let (a, host) = (k / 254, k % 254 + 1);
-    // Bounded by Sizes::check (sockets <= 5,000,000 => a / 256 < 80).
+    // Bounded by Sizes::check and Layout::check (at most 5,000,000 => a / 256 < 80).
     Ipv4Addr::new(127, (10 + a / 256) as u8, (a % 256) as u8, host as u8)
 }
 
@@ -440,34 +631,39 @@ fn read_report(index: usize, rx: OwnedFd) -> Res<()> {
     }
 }
 
-/// Polls `ss -Htan` in the namespace until only the CLOSE_WAIT sockets and the listeners are
-/// left (the orphaned clients expire after tcp_fin_timeout), then checks their counts. A dump
-/// taken while sockets vanish may skip some (the kernel resumes a dump by position in a hash
-/// chain), so counts are only trusted once nothing else is left, and a mismatch must be seen
-/// twice in a row.
-fn wait_settled(netns: &str, args: &Sizes) -> Res<BTreeMap<String, usize>> {
+/// Polls `ss -Htan` in the namespace until only the sockets in `state` (ss's name) and the
+/// listeners are left (the orphaned clients of a CLOSE_WAIT fixture expire after
+/// tcp_fin_timeout), then checks their counts. A dump taken while sockets vanish may skip some
+/// (the kernel resumes a dump by position in a hash chain), so counts are only trusted once
+/// nothing else is left, and a mismatch must be seen twice in a row.
+fn wait_settled(
+    netns: &str,
+    state: &str,
+    sockets: usize,
+    listeners: usize,
+) -> Res<BTreeMap<String, usize>> {
     let deadline = Instant::now() + SETTLE_LIMIT;
     let mut mismatches = 0;
     loop {
         let states = ss_states(netns)?;
         let get = |s: &str| states.get(s).copied().unwrap_or(0);
-        let (close_wait, listen) = (get("CLOSE-WAIT"), get("LISTEN"));
-        let settled = states.values().sum::<usize>() == close_wait + listen;
-        if settled && close_wait == args.sockets && listen == args.processes {
+        let (held, listen) = (get(state), get("LISTEN"));
+        let settled = states.values().sum::<usize>() == held + listen;
+        if settled && held == sockets && listen == listeners {
             return Ok(states);
         }
         if settled {
             mismatches += 1;
             if mismatches == 2 {
                 return Err(format!(
-                    "expected {} CLOSE-WAIT and {} LISTEN, ss -tan shows {states:?}",
-                    args.sockets, args.processes
+                    "expected {sockets} {state} and {listeners} LISTEN in {netns}, \
+                     ss -tan shows {states:?}"
                 ));
             }
         }
         if Instant::now() > deadline {
             return Err(format!(
-                "the fixture did not settle in {SETTLE_LIMIT:?}: {states:?}"
+                "{netns} did not settle in {SETTLE_LIMIT:?}: {states:?}"
             ));
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -551,6 +747,55 @@ pub fn run_once(program: &str, args: &[String], stderr_path: &Path) -> Res<(Run,
     let wall = start.elapsed();
     let run = Run {
         wall,
+        cpu: cpu_of(&rusage),
+        maxrss_kib: rusage.ru_maxrss,
+        lines,
+    };
+    Ok((run, status))
+}
+
+/// Like [`run_once`], but hands `on_line` every stdout line (without its newline) and counts
+/// them.
+pub fn run_lines(
+    program: &str,
+    args: &[String],
+    stderr_path: &Path,
+    on_line: &mut dyn FnMut(&[u8]),
+) -> Res<(Run, ExitStatus)> {
+    let stderr = File::create(stderr_path).ctx(format!("create {}", stderr_path.display()))?;
+    let start = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .ctx(format!("spawn {program}"))?;
+    let mut lines = 0;
+    if let Some(stdout) = child.stdout.take() {
+        let mut reader = BufReader::with_capacity(1 << 16, stdout);
+        let mut line = Vec::with_capacity(1024);
+        loop {
+            line.clear();
+            match reader.read_until(b'\n', &mut line) {
+                Ok(0) => break,
+                Ok(_) => {
+                    lines += 1;
+                    on_line(line.strip_suffix(b"\n").unwrap_or(&line));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // Reap it before saying why (it may be blocked on the full pipe: kill it).
+                    let _ = child.kill();
+                    let _ = wait4(child.id());
+                    return Err(format!("read the stdout of {program}: {e}"));
+                }
+            }
+        }
+    }
+    let (status, rusage) = wait4(child.id())?;
+    let run = Run {
+        wall: start.elapsed(),
         cpu: cpu_of(&rusage),
         maxrss_kib: rusage.ru_maxrss,
         lines,
