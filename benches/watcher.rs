@@ -877,14 +877,14 @@ fn spread_report(args: &Args, fixtures: &[SpreadFixture]) -> String {
         "",
         Some(all_served),
     );
-    let all_exact = fixtures.iter().all(|f| {
-        f.bpf
-            .iter()
-            .all(|s| s.exact_ages == f.layout.sockets && s.looked_up >= f.layout.sockets as u64)
-    });
+    // Each namespace's sockets are looked up by id, or dumped where one walk of the host
+    // costs less (a namespace holding most of its sockets); the ages are exact either way.
+    let all_exact = fixtures
+        .iter()
+        .all(|f| f.bpf.iter().all(|s| s.exact_ages == f.layout.sockets));
     verdict(
         &mut out,
-        "every bench socket looked up, with an exact age",
+        "every bench socket served, with an exact age",
         "(kernel-transition)",
         Some(all_exact),
     );

@@ -607,11 +607,19 @@ mod tests {
             s.map(|s| s.owners.iter().map(|o| o.fd).collect::<Vec<_>>())
         };
         assert_eq!(owner_of(1), Some(vec![7]));
-        assert_eq!(owner_of(2), Some(vec![8]), "the unexpected socket has its owner too");
+        assert_eq!(
+            owner_of(2),
+            Some(vec![8]),
+            "the unexpected socket has its owner too"
+        );
         assert_eq!(owner_of(4), Some(vec![3]));
         let calls = sys.calls.borrow();
         let owner_calls: Vec<&String> = calls.iter().filter(|c| c.starts_with("owners")).collect();
-        assert_eq!(owner_calls, ["owners 2", "owners 1"], "the expected, then the missing one");
+        assert_eq!(
+            owner_calls,
+            ["owners 2", "owners 1"],
+            "the expected, then the missing one"
+        );
         drop(calls);
         // Alongside: the same owners as a scan that reads them after.
         let alongside = scan_with(
@@ -623,7 +631,8 @@ mod tests {
             OwnerPass::Alongside,
         )
         .expect("scan");
-        let after = scan(&sys, &filter, &Observations::new(), SystemTime::UNIX_EPOCH).expect("scan");
+        let after =
+            scan(&sys, &filter, &Observations::new(), SystemTime::UNIX_EPOCH).expect("scan");
         let owners = |snap: &Snapshot| -> Vec<(u64, Vec<i32>)> {
             snap.sockets
                 .iter()

@@ -184,6 +184,17 @@ impl LinuxSystem {
                 .or_default()
                 .push((*cookie, stamp));
         }
+        // A namespace with many stuck sockets may cost less to dump than to look up: that
+        // depends on how many sockets the host has (a dump walks them all).
+        let most = by_netns.values().map(Vec::len).max().unwrap_or(0);
+        let host_sockets = (most >= MANY_STAMPS)
+            .then(|| {
+                namespaces
+                    .iter()
+                    .map(|ns| netns::tcp_counts(ns).map(|c| c.in_use + c.timewait))
+                    .sum::<Option<u64>>()
+            })
+            .flatten();
         let dumps = namespaces
             .iter()
             .map(|ns| {
@@ -199,6 +210,7 @@ impl LinuxSystem {
                         r.get(&inode)
                             .map(|at| now.saturating_sub(Duration::from_nanos(*at)))
                     }),
+                    host_sockets,
                 };
                 let stamps = by_netns.remove(&inode).unwrap_or_default();
                 let plan = watch::plan(states, &stamps, &facts);
@@ -278,6 +290,9 @@ impl LinuxSystem {
         Ok(dump)
     }
 }
+
+/// From this many stamps in one namespace, a pass weighs dumping it against looking them up.
+const MANY_STAMPS: usize = 10_000;
 
 /// From this many sockets of one namespace, destroys are spread over the cores.
 const PARALLEL_DESTROYS: usize = 2048;

@@ -127,12 +127,33 @@ pub fn owners_of_holders(holders: &[super::bpf::Holder]) -> OwnerScan {
     };
     let mut by_pid: Vec<&super::bpf::Holder> = holders.iter().collect();
     by_pid.sort_by_key(|h| (h.pid, h.fd));
+    let processes: Vec<&[&super::bpf::Holder]> = by_pid.chunk_by(|a, b| a.pid == b.pid).collect();
+    scan.processes_scanned = processes.len();
+    // Each process's reads are its own: the cores share them out.
+    let next = AtomicUsize::new(0);
+    let parts = std::thread::scope(|s| {
+        let workers: Vec<_> = (1..worker_count(processes.len()))
+            .map(|_| s.spawn(|| read_holders(&root, &processes, &next)))
+            .collect();
+        let mut parts = vec![read_holders(&root, &processes, &next)];
+        parts.extend(workers.into_iter().filter_map(|w| w.join().ok()));
+        parts
+    });
+    merge(scan, parts)
+}
+
+/// Read the details of `processes` (each one's holders of wanted sockets), claiming them
+/// one at a time through `next`.
+fn read_holders(
+    root: &OwnedFd,
+    processes: &[&[&super::bpf::Holder]],
+    next: &AtomicUsize,
+) -> Partial {
     let mut part = Partial::default();
-    for same in by_pid.chunk_by(|a, b| a.pid == b.pid) {
+    while let Some(same) = processes.get(next.fetch_add(1, Ordering::Relaxed)) {
         let first = same[0];
-        scan.processes_scanned += 1;
         let pid = first.pid.0;
-        let pid_dir = match open_pid_dir(&root, pid) {
+        let pid_dir = match open_pid_dir(root, pid) {
             Ok(dir) => dir,
             Err(e) => {
                 note_error(&mut part, pid, e);
@@ -163,7 +184,7 @@ pub fn owners_of_holders(holders: &[super::bpf::Holder]) -> OwnerScan {
             )
         }));
     }
-    merge(scan, vec![part])
+    part
 }
 
 /// What one scanning thread found.

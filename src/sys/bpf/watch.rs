@@ -54,6 +54,23 @@ pub struct NamespaceFacts {
     /// How long ago it last retransmitted a SYN-ACK: `Some(None)` never (since the index
     /// exists), `None` when that is not tracked.
     pub last_request: Option<Option<Duration>>,
+    /// The TCP sockets of the whole host (every namespace's `sockstat`), when counted: a
+    /// dump walks all of them.
+    pub host_sockets: Option<u64>,
+}
+
+/// What a lookup by id costs, and what a dump costs per socket of the host it walks and
+/// per socket it returns (measured here: 100,000 lookups in 200 ms; a dump of 100,000 in
+/// 150 ms; a walk past 100,000 sockets of other namespaces in 40 ms).
+const LOOKUP_NS: u64 = 2_000;
+const WALK_NS: u64 = 400;
+const DUMP_NS: u64 = 1_500;
+
+/// Whether dumping a namespace costs less than looking up its `n` stamped sockets: when
+/// it holds most of the host's sockets (a mass leak in one namespace).
+fn dump_is_cheaper(n: usize, host_sockets: Option<u64>) -> bool {
+    let n = n as u64;
+    host_sockets.is_some_and(|h| WALK_NS * h + DUMP_NS * n < LOOKUP_NS * n)
 }
 
 /// What a pass does in one namespace.
@@ -79,6 +96,17 @@ pub fn plan<'a>(
         return NamespacePlan {
             dump: states.iter().chain(indexed_states().iter()).collect(),
             sweep: true,
+            lookups: Vec::new(),
+        };
+    }
+    let asked = stamps
+        .iter()
+        .filter(|(_, s)| states.contains(s.state))
+        .count();
+    if dump_is_cheaper(asked, facts.host_sockets) {
+        return NamespacePlan {
+            dump: states,
+            sweep: false,
             lookups: Vec::new(),
         };
     }
@@ -157,6 +185,7 @@ mod tests {
         complete: true,
         timewait: Some(0),
         last_request: Some(None),
+        host_sockets: None,
     };
 
     fn cookies(plan: &NamespacePlan<'_>) -> Vec<u64> {
@@ -249,6 +278,24 @@ mod tests {
             plan(set(&[LastAck]), &stamps, &unknown).dump,
             StateSet::empty()
         );
+    }
+
+    #[test]
+    fn a_namespace_with_most_of_the_host_s_sockets_is_dumped_not_looked_up() {
+        let cw = stamp(TcpState::CloseWait, 80);
+        let stamps: Vec<(Cookie, &Stamp)> = (0..1000).map(|c| (Cookie(c), &cw)).collect();
+        let all = StateSet::default_stuck();
+        let with_host = |h| NamespaceFacts {
+            host_sockets: Some(h),
+            ..QUIET
+        };
+        // 1,000 of 1,100: one walk costs less than 1,000 lookups.
+        let p = plan(all, &stamps, &with_host(1_100));
+        assert_eq!((p.dump, p.lookups.len(), p.sweep), (all, 0, false));
+        // 1,000 of 100,000: the walk would cost more.
+        assert_eq!(plan(all, &stamps, &with_host(100_000)).lookups.len(), 1000);
+        // Not counted: looked up.
+        assert_eq!(plan(all, &stamps, &QUIET).lookups.len(), 1000);
     }
 
     #[test]
