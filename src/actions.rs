@@ -165,6 +165,8 @@ pub fn carry_out(
         items = fresh.plan.items.len(),
         "act-time decision"
     );
+    let mut fresh = fresh;
+    fresh.snap.seen.sort_unstable();
     let recheck = Recheck::new(&fresh);
     let mut destroys: Vec<&PlanItem> = Vec::new();
     let mut others: Vec<(&PlanItem, &PlanItem)> = Vec::new();
@@ -198,14 +200,20 @@ pub fn carry_out(
     Ok(reports)
 }
 
-/// The act-time decision, indexed by what each item does to what.
+/// The act-time decision, indexed by what each item does to what. Sorted vectors, not
+/// hash maps of whole keys: a mass leak has 100,000 items, and the index lives while both
+/// decisions do.
 struct Recheck<'f> {
     fresh: &'f Planned,
-    items: HashMap<ItemKey<'f>, &'f PlanItem>,
-    seen: HashSet<SocketKey>,
-    /// (namespace, cookie) -> index in the fresh snapshot, built on first need (naming a
-    /// skipped socket's owners now): a search per skip would be quadratic in a mass leak.
-    fresh_index: std::cell::OnceCell<HashMap<(NetnsId, Cookie), usize>>,
+    /// Fresh items with a socket target, by (namespace, cookie) of that socket.
+    by_socket: Vec<((NetnsId, Cookie), u32)>,
+    /// The other fresh items (a process or a unit: few).
+    others: HashMap<ItemKey<'f>, &'f PlanItem>,
+    /// (namespace, cookie, state) of every socket the fresh dumps returned, sorted.
+    seen: &'f [SocketKey],
+    /// (namespace, cookie) -> index in the fresh snapshot, sorted, built on first need
+    /// (naming a skipped socket's owners now).
+    fresh_index: std::cell::OnceCell<Vec<((NetnsId, Cookie), u32)>>,
 }
 
 /// An item is the same decision when the same rule does the same kind of action to the
@@ -220,20 +228,54 @@ fn item_key<'a>(item: &'a PlanItem, snap: &Snapshot) -> ItemKey<'a> {
     (&item.rule, item.action.kind(), item.target.key(), netns)
 }
 
+/// The entries of a sorted `(key, index)` vector whose key is `key`.
+fn entries_of<K: Ord + Copy>(sorted: &[(K, u32)], key: K) -> impl Iterator<Item = u32> + '_ {
+    let from = sorted.partition_point(|(k, _)| *k < key);
+    sorted[from..]
+        .iter()
+        .take_while(move |(k, _)| *k == key)
+        .map(|(_, i)| *i)
+}
+
 impl<'f> Recheck<'f> {
+    /// The index of `fresh`, whose `snap.seen` is sorted.
     fn new(fresh: &'f Planned) -> Recheck<'f> {
-        let items = fresh
-            .plan
-            .items
-            .iter()
-            .map(|i| (item_key(i, &fresh.snap), i))
-            .collect();
-        let seen = fresh.snap.seen.iter().copied().collect();
+        let mut by_socket = Vec::new();
+        let mut others = HashMap::new();
+        for (n, item) in fresh.plan.items.iter().enumerate() {
+            match (&item.target, first_socket(item, &fresh.snap)) {
+                (Target::Socket { .. }, Some(s)) => {
+                    by_socket.push(((s.socket.netns, s.socket.cookie), n as u32))
+                }
+                _ => {
+                    others.insert(item_key(item, &fresh.snap), item);
+                }
+            }
+        }
+        by_socket.sort_unstable();
+        debug_assert!(
+            fresh.snap.seen.windows(2).all(|w| w[0] <= w[1]),
+            "Recheck::new wants the seen keys sorted"
+        );
         Recheck {
             fresh,
-            items,
-            seen,
+            by_socket,
+            others,
+            seen: &fresh.snap.seen,
             fresh_index: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The fresh item that is the same decision as `item` (of `snap`), if any.
+    fn same(&self, item: &PlanItem, snap: &Snapshot) -> Option<&'f PlanItem> {
+        let key = item_key(item, snap);
+        match (&item.target, key.3) {
+            (Target::Socket { cookie, .. }, Some(netns)) => {
+                entries_of(&self.by_socket, (netns, *cookie))
+                    .filter_map(|n| self.fresh.plan.items.get(n as usize))
+                    .find(|now| item_key(now, &self.fresh.snap) == key)
+            }
+            _ => self.others.get(&key).copied(),
         }
     }
 
@@ -241,13 +283,17 @@ impl<'f> Recheck<'f> {
     fn fresh_socket(&self, netns: NetnsId, cookie: Cookie) -> Option<&'f StuckSocket> {
         let sockets = &self.fresh.snap.sockets;
         let index = self.fresh_index.get_or_init(|| {
-            sockets
+            let mut index: Vec<_> = sockets
                 .iter()
                 .enumerate()
-                .map(|(i, s)| ((s.socket.netns, s.socket.cookie), i))
-                .collect()
+                .map(|(i, s)| ((s.socket.netns, s.socket.cookie), i as u32))
+                .collect();
+            index.sort_unstable();
+            index
         });
-        index.get(&(netns, cookie)).and_then(|&i| sockets.get(i))
+        entries_of(index, (netns, cookie))
+            .next()
+            .and_then(|i| sockets.get(i as usize))
     }
 
     /// The fresh item that confirms `item`, or why there is none: (result, message).
@@ -256,7 +302,7 @@ impl<'f> Recheck<'f> {
         item: &PlanItem,
         snap: &Snapshot,
     ) -> Result<&'f PlanItem, (ActionResult, String)> {
-        if let Some(now) = self.items.get(&item_key(item, snap)) {
+        if let Some(now) = self.same(item, snap) {
             return match &now.decision {
                 Decision::Act => Ok(now),
                 Decision::Held(reason) => Err((
@@ -281,7 +327,11 @@ impl<'f> Recheck<'f> {
                             snap.netns_name(k.netns)
                         ),
                     )
-                } else if !self.seen.contains(&(k.netns, k.cookie, k.state)) {
+                } else if self
+                    .seen
+                    .binary_search(&(k.netns, k.cookie, k.state))
+                    .is_err()
+                {
                     (
                         ActionResult::AlreadyGone,
                         format!(

@@ -10,6 +10,7 @@ use sockwarden::cmd;
 use sockwarden::sys::linux::LinuxSystem;
 
 fn main() -> ExitCode {
+    sockwarden::sys::memory::return_large_frees();
     let cli = Cli::parse();
     // The daemon reports each pass at info; one-off commands stay quiet unless asked.
     let daemon = matches!(cli.command, Command::Run(_));

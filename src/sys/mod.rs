@@ -12,6 +12,7 @@ pub mod exec;
 pub mod fake;
 pub mod files;
 pub mod linux;
+pub mod memory;
 pub mod netlink;
 pub mod netns;
 pub mod probe;
