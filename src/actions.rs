@@ -7,6 +7,7 @@
 //! recorded, nothing more is done (fail closed).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
@@ -17,7 +18,9 @@ use crate::audit::{
 };
 use crate::decide::{Decider, Planned};
 use crate::engine::{Decision, HeldReason, PlanItem, Target, TargetKey};
-use crate::model::{Cookie, Inode, KernelSocket, Netns, NetnsId, Process, StateSet, StuckSocket};
+use crate::model::{
+    Cookie, Inode, KernelSocket, Netns, NetnsId, Process, StateSet, StuckSocket, TcpState,
+};
 use crate::outcome::ActionResult;
 use crate::policy::{self, Action, ActionKind};
 use crate::scan::{Snapshot, SocketKey};
@@ -79,27 +82,32 @@ impl ActionReport {
 }
 
 /// (result, errno, message) of one action.
-type Result3 = (ActionResult, Option<i32>, Option<String>);
+type Result3 = (ActionResult, Option<i32>, Option<Message>);
+
+/// What an action's outcome says: most often the same words for every socket (a mass
+/// destroy's 100,000), which are then not copied.
+type Message = std::borrow::Cow<'static, str>;
 
 /// Carry out `planned.plan` (made from `planned.snap` by `decider`). Items held by observe
 /// mode, and every item in a dry run, become `dry-run` records; items held by other guards
 /// are only reported by the caller. Items to act on are decided again first, on a fresh
-/// scan; only what that decision confirms is done. Returns one report per recorded item.
-/// An `Err` means an audit record could not be written: every action before it is
-/// recorded, none after it was attempted. `planned` is taken by value: it is freed as soon
-/// as the fresh decision has replaced it, before the destroys (at 100,000 sockets it is
-/// about 80 MiB).
+/// scan; only what that decision confirms is done, and what it does not is recorded as
+/// skipped, with the reason. Each recorded item's report goes to `reports` as soon as it is
+/// known. An `Err` means an audit record could not be written: every action before it is
+/// recorded, none after it was attempted.
+///
+/// The intents of socket items (destroy, log: a mass leak has 100,000) are recorded first,
+/// as the plan saw them; then the plan is freed, each item kept as a few words
+/// ([`Pending`]), before the fresh decision is made: the two decisions are never in memory
+/// together. Other items (signal, restart, exec) record their intent just before acting, on
+/// the fresh facts they act on.
 pub fn carry_out(
     planned: Planned,
     decider: &Decider<'_>,
     ctx: &mut ActContext<'_>,
-) -> Result<Vec<ActionReport>, AuditError> {
-    let Planned {
-        snap: planned_snap,
-        plan,
-    } = planned;
-    let snap = &planned_snap;
-    let mut reports = Vec::new();
+    reports: &mut dyn Reports,
+) -> Result<(), AuditError> {
+    let Planned { snap, plan } = planned;
     let mut plan_only: Vec<(&PlanItem, ActionResult)> = Vec::new();
     let mut to_act: Vec<&PlanItem> = Vec::new();
     for item in &plan.items {
@@ -116,19 +124,37 @@ pub fn carry_out(
             (Decision::Act, false) => to_act.push(item),
         }
     }
-    reports.extend(record_plan_only(&plan_only, snap, ctx)?);
+    record_plan_only(&plan_only, &snap, ctx, reports)?;
+    drop(plan_only);
     if to_act.is_empty() {
-        return Ok(reports);
+        return Ok(());
     }
-    // One report per item, in one allocation: at 100,000 items a growing Vec (and a second
-    // one appended to it) was a third of the peak memory.
-    reports.reserve_exact(to_act.len());
-
-    // Decide again on what is true now, with the trail as it is now (another writer may
-    // have acted meanwhile).
     let started = std::time::Instant::now();
+    // The trail as it is now (another writer may have acted meanwhile), for the decision
+    // taken again below: read before this run's own intents join it.
     let now = ctx.now;
     let keep = crate::engine::Keep::for_policies(decider.policies, false);
+    let history = audit::history(ctx.audit.path(), now - audit::HISTORY_LOOKBACK, keep)
+        .map_err(|e| format!("re-reading the audit history: {e}"));
+    // The socket items' intents, as planned, in fsynced batches.
+    let (batched, singles): (Vec<&PlanItem>, Vec<&PlanItem>) =
+        to_act.iter().partition(|item| batchable(item));
+    let written = record_items(&batched, &snap, ctx, RecordKind::Intent)?;
+    tracing::debug!(
+        peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "intents written"
+    );
+    let mut kinds = Kinds::default();
+    let sockets: Vec<PendingSocket> = batched
+        .iter()
+        .zip(written)
+        .filter_map(|(item, written)| PendingSocket::of(item, &snap, written, &mut kinds))
+        .collect();
+    let others: Vec<PendingOther> = singles
+        .iter()
+        .map(|item| PendingOther::of(item, &snap, ctx))
+        .collect();
     // The sockets the plan acts on: their owners are read again while they are dumped.
     let expected: HashSet<Inode> = to_act
         .iter()
@@ -137,26 +163,41 @@ pub fn carry_out(
         .map(|s| s.socket.inode)
         .filter(|inode| inode.0 != 0)
         .collect();
-    let fresh = audit::history(ctx.audit.path(), now - audit::HISTORY_LOOKBACK, keep)
-        .map_err(|e| format!("re-reading the audit history: {e}"))
-        .and_then(|history| {
-            decider
-                .decide_again(&history, now, &expected)
-                .map_err(|e| format!("re-scanning: {e}"))
-        });
+    // Everything from here on is about the fresh decision.
+    drop(batched);
+    drop(singles);
+    drop(to_act);
+    drop(plan);
+    drop(snap);
+    tracing::debug!(
+        peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "plan freed"
+    );
+
+    // Decide again on what is true now.
+    let fresh = history.and_then(|history| {
+        decider
+            .decide_again(&history, now, &expected)
+            .map_err(|e| format!("re-scanning: {e}"))
+    });
     drop(expected);
-    let fresh = match fresh {
+    let mut fresh = match fresh {
         Ok(fresh) => fresh,
         Err(why) => {
-            let failed: Vec<(&PlanItem, Result3)> = to_act
-                .iter()
-                .map(|item| {
-                    let message = format!("act-time re-check failed ({why}): nothing was done");
-                    (*item, (ActionResult::Failed, None, Some(message)))
-                })
-                .collect();
-            reports.extend(record_not_acted(&failed, snap, ctx)?);
-            return Ok(reports);
+            let failed = || {
+                let message = format!("act-time re-check failed ({why}): nothing was done");
+                (ActionResult::Failed, None, Some(message.into()))
+            };
+            for other in others {
+                reports.report(other.not_acted(failed(), ctx)?);
+            }
+            let results: Vec<Result3> = sockets.iter().map(|_| failed()).collect();
+            record_outcomes_of(&sockets, &results, ctx)?;
+            for (p, r) in sockets.iter().zip(results) {
+                reports.report(p.report(&kinds, None, r));
+            }
+            return Ok(());
         }
     };
     tracing::debug!(
@@ -165,46 +206,309 @@ pub fn carry_out(
         items = fresh.plan.items.len(),
         "act-time decision"
     );
-    let mut fresh = fresh;
     fresh.snap.seen.sort_unstable();
-    let recheck = Recheck::new(&fresh);
-    let mut destroys: Vec<&PlanItem> = Vec::new();
-    let mut others: Vec<(&PlanItem, &PlanItem)> = Vec::new();
-    let mut skipped: Vec<(&PlanItem, Result3)> = Vec::new();
-    for item in to_act {
-        match recheck.verdict(item, snap) {
-            Ok(now) if now.action.kind() == ActionKind::Destroy => destroys.push(now),
-            Ok(now) => others.push((item, now)),
-            Err((result, message)) => skipped.push((item, (result, None, Some(message)))),
+    let recheck = Recheck::new(&fresh, &decider.namespaces);
+
+    // Signal, restart, exec: one at a time, as the fresh decision says.
+    for other in others {
+        let key = other.key();
+        match recheck.verdict(key, &other.what()) {
+            Ok(now) => reports.report(act_one(other.process.as_ref(), now, &fresh.snap, ctx)?),
+            Err((result, message)) => {
+                reports.report(other.not_acted((result, None, Some(message.into())), ctx)?)
+            }
         }
     }
-    reports.extend(record_not_acted(&skipped, snap, ctx)?);
-    for (planned_item, now) in others {
-        reports.push(act_one(planned_item, now, snap, &fresh.snap, ctx)?);
+
+    // Socket items: confirmed (each then kept as its socket's place in the fresh snapshot,
+    // the fresh plan freed) or skipped; the destroys together, per namespace.
+    let mut results: Vec<Option<Result3>> = vec![None; sockets.len()];
+    let mut confirmed: Vec<Option<u32>> = vec![None; sockets.len()];
+    for (n, p) in sockets.iter().enumerate() {
+        let verdict = recheck.verdict(p.key(&kinds), &p.what());
+        match verdict.map(|now| (now, now.socket_indices.first().copied())) {
+            Ok((now, Some(at))) => {
+                if now.action.kind() != ActionKind::Destroy {
+                    results[n] = Some((ActionResult::Logged, None, None));
+                }
+                confirmed[n] = u32::try_from(at).ok();
+            }
+            Ok((_, None)) => {
+                results[n] = Some((ActionResult::Skipped, None, Some("no socket".into())))
+            }
+            Err((result, message)) => results[n] = Some((result, None, Some(message.into()))),
+        }
     }
-    // Everything from here on is about the fresh decision.
-    drop(skipped);
-    drop(plan);
-    drop(planned_snap);
+    // Reports of the skipped name the socket as it is now, when it is still there.
+    let now_of = |p: &PendingSocket| {
+        recheck
+            .fresh_socket(p.netns, p.cookie)
+            .map(|s| s.socket.clone())
+    };
+    let mut skipped_now: HashMap<usize, KernelSocket> = HashMap::new();
+    for (n, p) in sockets.iter().enumerate() {
+        if confirmed[n].is_none() {
+            if let Some(s) = now_of(p) {
+                skipped_now.insert(n, s);
+            }
+        }
+    }
+    drop(recheck);
+    let Planned {
+        snap: fresh,
+        plan: fresh_plan,
+    } = fresh;
+    drop(fresh_plan);
     tracing::debug!(
         peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
         took_ms = started.elapsed().as_millis() as u64,
         "paired; destroying"
     );
-    destroy_all(&destroys, &fresh.snap, ctx, &mut reports)?;
+    let destroys: Vec<(usize, &KernelSocket)> = sockets
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| results[*n].is_none())
+        .filter_map(|(n, _)| {
+            let at = confirmed[n]? as usize;
+            fresh.sockets.get(at).map(|s| (n, &s.socket))
+        })
+        .collect();
+    for (n, result) in destroy_all(&destroys, &fresh, ctx.sys) {
+        results[n] = Some(result);
+    }
+    drop(destroys);
+    tracing::debug!(
+        peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
+        took_ms = started.elapsed().as_millis() as u64,
+        "destroyed and confirmed"
+    );
+    let results: Vec<Result3> = results
+        .into_iter()
+        .map(|r| r.unwrap_or((ActionResult::Failed, None, Some("no outcome".into()))))
+        .collect();
+    record_outcomes_of(&sockets, &results, ctx)?;
+    for (n, (p, result)) in sockets.iter().zip(results).enumerate() {
+        let now = confirmed[n].and_then(|at| fresh.sockets.get(at as usize));
+        reports.report(match now {
+            Some(now) => p.report(&kinds, Some(&now.socket), result),
+            None => p.report(&kinds, skipped_now.get(&n), result),
+        });
+    }
     tracing::debug!(
         peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
         took_ms = started.elapsed().as_millis() as u64,
         "done"
     );
-    Ok(reports)
+    Ok(())
+}
+
+/// Where [`carry_out`] sends what came of each recorded item, as soon as it is known: a
+/// mass leak has 100,000, which a command prints, and a daemon counts, as they come.
+pub trait Reports {
+    fn report(&mut self, report: ActionReport);
+}
+
+impl Reports for Vec<ActionReport> {
+    fn report(&mut self, report: ActionReport) {
+        self.push(report);
+    }
+}
+
+/// The rule, action and escalation of pending socket items, each kept once.
+#[derive(Default)]
+struct Kinds(Vec<(Arc<str>, Arc<Action>, bool)>);
+
+impl Kinds {
+    fn index_of(&mut self, item: &PlanItem) -> u32 {
+        let found = self
+            .0
+            .iter()
+            .position(|(rule, action, esc)| {
+                *rule == item.rule && *action == item.action && *esc == item.escalated
+            })
+            .unwrap_or_else(|| {
+                self.0
+                    .push((item.rule.clone(), item.action.clone(), item.escalated));
+                self.0.len() - 1
+            });
+        u32::try_from(found).unwrap_or(u32::MAX)
+    }
+}
+
+/// A socket item (destroy, log) to act on, once the plan is freed: its intent is recorded,
+/// and this is enough to find the fresh decision on the same socket and to report it.
+struct PendingSocket {
+    /// Index into [`Kinds`].
+    kind: u32,
+    netns: NetnsId,
+    cookie: Cookie,
+    state: TcpState,
+    written: Written,
+}
+
+impl PendingSocket {
+    fn of(item: &PlanItem, snap: &Snapshot, written: Written, kinds: &mut Kinds) -> Option<Self> {
+        let s = first_socket(item, snap)?;
+        Some(PendingSocket {
+            kind: kinds.index_of(item),
+            netns: s.socket.netns,
+            cookie: s.socket.cookie,
+            state: s.socket.state,
+            written,
+        })
+    }
+
+    fn key<'k>(&self, kinds: &'k Kinds) -> ItemKey<'k> {
+        let (rule, action, _) = &kinds.0[self.kind as usize];
+        (
+            rule,
+            action.kind(),
+            TargetKey::Socket(self.cookie),
+            Some(self.netns),
+        )
+    }
+
+    fn what(&self) -> What<'_> {
+        What::Socket {
+            netns: self.netns,
+            cookie: self.cookie,
+            state: self.state,
+        }
+    }
+
+    /// Its report: the socket as it is now (`now`, when it is still there), else as the
+    /// plan named it.
+    fn report(&self, kinds: &Kinds, now: Option<&KernelSocket>, result: Result3) -> ActionReport {
+        let (rule, action, _) = &kinds.0[self.kind as usize];
+        let (result, errno, message) = result;
+        let target = match now {
+            Some(s) => format!("{} {}→{}", s.state, s.local, s.remote),
+            None => format!("{} socket {}", self.state, self.cookie),
+        };
+        ActionReport {
+            rule: rule.clone(),
+            action: action.to_string(),
+            action_ref: audit::Action::new(action.kind()),
+            target,
+            target_ref: crate::record::TargetRef::Socket {
+                netns_inode: self.netns.inode,
+                cookie: self.cookie.0,
+            },
+            result,
+            errno,
+            message: message.map(Message::into_owned),
+            intent_seq: Some(self.written.seq),
+        }
+    }
+}
+
+/// Any other item (signal, restart, exec), kept whole: they are few.
+struct PendingOther {
+    item: PlanItem,
+    netns: Option<NetnsId>,
+    /// The intent as planned: recorded if the item is not carried out (when it is, the
+    /// intent records the fresh facts it is carried out on).
+    intent: NewRecord,
+    /// The owner as the plan saw it, with the handle taken then (a signal goes through it).
+    process: Option<Arc<Process>>,
+    target: String,
+    target_ref: crate::record::TargetRef,
+}
+
+impl PendingOther {
+    fn of(item: &PlanItem, snap: &Snapshot, ctx: &ActContext<'_>) -> PendingOther {
+        let process = match &item.target {
+            Target::Process { process, .. } => item
+                .socket_indices
+                .iter()
+                .filter_map(|i| snap.sockets.get(*i))
+                .flat_map(|s| &s.owners)
+                .find(|o| o.process.id == *process)
+                .map(|o| Arc::clone(&o.process)),
+            _ => None,
+        };
+        PendingOther {
+            netns: item_key(item, snap).3,
+            intent: intent_record(item, snap, ctx),
+            process,
+            target: item.target.text(&snap.sockets),
+            target_ref: item.target.reference(&snap.sockets),
+            item: PlanItem {
+                socket_indices: Vec::new().into(),
+                ..item.clone()
+            },
+        }
+    }
+
+    fn key(&self) -> ItemKey<'_> {
+        let item = &self.item;
+        (
+            &item.rule,
+            item.action.kind(),
+            item.target.key(),
+            self.netns,
+        )
+    }
+
+    fn what(&self) -> What<'_> {
+        What::Other(&self.item.target)
+    }
+
+    /// Record the planned intent and its outcome: not carried out.
+    fn not_acted(
+        self,
+        result: Result3,
+        ctx: &mut ActContext<'_>,
+    ) -> Result<ActionReport, AuditError> {
+        let intent = ctx.audit.append(self.intent)?;
+        let (result, errno, message) = result;
+        let outcome = Outcome {
+            result: result.clone(),
+            errno,
+            message: message.clone().map(Message::into_owned),
+        };
+        ctx.audit
+            .append(NewRecord::outcome_of(&intent, ctx.actor.clone(), outcome))?;
+        Ok(ActionReport {
+            rule: self.item.rule.clone(),
+            action: self.item.action.to_string(),
+            action_ref: audit_action(&self.item),
+            target: self.target,
+            target_ref: self.target_ref,
+            result,
+            errno,
+            message: message.map(Message::into_owned),
+            intent_seq: Some(intent.seq),
+        })
+    }
+}
+
+/// The outcomes of the pending socket items' intents: `results` in their order.
+fn record_outcomes_of(
+    sockets: &[PendingSocket],
+    results: &[Result3],
+    ctx: &mut ActContext<'_>,
+) -> Result<(), AuditError> {
+    let written: Vec<Written> = sockets.iter().map(|p| p.written).collect();
+    record_outcomes(&written, results, ctx)
+}
+
+/// What an item was planned on, for the reason it is not carried out.
+enum What<'a> {
+    Socket {
+        netns: NetnsId,
+        cookie: Cookie,
+        state: TcpState,
+    },
+    Other(&'a Target),
 }
 
 /// The act-time decision, indexed by what each item does to what. Sorted vectors, not
-/// hash maps of whole keys: a mass leak has 100,000 items, and the index lives while both
-/// decisions do.
+/// hash maps of whole keys: a mass leak has 100,000 items.
 struct Recheck<'f> {
     fresh: &'f Planned,
+    /// The namespaces' names, for the reasons.
+    names: &'f [Netns],
     /// Fresh items with a socket target, by (namespace, cookie) of that socket.
     by_socket: Vec<((NetnsId, Cookie), u32)>,
     /// The other fresh items (a process or a unit: few).
@@ -239,7 +543,7 @@ fn entries_of<K: Ord + Copy>(sorted: &[(K, u32)], key: K) -> impl Iterator<Item 
 
 impl<'f> Recheck<'f> {
     /// The index of `fresh`, whose `snap.seen` is sorted.
-    fn new(fresh: &'f Planned) -> Recheck<'f> {
+    fn new(fresh: &'f Planned, names: &'f [Netns]) -> Recheck<'f> {
         let mut by_socket = Vec::new();
         let mut others = HashMap::new();
         for (n, item) in fresh.plan.items.iter().enumerate() {
@@ -259,6 +563,7 @@ impl<'f> Recheck<'f> {
         );
         Recheck {
             fresh,
+            names,
             by_socket,
             others,
             seen: &fresh.snap.seen,
@@ -266,11 +571,10 @@ impl<'f> Recheck<'f> {
         }
     }
 
-    /// The fresh item that is the same decision as `item` (of `snap`), if any.
-    fn same(&self, item: &PlanItem, snap: &Snapshot) -> Option<&'f PlanItem> {
-        let key = item_key(item, snap);
-        match (&item.target, key.3) {
-            (Target::Socket { cookie, .. }, Some(netns)) => {
+    /// The fresh item that is the same decision as the one `key` names, if any.
+    fn same(&self, key: ItemKey<'_>) -> Option<&'f PlanItem> {
+        match (&key.2, key.3) {
+            (TargetKey::Socket(cookie), Some(netns)) => {
                 entries_of(&self.by_socket, (netns, *cookie))
                     .filter_map(|n| self.fresh.plan.items.get(n as usize))
                     .find(|now| item_key(now, &self.fresh.snap) == key)
@@ -296,13 +600,23 @@ impl<'f> Recheck<'f> {
             .and_then(|i| sockets.get(i as usize))
     }
 
-    /// The fresh item that confirms `item`, or why there is none: (result, message).
+    fn netns_name(&self, id: NetnsId) -> String {
+        self.names
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    /// The fresh item that confirms the planned one (`key`, on `what`), or why there is
+    /// none: (result, message).
     fn verdict(
         &self,
-        item: &PlanItem,
-        snap: &Snapshot,
+        key: ItemKey<'_>,
+        what: &What<'_>,
     ) -> Result<&'f PlanItem, (ActionResult, String)> {
-        if let Some(now) = self.same(item, snap) {
+        let rule = key.0;
+        if let Some(now) = self.same(key) {
             return match &now.decision {
                 Decision::Act => Ok(now),
                 Decision::Held(reason) => Err((
@@ -311,37 +625,28 @@ impl<'f> Recheck<'f> {
                 )),
             };
         }
-        let fresh = &self.fresh.snap;
-        let rule = &item.rule;
-        Err(match &item.target {
-            Target::Socket { .. } => {
-                let Some(s) = first_socket(item, snap) else {
-                    return Err((ActionResult::Skipped, "the plan names no socket".into()));
-                };
-                let k = &s.socket;
-                if fresh.netns(k.netns).is_none() {
+        Err(match what {
+            What::Socket {
+                netns,
+                cookie,
+                state,
+            } => {
+                if self.fresh.snap.netns(*netns).is_none() {
                     (
                         ActionResult::Skipped,
                         format!(
                             "namespace {} could not be read again at act time: nothing was done",
-                            snap.netns_name(k.netns)
+                            self.netns_name(*netns)
                         ),
                     )
-                } else if self
-                    .seen
-                    .binary_search(&(k.netns, k.cookie, k.state))
-                    .is_err()
-                {
+                } else if self.seen.binary_search(&(*netns, *cookie, *state)).is_err() {
                     (
                         ActionResult::AlreadyGone,
-                        format!(
-                            "gone, or no longer {}, when re-scanned at act time",
-                            k.state
-                        ),
+                        format!("gone, or no longer {state}, when re-scanned at act time"),
                     )
                 } else {
                     let owners = self
-                        .fresh_socket(k.netns, k.cookie)
+                        .fresh_socket(*netns, *cookie)
                         .map(owner_names)
                         .unwrap_or_else(|| "-".into());
                     (
@@ -352,16 +657,20 @@ impl<'f> Recheck<'f> {
                     )
                 }
             }
-            Target::Process { process, comm } => (
+            What::Other(Target::Process { process, comm }) => (
                 ActionResult::Skipped,
                 format!(
                     "at act time {comm}({}) no longer holds a socket rule `{rule}` acts on",
                     process.pid
                 ),
             ),
-            Target::Unit { unit } => (
+            What::Other(Target::Unit { unit }) => (
                 ActionResult::Skipped,
                 format!("at act time no process in {unit} holds a socket rule `{rule}` acts on"),
+            ),
+            What::Other(Target::Socket { cookie, .. }) => (
+                ActionResult::Skipped,
+                format!("at act time rule `{rule}` no longer acts on socket {cookie}"),
             ),
         })
     }
@@ -389,34 +698,14 @@ fn record_plan_only(
     items: &[(&PlanItem, ActionResult)],
     snap: &Snapshot,
     ctx: &mut ActContext<'_>,
-) -> Result<Vec<ActionReport>, AuditError> {
+    reports: &mut dyn Reports,
+) -> Result<(), AuditError> {
     let plan_items: Vec<&PlanItem> = items.iter().map(|(i, _)| *i).collect();
     let written = record_items(&plan_items, snap, ctx, RecordKind::DryRun)?;
-    Ok(items
-        .iter()
-        .zip(written)
-        .map(|((item, result), w)| report(item, snap, result, None, None, Some(w.seq)))
-        .collect())
-}
-
-/// Items the act-time decision did not confirm (or could not be made for): intents and
-/// their outcomes, as the plan saw them, group-committed. Nothing is touched.
-fn record_not_acted(
-    items: &[(&PlanItem, Result3)],
-    snap: &Snapshot,
-    ctx: &mut ActContext<'_>,
-) -> Result<Vec<ActionReport>, AuditError> {
-    let plan_items: Vec<&PlanItem> = items.iter().map(|(i, _)| *i).collect();
-    let written = record_items(&plan_items, snap, ctx, RecordKind::Intent)?;
-    let results: Vec<Result3> = items.iter().map(|(_, r)| r.clone()).collect();
-    record_outcomes(&written, &results, ctx)?;
-    Ok(items
-        .iter()
-        .zip(&written)
-        .map(|((item, (result, errno, message)), w)| {
-            report(item, snap, result, *errno, message.clone(), Some(w.seq))
-        })
-        .collect())
+    for ((item, result), w) in items.iter().zip(written) {
+        reports.report(report(item, snap, result, None, None, Some(w.seq)));
+    }
+    Ok(())
 }
 
 /// Where an item's intent (or dry run) was recorded: the record's seq and mode, and its
@@ -551,7 +840,7 @@ fn record_outcomes(
         let outcome = Outcome {
             result: result.clone(),
             errno: *errno,
-            message: message.clone(),
+            message: message.clone().map(Message::into_owned),
         };
         match w.entry {
             None => singles.push(NewRecord::outcome_for(
@@ -581,32 +870,24 @@ fn record_outcomes(
 }
 
 /// Signal, restart, exec and log, one at a time: intent (the fresh facts) → act → outcome.
-/// A signal goes through the handle taken when the plan was made.
+/// A signal goes through the handle taken when the plan was made (`planned`: the process
+/// as the plan saw it).
 fn act_one(
-    planned: &PlanItem,
+    planned: Option<&Arc<Process>>,
     now: &PlanItem,
-    snap: &Snapshot,
     fresh: &Snapshot,
     ctx: &mut ActContext<'_>,
 ) -> Result<ActionReport, AuditError> {
     let intent = ctx.audit.append(intent_record(now, fresh, ctx))?;
-    let (result, errno, message) = match (&now.action, &now.target) {
+    let (result, errno, message) = match (&*now.action, &now.target) {
         (Action::Log, _) => (ActionResult::Logged, None, None),
         (Action::Signal { signal }, Target::Process { process, .. }) => {
             // The process as the plan saw it, with the pidfd taken then: if it has exited
             // and another process got its pid (and start time), this says so.
-            let scanned = planned
-                .socket_indices
-                .iter()
-                .filter_map(|i| snap.sockets.get(*i))
-                .flat_map(|s| &s.owners)
-                .find(|o| o.process.id == *process);
-            match scanned {
-                Some(owner) => signal_result(ctx.sys.signal(
-                    &owner.process,
-                    &inodes_of(now, fresh),
-                    signal.0,
-                )),
+            match planned.filter(|p| p.id == *process) {
+                Some(scanned) => {
+                    signal_result(ctx.sys.signal(scanned, &inodes_of(now, fresh), signal.0))
+                }
                 None => (
                     ActionResult::Skipped,
                     None,
@@ -619,13 +900,13 @@ fn act_one(
         (action, target) => (
             ActionResult::Skipped,
             None,
-            Some(format!("{action} cannot act on {target}")),
+            Some(format!("{action} cannot act on {target}").into()),
         ),
     };
     let outcome = Outcome {
         result: result.clone(),
         errno,
-        message: message.clone(),
+        message: message.clone().map(Message::into_owned),
     };
     ctx.audit
         .append(NewRecord::outcome_of(&intent, ctx.actor.clone(), outcome))?;
@@ -634,7 +915,7 @@ fn act_one(
         fresh,
         &result,
         errno,
-        message,
+        message.map(Message::into_owned),
         Some(intent.seq),
     ))
 }
@@ -668,9 +949,7 @@ fn restart(item: &PlanItem, unit: &str, fresh: &Snapshot, ctx: &ActContext<'_>) 
         return (
             ActionResult::Skipped,
             None,
-            Some(format!(
-                "no process that holds the sockets is still in {unit}"
-            )),
+            Some(format!("no process that holds the sockets is still in {unit}").into()),
         );
     }
     match ctx.sys.restart_unit(unit, RESTART_TIMEOUT) {
@@ -681,34 +960,43 @@ fn restart(item: &PlanItem, unit: &str, fresh: &Snapshot, ctx: &ActContext<'_>) 
         }) => (
             ActionResult::Restarted,
             None,
-            Some(format!(
-                "main pid {} -> {}",
-                pid_text(old_main_pid),
-                pid_text(new_main_pid)
-            )),
+            Some(
+                format!(
+                    "main pid {} -> {}",
+                    pid_text(old_main_pid),
+                    pid_text(new_main_pid)
+                )
+                .into(),
+            ),
         ),
         Ok(RestartOutcome::AlreadyInProgress { state }) => (
             ActionResult::AlreadyInProgress,
             None,
-            Some(format!(
-                "{unit} is {}/{}: not restarted again",
-                state.active_state, state.sub_state
-            )),
+            Some(
+                format!(
+                    "{unit} is {}/{}: not restarted again",
+                    state.active_state, state.sub_state
+                )
+                .into(),
+            ),
         ),
         Ok(RestartOutcome::Failed { result }) => (
             ActionResult::Failed,
             None,
-            Some(format!("restart job ended `{result}`")),
+            Some(format!("restart job ended `{result}`").into()),
         ),
         Ok(RestartOutcome::TimedOut) => (
             ActionResult::Failed,
             None,
-            Some(format!(
-                "restart job still running after {}s",
-                RESTART_TIMEOUT.as_secs()
-            )),
+            Some(
+                format!(
+                    "restart job still running after {}s",
+                    RESTART_TIMEOUT.as_secs()
+                )
+                .into(),
+            ),
         ),
-        Err(e) => (ActionResult::Failed, None, Some(e.to_string())),
+        Err(e) => (ActionResult::Failed, None, Some(e.to_string().into())),
     }
 }
 
@@ -730,19 +1018,22 @@ fn exec(item: &PlanItem, ctx: &ActContext<'_>) -> Result3 {
         CommandOutcome::Exited { code, stderr } => (
             ActionResult::Failed,
             None,
-            Some(format!(
-                "exit status {}: {}",
-                code.map(|c| c.to_string())
-                    .unwrap_or_else(|| "killed by a signal".into()),
-                stderr.trim()
-            )),
+            Some(
+                format!(
+                    "exit status {}: {}",
+                    code.map(|c| c.to_string())
+                        .unwrap_or_else(|| "killed by a signal".into()),
+                    stderr.trim()
+                )
+                .into(),
+            ),
         ),
         CommandOutcome::TimedOut => (
             ActionResult::Failed,
             None,
-            Some(format!("killed after {}s", EXEC_TIMEOUT.as_secs())),
+            Some(format!("killed after {}s", EXEC_TIMEOUT.as_secs()).into()),
         ),
-        CommandOutcome::NotStarted { error } => (ActionResult::Failed, None, Some(error)),
+        CommandOutcome::NotStarted { error } => (ActionResult::Failed, None, Some(error.into())),
     }
 }
 
@@ -776,61 +1067,42 @@ fn signal_result(outcome: SignalOutcome) -> Result3 {
         ),
         SignalOutcome::Failed(errno) => (ActionResult::Failed, Some(errno), None),
     };
-    (result, errno, message.map(str::to_string))
+    (result, errno, message.map(Message::Borrowed))
 }
 
-/// Destroys the act-time decision confirmed, per namespace: every intent first (in fsynced
-/// batches of [`AUDIT_BATCH`]), then pipelined SOCK_DESTROYs by full id and cookie (a
-/// socket gone since the re-scan answers ENOENT; a tuple reused answers "not that
-/// socket"), then one dump to confirm they are gone, then every outcome (in batches too).
-/// Destroy the sockets of `items`, adding one report per item to `reports`.
+/// Destroys the act-time decision confirmed (`items`: each with its place in the caller's
+/// list), per namespace: pipelined SOCK_DESTROYs by full id and cookie (a socket gone
+/// since the re-scan answers ENOENT; a tuple reused answers "not that socket"), then one
+/// dump to confirm they are gone. Their intents are recorded already; the caller records
+/// the outcomes. Returns each item's result.
 fn destroy_all(
-    items: &[&PlanItem],
+    items: &[(usize, &KernelSocket)],
     fresh: &Snapshot,
-    ctx: &mut ActContext<'_>,
-    reports: &mut Vec<ActionReport>,
-) -> Result<(), AuditError> {
-    let mut by_netns: HashMap<NetnsId, Vec<&PlanItem>> = HashMap::new();
-    for item in items {
-        if let Some(s) = first_socket(item, fresh) {
-            by_netns.entry(s.socket.netns).or_default().push(item);
-        }
+    sys: &dyn System,
+) -> Vec<(usize, Result3)> {
+    let mut by_netns: HashMap<NetnsId, Vec<(usize, &KernelSocket)>> = HashMap::new();
+    for &(n, socket) in items {
+        by_netns.entry(socket.netns).or_default().push((n, socket));
     }
+    let mut results = Vec::with_capacity(items.len());
     for (netns_id, targets) in by_netns {
-        let Some(netns) = fresh.netns(netns_id) else {
-            continue;
+        let sockets: Vec<&KernelSocket> = targets.iter().map(|(_, s)| *s).collect();
+        let outcomes = match fresh.netns(netns_id) {
+            Some(netns) => destroy_confirmed(sys, netns, &sockets),
+            None => sockets
+                .iter()
+                .map(|_| {
+                    (
+                        ActionResult::Skipped,
+                        None,
+                        Some("namespace not read again".into()),
+                    )
+                })
+                .collect(),
         };
-        // Group commit: the intents of the whole namespace, in batch records, one fsync.
-        let t = std::time::Instant::now();
-        let written = record_items(&targets, fresh, ctx, RecordKind::Intent)?;
-        tracing::debug!(
-            peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
-            took_ms = t.elapsed().as_millis() as u64,
-            "intents written"
-        );
-        let sockets: Vec<&KernelSocket> = targets
-            .iter()
-            .filter_map(|item| first_socket(item, fresh).map(|s| &s.socket))
-            .collect();
-        let t = std::time::Instant::now();
-        let results = destroy_confirmed(ctx.sys, netns, &sockets);
-        tracing::debug!(
-            peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
-            took_ms = t.elapsed().as_millis() as u64,
-            "destroyed and confirmed"
-        );
-        let t = std::time::Instant::now();
-        record_outcomes(&written, &results, ctx)?;
-        tracing::debug!(
-            peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
-            took_ms = t.elapsed().as_millis() as u64,
-            "outcomes written"
-        );
-        for ((item, w), (result, errno, message)) in targets.iter().zip(&written).zip(results) {
-            reports.push(report(item, fresh, &result, errno, message, Some(w.seq)));
-        }
+        results.extend(targets.iter().map(|(n, _)| *n).zip(outcomes));
     }
-    Ok(())
+    results
 }
 
 /// Destroy one namespace's sockets and confirm with a re-dump; one result per socket.
@@ -842,7 +1114,7 @@ fn destroy_confirmed(sys: &dyn System, netns: &Netns, sockets: &[&KernelSocket])
             let message = format!("SOCK_DESTROY could not be sent: {e}");
             return sockets
                 .iter()
-                .map(|_| (ActionResult::Failed, None, Some(message.clone())))
+                .map(|_| (ActionResult::Failed, None, Some(message.clone().into())))
                 .collect();
         }
     };
@@ -892,7 +1164,7 @@ fn destroy_result(outcome: DestroyOutcome, still_listed: Option<bool>) -> Result
                 message
                     .push_str("; the socket is gone from a re-dump (it may have been destroyed)");
             }
-            (ActionResult::Failed, Some(errno), Some(message))
+            (ActionResult::Failed, Some(errno), Some(message.into()))
         }
     }
 }
@@ -954,7 +1226,7 @@ fn describe_with(
 
 fn audit_action(item: &PlanItem) -> audit::Action {
     let mut action = audit::Action::new(item.action.kind());
-    match (&item.action, &item.target) {
+    match (&*item.action, &item.target) {
         (Action::Signal { signal }, _) => action.signal = Some(signal.to_string()),
         (Action::Exec { .. }, _) => action.command = item.exec.as_ref().map(|e| e.argv.clone()),
         (Action::Restart, Target::Unit { unit }) => action.unit = Some(unit.clone()),
@@ -1101,7 +1373,14 @@ mod tests {
         assert_eq!(planned.plan.to_act().count(), n);
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, mut log) = log_in(&dir);
-        let reports = carry_out(planned, &decider, &mut context(&sys, &mut log)).expect("act");
+        let mut reports = Vec::new();
+        carry_out(
+            planned,
+            &decider,
+            &mut context(&sys, &mut log),
+            &mut reports,
+        )
+        .expect("act");
         assert_eq!(
             reports.iter().filter(|r| r.result == "destroyed").count(),
             n
@@ -1116,6 +1395,44 @@ mod tests {
         assert!(kinds == want, "intents first, then outcomes");
         let last = records.last().expect("records");
         assert_eq!(last.intent_seq, Some(records[n - 1].seq));
+    }
+
+    /// The intents are recorded before the decision is taken again: they must not count
+    /// against the budget or start the cooldown they are the use of. (Regression: reading
+    /// the trail after this run's intents held every item, by budget or cooldown.)
+    #[test]
+    fn the_run_s_own_intents_hold_nothing_at_act_time() {
+        let sys = FakeSystem {
+            namespaces: vec![netns()],
+            sockets: (1..=3).map(socket).collect(),
+            ..FakeSystem::default()
+        };
+        let policies = crate::policy::load_str(
+            "t",
+            "mode = \"enforce\"\n[guards]\nmax_destroys_per_minute = 3\n\
+             [[rule]]\nname = \"leak\"\nstates = [\"close-wait\"]\nolder_than = \"0s\"\n\
+             action = \"destroy\"\ncooldown = \"1h\"\n",
+        )
+        .expect("policy");
+        let obs = Observations::new();
+        let decider = decider(&sys, &policies, &obs);
+        let planned = decider
+            .decide(&Default::default(), SystemTime::now())
+            .expect("decide");
+        assert_eq!(planned.plan.to_act().count(), 3);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_path, mut log) = log_in(&dir);
+        let mut reports = Vec::new();
+        carry_out(
+            planned,
+            &decider,
+            &mut context(&sys, &mut log),
+            &mut reports,
+        )
+        .expect("act");
+        let results: Vec<String> = reports.iter().map(|r| r.result.to_string()).collect();
+        assert_eq!(results, ["destroyed"; 3], "{reports:#?}");
+        assert_eq!(sys.destroyed.borrow().len(), 3);
     }
 
     /// The act-time decision over the fake: what changed between plan and act is skipped,
@@ -1158,7 +1475,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (path, mut log) = log_in(&dir);
         let decider = decider(&sys, &policies, &obs);
-        let reports = carry_out(planned, &decider, &mut context(&sys, &mut log)).expect("act");
+        let mut reports = Vec::new();
+        carry_out(
+            planned,
+            &decider,
+            &mut context(&sys, &mut log),
+            &mut reports,
+        )
+        .expect("act");
         let by_target: HashMap<u64, &ActionReport> = reports
             .iter()
             .filter_map(|r| match r.target_ref {
@@ -1218,7 +1542,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_path, mut log) = log_in(&dir);
         let decider = decider(&sys, &policies, &obs);
-        let reports = carry_out(planned, &decider, &mut context(&sys, &mut log)).expect("act");
+        let mut reports = Vec::new();
+        carry_out(
+            planned,
+            &decider,
+            &mut context(&sys, &mut log),
+            &mut reports,
+        )
+        .expect("act");
         assert_eq!(reports.len(), N as usize);
         for r in &reports {
             assert_eq!(r.result, "skipped");
@@ -1257,7 +1588,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_path, mut log) = log_in(&dir);
         let decider = decider(&sys, &policies, &obs);
-        let reports = carry_out(planned, &decider, &mut context(&sys, &mut log)).expect("act");
+        let mut reports = Vec::new();
+        carry_out(
+            planned,
+            &decider,
+            &mut context(&sys, &mut log),
+            &mut reports,
+        )
+        .expect("act");
         assert_eq!(reports.len(), 1);
         assert_eq!(reports[0].result, "skipped", "{reports:?}");
         assert!(

@@ -481,6 +481,54 @@ pub struct Age {
 #[derive(Debug, Clone)]
 pub struct StuckSocket {
     pub socket: KernelSocket,
-    pub owners: Vec<Owner>,
+    pub owners: Owners,
     pub age: Age,
+}
+
+/// The holders of a socket: none (an orphan), usually one, kept inline (a mass leak has
+/// 100,000 sockets, each otherwise a heap block of its own), or several after a fork.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Owners {
+    #[default]
+    None,
+    One([Owner; 1]),
+    Many(Vec<Owner>),
+}
+
+impl std::ops::Deref for Owners {
+    type Target = [Owner];
+    fn deref(&self) -> &[Owner] {
+        match self {
+            Owners::None => &[],
+            Owners::One(one) => one,
+            Owners::Many(many) => many,
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a Owners {
+    type Item = &'a Owner;
+    type IntoIter = std::slice::Iter<'a, Owner>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+impl FromIterator<Owner> for Owners {
+    fn from_iter<I: IntoIterator<Item = Owner>>(iter: I) -> Owners {
+        iter.into_iter().collect::<Vec<Owner>>().into()
+    }
+}
+
+impl From<Vec<Owner>> for Owners {
+    fn from(mut owners: Vec<Owner>) -> Owners {
+        match owners.len() {
+            0 => Owners::None,
+            1 => match owners.pop() {
+                Some(one) => Owners::One([one]),
+                None => Owners::None,
+            },
+            _ => Owners::Many(owners),
+        }
+    }
 }

@@ -212,7 +212,7 @@ pub fn scan_with(
         let age = age::estimate(&socket, &ctx);
         let stuck = StuckSocket {
             socket,
-            owners: Vec::new(),
+            owners: Default::default(),
             age,
         };
         if filter.matches_kernel_view(&stuck) {
@@ -281,7 +281,7 @@ pub fn scan_with(
         unreadable_processes = unreadable.len();
         for s in &mut sockets {
             if let Some(found) = owners.remove(&s.socket.inode) {
-                s.owners = found;
+                s.owners = found.into();
             }
         }
         // Only worth saying when some socket that a process holds was left without owners.

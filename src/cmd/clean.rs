@@ -95,7 +95,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32
     if to_act == 0 && observed == 0 {
         // A script reading --json always gets the summary line last.
         if args.json {
-            output::json_line(&mut out, "summary", Summary::of(&[]))?;
+            output::json_line(&mut out, "summary", Summary::default())?;
         }
         if plan.items.is_empty() {
             eprintln!(
@@ -126,14 +126,83 @@ pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32
         dry_run: args.dry_run,
         now: SystemTime::now(),
     };
-    // Every item is decided again here, on what is true after the confirmation.
-    let reports = actions::carry_out(planned, &decider, &mut ctx)?;
-    print_reports(&mut out, &reports, args.json, full)?;
-    Ok(incomplete(if reports.iter().all(ActionReport::succeeded) {
+    // Every item is decided again here, on what is true after the confirmation; each
+    // result is printed (--json) or kept for the table as it comes.
+    let mut results = Results::new(&mut out, args.json, full);
+    actions::carry_out(planned, &decider, &mut ctx, &mut results)?;
+    let all_succeeded = results.finish()?;
+    Ok(incomplete(if all_succeeded {
         exit::OK
     } else {
         exit::FOUND
     }))
+}
+
+/// The results of `clean` as they come: with `--json` each is printed at once, else the
+/// table's rows are kept (every one with `-v`; else the first that did not succeed, and
+/// the first that did), and all of them counted.
+struct Results<'o> {
+    out: &'o mut dyn Write,
+    json: bool,
+    full: bool,
+    failed: Vec<ActionReport>,
+    succeeded: Vec<ActionReport>,
+    summary: Summary,
+    /// The first error writing a JSON line (a closed pipe): returned at the end.
+    error: Option<io::Error>,
+}
+
+impl<'o> Results<'o> {
+    fn new(out: &'o mut dyn Write, json: bool, full: bool) -> Results<'o> {
+        Results {
+            out,
+            json,
+            full,
+            failed: Vec::new(),
+            succeeded: Vec::new(),
+            summary: Summary::default(),
+            error: None,
+        }
+    }
+
+    /// Print what is left (the table, or the summary line); whether every result
+    /// succeeded.
+    fn finish(self) -> io::Result<bool> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        let all = self.summary.not_succeeded == 0;
+        if self.json {
+            output::json_line(self.out, "summary", &self.summary)?;
+            return Ok(all);
+        }
+        let mut shown = self.failed;
+        shown.extend(self.succeeded);
+        print_table(self.out, &shown, &self.summary)?;
+        Ok(all)
+    }
+}
+
+impl actions::Reports for Results<'_> {
+    fn report(&mut self, report: ActionReport) {
+        self.summary.add(&report);
+        if self.json {
+            if self.error.is_none() {
+                if let Err(e) = output::json_line(self.out, "result", &report) {
+                    self.error = Some(e);
+                }
+            }
+            return;
+        }
+        let (kept, limit) = if report.succeeded() {
+            (&mut self.succeeded, FIRST_ROWS)
+        } else {
+            (&mut self.failed, FULL_TABLE_LIMIT)
+        };
+        if self.full || kept.len() < limit {
+            kept.push(report);
+        }
+    }
 }
 
 fn load_policies(args: &CleanArgs) -> Result<PolicySet, policy::Diagnostics> {
@@ -358,30 +427,10 @@ fn decision_text(decision: &Decision, dry_run: bool) -> String {
     }
 }
 
-fn print_reports(
-    out: &mut dyn Write,
-    reports: &[ActionReport],
-    json: bool,
-    full: bool,
-) -> io::Result<()> {
-    if json {
-        output::json_lines(out, "result", reports)?;
-        return output::json_line(out, "summary", Summary::of(reports));
-    }
+/// The results table: `shown` (all of them, or the kept ones when there are more than
+/// [`FULL_TABLE_LIMIT`]), then the counts.
+fn print_table(out: &mut dyn Write, shown: &[ActionReport], summary: &Summary) -> io::Result<()> {
     writeln!(out)?;
-    // Above the limit: every result that did not succeed, then the first rows.
-    let summarize = !full && reports.len() > FULL_TABLE_LIMIT;
-    let shown: Vec<&ActionReport> = if summarize {
-        let mut shown: Vec<&ActionReport> = reports
-            .iter()
-            .filter(|r| !r.succeeded())
-            .take(FULL_TABLE_LIMIT)
-            .collect();
-        shown.extend(reports.iter().filter(|r| r.succeeded()).take(FIRST_ROWS));
-        shown
-    } else {
-        reports.iter().collect()
-    };
     let rows: Vec<Vec<String>> = shown
         .iter()
         .map(|r| {
@@ -400,18 +449,17 @@ fn print_reports(
         &rows,
         None,
     )?;
-    if summarize {
+    if shown.len() < summary.total {
         writeln!(
             out,
             "({} of {} results shown; all of them with --json or -v)",
             shown.len(),
-            reports.len()
+            summary.total
         )?;
     }
-    writeln!(out, "{}", results_line(reports))
+    writeln!(out, "{}", summary.line())
 }
 
-/// One line: how many of each result, e.g. `23 destroyed, 2 skipped`.
 /// One plan item as `clean --json` prints it: the target as every line names it, and for
 /// a socket target the socket object of `scan --json`.
 #[derive(serde::Serialize)]
@@ -461,7 +509,7 @@ impl<'a> PlanLine<'a> {
 }
 
 /// The last line of `clean --json`: how many of each result, and whether all succeeded.
-#[derive(serde::Serialize)]
+#[derive(Default, serde::Serialize)]
 struct Summary {
     total: usize,
     succeeded: usize,
@@ -470,29 +518,24 @@ struct Summary {
 }
 
 impl Summary {
-    fn of(reports: &[ActionReport]) -> Summary {
-        let mut results = std::collections::BTreeMap::new();
-        for r in reports {
-            *results.entry(r.result.to_string()).or_default() += 1;
-        }
-        let succeeded = reports.iter().filter(|r| r.succeeded()).count();
-        Summary {
-            total: reports.len(),
-            succeeded,
-            not_succeeded: reports.len() - succeeded,
-            results,
+    fn add(&mut self, report: &ActionReport) {
+        *self.results.entry(report.result.to_string()).or_default() += 1;
+        self.total += 1;
+        if report.succeeded() {
+            self.succeeded += 1;
+        } else {
+            self.not_succeeded += 1;
         }
     }
-}
 
-/// The table's last line: the JSON summary's counts, most frequent first.
-fn results_line(reports: &[ActionReport]) -> String {
-    let counts = Summary::of(reports).results;
-    let mut parts: Vec<(usize, String)> = counts.into_iter().map(|(k, n)| (n, k)).collect();
-    parts.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-    parts
-        .into_iter()
-        .map(|(n, k)| format!("{n} {k}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    /// The table's last line: the counts, most frequent first.
+    fn line(&self) -> String {
+        let mut parts: Vec<(usize, &String)> = self.results.iter().map(|(k, n)| (*n, k)).collect();
+        parts.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+        parts
+            .into_iter()
+            .map(|(n, k)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }

@@ -21,7 +21,7 @@ use crate::audit::{self, Actor, ActorKind, AuditLog, NewRecord, NoteEvent};
 use crate::decide::{Decider, Planned};
 use crate::engine::{self, Decision, HeldReason, History, Keep, Plan, RunOptions};
 use crate::filter::{NetnsSelector, SocketFilter};
-use crate::metrics::{Metrics, PassFigures};
+use crate::metrics::{ActionTally, Metrics, PassFigures};
 use crate::model::{Netns, Pid, StateSet};
 use crate::policy::{self, ActionKind, Mode, PolicySet};
 use crate::scan;
@@ -285,9 +285,6 @@ pub struct PassSummary {
     /// Warnings of this pass (namespaces that could not be read, …).
     #[serde(skip)]
     pub warnings: Vec<String>,
-    /// Per action: what came of it.
-    #[serde(skip)]
-    pub reports: Vec<ActionReport>,
 }
 
 impl fmt::Display for PassSummary {
@@ -678,11 +675,10 @@ impl<'a> Daemon<'a> {
         summary.watched = snap.seen.len();
         summary.stuck = snap.sockets.len();
         summary.unseen = self.namespace_unseen.len() + snap.unseen.len();
-        let (figures, reports) = self.decide_and_act(snap, namespaces, filter, now, summary)?;
+        let (figures, tally) = self.decide_and_act(snap, namespaces, filter, now, summary)?;
         if let (Some(m), Some(figures)) = (&self.metrics, figures) {
-            m.observe_figures(figures, &reports, scan_took);
+            m.observe_figures(figures, &tally, scan_took);
         }
-        summary.reports = reports;
         Ok(())
     }
 
@@ -708,7 +704,7 @@ impl<'a> Daemon<'a> {
         filter: SocketFilter,
         now: SystemTime,
         summary: &mut PassSummary,
-    ) -> Result<(Option<PassFigures>, Vec<ActionReport>), PassError> {
+    ) -> Result<(Option<PassFigures>, ActionTally), PassError> {
         let figures_of = |metrics: &Option<Arc<Metrics>>, snap: &scan::Snapshot, plan: &Plan| {
             metrics.as_ref().map(|_| PassFigures::of(snap, plan))
         };
@@ -717,7 +713,10 @@ impl<'a> Daemon<'a> {
                 mode: self.mode(),
                 items: Vec::new(),
             };
-            return Ok((figures_of(&self.metrics, &snap, &plan), Vec::new()));
+            return Ok((
+                figures_of(&self.metrics, &snap, &plan),
+                ActionTally::default(),
+            ));
         }
         let observe = self.mode() == Mode::Observe;
         let history = cached_history(
@@ -760,7 +759,7 @@ impl<'a> Daemon<'a> {
         }
         let figures = figures_of(&self.metrics, &snap, &plan);
         if to_record == 0 {
-            return Ok((figures, Vec::new()));
+            return Ok((figures, ActionTally::default()));
         }
         let planned = Planned { snap, plan };
 
@@ -773,40 +772,19 @@ impl<'a> Daemon<'a> {
             dry_run: planned.plan.mode == Mode::Observe,
             now,
         };
-        let result = actions::carry_out(planned, &decider, &mut ctx);
+        let mut reports = PassReports::default();
+        let result = actions::carry_out(planned, &decider, &mut ctx, &mut reports);
         summary.audit_head = log.head().map(|(seq, _)| seq);
         drop(decider);
         // Our own records changed the trail: the next pass reads it again.
         self.history.key = None;
-        let reports = result.map_err(PassError::Audit)?;
-        // A line per action, unless there are many (a mass leak): then a line per rule,
-        // action and result, and each action at debug level.
-        let each = reports.len() <= LOG_EACH_ACTION_UP_TO;
-        for r in &reports {
-            if r.result.only_recorded() {
-                summary.observed += 1;
-                if each {
-                    info!(rule = %r.rule, action = %r.action, target = %r.target, "observed (not acted on)");
-                }
-            } else {
-                summary.acted += 1;
-                if r.succeeded() {
-                    summary.succeeded += 1;
-                    if each {
-                        info!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, "acted");
-                    }
-                } else if each {
-                    warn!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, message = r.message.as_deref().unwrap_or(""), "action did not succeed");
-                }
-            }
-            if !each {
-                debug!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, message = r.message.as_deref().unwrap_or(""), "action");
-            }
-        }
-        if !each {
-            log_report_counts(&reports);
-        }
-        Ok((figures, reports))
+        // What was done before a record failed is counted and logged all the same.
+        reports.log();
+        summary.observed += reports.observed;
+        summary.acted += reports.acted;
+        summary.succeeded += reports.succeeded;
+        result.map_err(PassError::Audit)?;
+        Ok((figures, reports.tally))
     }
 
     /// With `audit_retention` set: once an hour, prune the rotated audit files whose records
@@ -1011,30 +989,108 @@ fn live_file_key(path: &Path) -> Option<(u64, u64, SystemTime)> {
 /// Above this many actions in a pass, the log counts them instead of naming each.
 const LOG_EACH_ACTION_UP_TO: usize = 50;
 
-/// One line per rule, action and result: how many, with an example target.
-fn log_report_counts(reports: &[ActionReport]) {
-    // (rule, action, result) -> (count, an example target, whether it went as meant)
-    let mut counts: std::collections::BTreeMap<(&str, &str, String), (usize, &str, bool)> =
-        Default::default();
-    for r in reports {
+/// What a pass keeps of its reports as they come: its summary's counts, the metrics'
+/// tally, and the first few for the log (a mass leak's 100,000 are counted, not kept).
+#[derive(Default)]
+struct PassReports {
+    tally: ActionTally,
+    observed: usize,
+    acted: usize,
+    succeeded: usize,
+    /// The first reports, logged each when there are no more than
+    /// [`LOG_EACH_ACTION_UP_TO`]; the later ones go to the debug log as they come.
+    first: Vec<ActionReport>,
+    total: usize,
+    /// Per rule, action and result: how many.
+    counts: Vec<ActionCount>,
+}
+
+/// How many actions of one rule and kind had one result.
+struct ActionCount {
+    rule: Arc<str>,
+    action: String,
+    result: String,
+    n: usize,
+    /// The first one's target.
+    example: String,
+    /// Whether it went as meant (recorded, or succeeded).
+    ok: bool,
+}
+
+impl actions::Reports for PassReports {
+    fn report(&mut self, r: ActionReport) {
+        self.tally.add(&r);
+        self.total += 1;
         let ok = r.result.only_recorded() || r.succeeded();
-        let entry = counts
-            .entry((&*r.rule, r.action.as_str(), r.result.to_string()))
-            .or_insert((0, r.target.as_str(), ok));
-        entry.0 += 1;
-    }
-    for ((rule, action, result), (n, example, ok)) in counts {
-        if ok {
-            info!(rule, action, result, count = n, example, "{n} actions");
+        if r.result.only_recorded() {
+            self.observed += 1;
         } else {
-            warn!(
-                rule,
-                action,
+            self.acted += 1;
+            if r.succeeded() {
+                self.succeeded += 1;
+            }
+        }
+        let result = r.result.to_string();
+        let same =
+            |c: &&mut ActionCount| c.rule == r.rule && c.action == r.action && c.result == result;
+        match self.counts.iter_mut().find(same) {
+            Some(c) => c.n += 1,
+            None => self.counts.push(ActionCount {
+                rule: r.rule.clone(),
+                action: r.action.clone(),
                 result,
-                count = n,
-                example,
-                "{n} actions did not succeed"
+                n: 1,
+                example: r.target.clone(),
+                ok,
+            }),
+        }
+        if self.first.len() <= LOG_EACH_ACTION_UP_TO {
+            self.first.push(r);
+        } else {
+            debug!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, message = r.message.as_deref().unwrap_or(""), "action");
+        }
+    }
+}
+
+impl PassReports {
+    /// A line per action, unless there were many (a mass leak): then a line per rule,
+    /// action and result (how many, an example target), and each action at debug level.
+    fn log(&self) {
+        if self.total <= LOG_EACH_ACTION_UP_TO {
+            for r in &self.first {
+                if r.result.only_recorded() {
+                    info!(rule = %r.rule, action = %r.action, target = %r.target, "observed (not acted on)");
+                } else if r.succeeded() {
+                    info!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, "acted");
+                } else {
+                    warn!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, message = r.message.as_deref().unwrap_or(""), "action did not succeed");
+                }
+            }
+            return;
+        }
+        for r in &self.first {
+            debug!(rule = %r.rule, action = %r.action, target = %r.target, result = %r.result, message = r.message.as_deref().unwrap_or(""), "action");
+        }
+        for c in &self.counts {
+            let (rule, action, result, example, n) = (
+                &*c.rule,
+                c.action.as_str(),
+                c.result.as_str(),
+                c.example.as_str(),
+                c.n,
             );
+            if c.ok {
+                info!(rule, action, result, count = n, example, "{n} actions");
+            } else {
+                warn!(
+                    rule,
+                    action,
+                    result,
+                    count = n,
+                    example,
+                    "{n} actions did not succeed"
+                );
+            }
         }
     }
 }

@@ -82,7 +82,8 @@ pub struct PlanItem {
     pub rule: Arc<str>,
     /// True when this is the rule's `[rule.escalate]` step.
     pub escalated: bool,
-    pub action: Action,
+    /// The rule's action (or its escalation's), shared by its items.
+    pub action: Arc<Action>,
     pub target: Target,
     /// The owner this is about (unit, else process), for the audit log and escalation.
     pub owner: Option<OwnerKey>,
@@ -111,18 +112,18 @@ impl PlanItem {
         // The first socket is the oldest.
         match self.socket_indices.first().and_then(|&i| sockets.get(i)) {
             Some(s) => {
+                let older_than = PolicyDuration::from_secs(u64::from(r.older_than));
                 let age = format!(
-                    "{} for {} >= {}",
+                    "{} for {} >= {older_than}",
                     s.socket.state,
-                    age_text(&s.age),
-                    r.older_than
+                    age_text(&s.age)
                 );
-                let owner = match r.principal.and_then(|k| s.owners.get(k as usize)) {
+                let owner = match s.owners.get(r.principal as usize) {
                     Some(o) => {
-                        let min = r
-                            .min_sockets
-                            .map(|n| format!(" (min_sockets {n})"))
-                            .unwrap_or_default();
+                        let min = match r.min_sockets {
+                            0 => String::new(),
+                            n => format!(" (min_sockets {n})"),
+                        };
                         format!(
                             "owner {} holds {} matching socket{}{min}",
                             proc_name(&o.process),
@@ -160,18 +161,24 @@ impl PlanItem {
     }
 }
 
-/// What an item's explanation is made of, besides its oldest socket.
+/// What an item's explanation is made of, besides its oldest socket: a few words, as a
+/// mass leak has 100,000 items.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Why {
-    /// The rule's threshold and `min_sockets`.
-    pub older_than: PolicyDuration,
-    pub min_sockets: Option<u32>,
-    /// Which owner of the oldest socket the rule is about, and how many matching sockets
-    /// that owner holds.
-    pub principal: Option<u32>,
+    /// The rule's threshold, in seconds.
+    pub older_than: u32,
+    /// The rule's `min_sockets`; 0: none.
+    pub min_sockets: u32,
+    /// Which owner of the oldest socket the rule is about ([`Why::NO_OWNER`]: none), and
+    /// how many matching sockets that owner holds.
+    pub principal: u32,
     pub owner_count: u32,
     /// Rare additions, boxed so that the common item stays small.
     pub notes: Option<Box<WhyNotes>>,
+}
+
+impl Why {
+    pub const NO_OWNER: u32 = u32::MAX;
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -430,7 +437,7 @@ struct Match {
     selectors: bool,
     age_ok: bool,
     /// Index into the socket's owners of the owner with the most matching sockets.
-    principal: Option<usize>,
+    principal: Option<u32>,
     /// How many sockets matching this rule (selectors and age) the principal owner holds.
     owner_count: u32,
     min_ok: bool,
@@ -467,8 +474,6 @@ struct Evaluation {
     matches: Matches,
     /// The rule that fired first for each socket.
     winner: Vec<Option<usize>>,
-    /// Plan item covering each socket, if any.
-    item_of: HashMap<usize, usize>,
 }
 
 impl Evaluation {
@@ -512,7 +517,7 @@ impl Evaluation {
                         best = Some((k, c));
                     }
                 }
-                m.principal = best.map(|(k, _)| k);
+                m.principal = best.and_then(|(k, _)| u32::try_from(k).ok());
                 m.owner_count = best.map_or(0, |(_, c)| c);
                 m.min_ok = match rule.min_sockets {
                     None => true,
@@ -532,23 +537,23 @@ impl Evaluation {
             planner.plan_rule(r, &won);
         }
         let items = planner.finish();
-        let mut item_of = HashMap::new();
-        for (n, item) in items.iter().enumerate() {
-            for &i in item.socket_indices.iter() {
-                item_of.insert(i, n);
-            }
-        }
         let mode = input.options.mode.unwrap_or(input.policies.mode);
         Evaluation {
             plan: Plan { mode, items },
             matches,
             winner,
-            item_of,
         }
     }
 
     fn explain(&self, input: &EngineInput<'_>) -> Vec<SocketExplanation> {
         let rules = &input.policies.rules;
+        // The plan item covering each socket, if any.
+        let mut item_of = HashMap::new();
+        for (n, item) in self.plan.items.iter().enumerate() {
+            for &i in item.socket_indices.iter() {
+                item_of.insert(i, n);
+            }
+        }
         input
             .sockets
             .iter()
@@ -569,7 +574,7 @@ impl Evaluation {
                     let min_sockets = rule.min_sockets.map(|min| match m.principal {
                         Some(k) => format!(
                             "{} holds {} matching socket{} {} {min}",
-                            proc_name(&s.owners[k].process),
+                            proc_name(&s.owners[k as usize].process),
                             m.owner_count,
                             plural(m.owner_count),
                             if m.min_ok { ">=" } else { "<" }
@@ -594,7 +599,7 @@ impl Evaluation {
                             .unwrap_or("?");
                         (format!("shadowed: rule `{w}` comes first"), None)
                     } else {
-                        match self.item_of.get(&i).map(|&n| &self.plan.items[n]) {
+                        match item_of.get(&i).map(|&n| &self.plan.items[n]) {
                             Some(item) => (item_text(item), Some(item.decision.clone())),
                             None => ("no action planned".to_string(), None),
                         }
@@ -609,7 +614,7 @@ impl Evaluation {
                         decision,
                     });
                 }
-                let summary = match (self.winner[i], self.item_of.get(&i)) {
+                let summary = match (self.winner[i], item_of.get(&i)) {
                     (Some(r), Some(&n)) => format!(
                         "rule `{}`: {}",
                         rules[r].name,
@@ -810,11 +815,13 @@ struct Planner<'a> {
     planned: HashMap<(ActionKind, TargetKey), Arc<str>>,
     /// Each rule's name, shared by its items.
     rule_names: Vec<Arc<str>>,
+    /// Each rule's action and its escalation's, shared by their items.
+    rule_actions: Vec<(Arc<Action>, Option<Arc<Action>>)>,
 }
 
 /// Sockets of one rule that become one item.
 struct Group {
-    action: Action,
+    action: Arc<Action>,
     escalated: Option<String>,
     target: Target,
     owner: Option<OwnerKey>,
@@ -840,6 +847,15 @@ impl<'a> Planner<'a> {
                 .iter()
                 .map(|r| Arc::from(r.name.as_str()))
                 .collect(),
+            rule_actions: input
+                .policies
+                .rules
+                .iter()
+                .map(|r| {
+                    let escalated = r.escalate.as_ref().map(|e| Arc::new(e.action.clone()));
+                    (Arc::new(r.action.clone()), escalated)
+                })
+                .collect(),
         }
     }
 
@@ -851,7 +867,7 @@ impl<'a> Planner<'a> {
         let s = &self.input.sockets[i];
         self.matches[i][r]
             .principal
-            .map(|k| s.owners[k].process.as_ref())
+            .map(|k| s.owners[k as usize].process.as_ref())
     }
 
     fn owner_key(&self, r: usize, i: usize) -> Option<OwnerKey> {
@@ -923,9 +939,10 @@ impl<'a> Planner<'a> {
                 .clone(),
             None => None,
         };
-        let action = match (&escalated, &rule.escalate) {
-            (Some(_), Some(e)) => e.action.clone(),
-            _ => rule.action.clone(),
+        let (plain, escalate) = &self.rule_actions[r];
+        let action = match (&escalated, escalate) {
+            (Some(_), Some(e)) => e.clone(),
+            _ => plain.clone(),
         };
         let socket_target = Target::Socket {
             cookie: s.socket.cookie,
@@ -995,7 +1012,12 @@ impl<'a> Planner<'a> {
                     if let Some(p) = self.principal(r, g.sockets[0]) {
                         *self.fraction_used.entry((r, p.id)).or_default() += 1;
                     }
-                    self.planned.insert((kind, key), self.rule_names[r].clone());
+                    // A socket is won by one rule and makes one item: only a shared
+                    // target (a process, a unit) can come up again in the same pass. (A
+                    // mass leak would otherwise keep 100,000 keys here.)
+                    if !matches!(key, TargetKey::Socket(_)) {
+                        self.planned.insert((kind, key), self.rule_names[r].clone());
+                    }
                     match self.mode {
                         Mode::Observe => Decision::Held(HeldReason::Observe),
                         Mode::Enforce => Decision::Act,
@@ -1003,7 +1025,7 @@ impl<'a> Planner<'a> {
                 }
             },
         };
-        let exec = match &g.action {
+        let exec = match &*g.action {
             Action::Exec { command } => {
                 let values = self.exec_values(r, g.sockets[0]);
                 Some(Box::new(ExecCommand {
@@ -1126,9 +1148,9 @@ impl<'a> Planner<'a> {
         // Sockets are sorted oldest first within a rule, so the first is the oldest.
         let m = self.matches[g.sockets[0]][r];
         Why {
-            older_than: rule.older_than,
-            min_sockets: rule.min_sockets,
-            principal: m.principal.and_then(|k| u32::try_from(k).ok()),
+            older_than: u32::try_from(rule.older_than.as_secs()).unwrap_or(u32::MAX),
+            min_sockets: rule.min_sockets.unwrap_or(0),
+            principal: m.principal.unwrap_or(Why::NO_OWNER),
             owner_count: m.owner_count,
             notes: g.escalated.as_ref().map(|e| {
                 Box::new(WhyNotes {

@@ -359,7 +359,11 @@ impl Metrics {
         reports: &[ActionReport],
         scan_duration: Duration,
     ) {
-        self.observe_figures(PassFigures::of(snap, plan), reports, scan_duration);
+        let mut tally = ActionTally::default();
+        for r in reports {
+            tally.add(r);
+        }
+        self.observe_figures(PassFigures::of(snap, plan), &tally, scan_duration);
     }
 
     /// [`Metrics::observe_pass`] with what it needs of the snapshot and the plan taken
@@ -367,7 +371,7 @@ impl Metrics {
     pub fn observe_figures(
         &self,
         figures: PassFigures,
-        reports: &[ActionReport],
+        tally: &ActionTally,
         scan_duration: Duration,
     ) {
         let PassFigures {
@@ -383,14 +387,10 @@ impl Metrics {
         st.stuck = stuck;
         st.oldest = oldest;
         st.watched = watched;
-        for r in reports {
-            if let (ActionResult::Destroyed, crate::record::TargetRef::Socket { cookie, .. }) =
-                (&r.result, &r.target_ref)
-            {
-                if let Some(age) = age_of.get(cookie) {
-                    // u64 seconds to f64 is exact below 2^53 s.
-                    st.destroyed_ages.observe(*age as f64);
-                }
+        for cookie in &tally.destroyed {
+            if let Some(age) = age_of.get(cookie) {
+                // u64 seconds to f64 is exact below 2^53 s.
+                st.destroyed_ages.observe(*age as f64);
             }
         }
         st.scan.observe(scan_duration.as_secs_f64());
@@ -401,13 +401,8 @@ impl Metrics {
         for (key, n) in refusals {
             *st.refusals.entry(key).or_insert(0) += n;
         }
-        for r in reports {
-            let key = (
-                action_name(&r.action),
-                r.rule.to_string(),
-                r.result.to_string(),
-            );
-            *st.actions.entry(key).or_insert(0) += 1;
+        for (key, n) in &tally.actions {
+            *st.actions.entry(key.clone()).or_insert(0) += *n;
         }
     }
 
@@ -770,11 +765,42 @@ fn guard_name(reason: &HeldReason) -> String {
 
 /// The `action` label of a report: the action kind only. The report's text also carries the
 /// signal name or the exec command line, which must not become a label value.
-fn action_name(action: &str) -> String {
+fn action_name(action: &str) -> &'static str {
     let first = action.split_whitespace().next().unwrap_or("");
     match first.parse::<ActionKind>() {
-        Ok(kind) => kind.name().to_string(),
-        Err(_) => "other".to_string(),
+        Ok(kind) => kind.name(),
+        Err(_) => "other",
+    }
+}
+
+/// What the metrics keep of a pass's reports, added up as they come: the actions per kind,
+/// rule and result, and the cookies of the sockets destroyed (their ages, from the pass's
+/// figures, fill the destroyed-age histogram).
+#[derive(Debug, Default)]
+pub struct ActionTally {
+    /// (action, rule, result) and how many: few distinct ones, however many actions.
+    actions: Vec<((String, String, String), u64)>,
+    destroyed: Vec<u64>,
+}
+
+impl ActionTally {
+    pub fn add(&mut self, r: &ActionReport) {
+        if let (ActionResult::Destroyed, crate::record::TargetRef::Socket { cookie, .. }) =
+            (&r.result, &r.target_ref)
+        {
+            self.destroyed.push(*cookie);
+        }
+        let action = action_name(&r.action);
+        let result = r.result.to_string();
+        let same = |(a, rule, res): &(String, String, String)| {
+            *a == action && **rule == *r.rule && *res == result
+        };
+        match self.actions.iter_mut().find(|(key, _)| same(key)) {
+            Some((_, n)) => *n += 1,
+            None => self
+                .actions
+                .push(((action.to_string(), r.rule.to_string(), result), 1)),
+        }
     }
 }
 

@@ -80,7 +80,7 @@ fn item(rule: &str, action: Action, decision: Decision) -> PlanItem {
     PlanItem {
         rule: rule.into(),
         escalated: false,
-        action,
+        action: action.into(),
         target: Target::Socket {
             cookie: Cookie(1),
             index: 0,
