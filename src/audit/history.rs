@@ -126,6 +126,8 @@ struct Reader<S> {
     sink: S,
     /// Intents not answered yet (an outcome comes after its intent).
     pending: HashMap<AnswerKey, PastAction>,
+    /// Rule names, each allocated once (a mass cleanup's batch names one rule 4,096 times).
+    rules: HashMap<String, Arc<str>>,
 }
 
 impl<S: Sink> Reader<S> {
@@ -134,10 +136,23 @@ impl<S: Sink> Reader<S> {
             since,
             sink,
             pending: HashMap::new(),
+            rules: HashMap::new(),
         }
     }
 
+    fn rule(&mut self, name: &str) -> Arc<str> {
+        if let Some(rule) = self.rules.get(name) {
+            return Arc::clone(rule);
+        }
+        let rule: Arc<str> = Arc::from(name);
+        self.rules.insert(name.to_string(), Arc::clone(&rule));
+        rule
+    }
+
     fn add(&mut self, record: AuditRecord) {
+        if record.batch.is_some() {
+            return self.add_batch(record);
+        }
         for r in record.entries() {
             match r.kind {
                 RecordKind::Intent => {
@@ -163,12 +178,70 @@ impl<S: Sink> Reader<S> {
         }
     }
 
+    /// A batch, entry by entry, as [`AuditRecord::entries`] would give them, without making
+    /// a record of each: a mass cleanup's batches hold 4,096 sockets each.
+    fn add_batch(&mut self, record: AuditRecord) {
+        let Some(batch) = &record.batch else {
+            return;
+        };
+        match record.kind {
+            RecordKind::Intent | RecordKind::DryRun => {
+                let Some(time) = record.timestamp().filter(|t| *t >= self.since) else {
+                    return;
+                };
+                let Some(action) = record.action.as_ref().map(|a| a.kind) else {
+                    return;
+                };
+                for (i, t) in batch.targets.iter().enumerate() {
+                    let key = (record.seq, u32::try_from(i).ok());
+                    // As for a single record: the first owner's unit, else that owner.
+                    let owners = t.owners.iter().filter_map(|&(p, _)| batch.processes.get(p));
+                    let owner = match owners.clone().find_map(|p| p.unit.as_ref()) {
+                        Some(unit) => Some(OwnerKey::Unit(unit.clone())),
+                        None => owners
+                            .take(1)
+                            .next()
+                            .map(|p| OwnerKey::Process(process_id(p.pid, p.start_time))),
+                    };
+                    let mut past = PastAction {
+                        time,
+                        rule: self.rule(&t.rule),
+                        action,
+                        escalated: t.escalated,
+                        target: TargetKey::Socket(Cookie(t.cookie)),
+                        owner,
+                        outcome: PastOutcome::Unknown,
+                    };
+                    if record.kind == RecordKind::DryRun {
+                        past.outcome = PastOutcome::DryRun;
+                        self.sink.push(key, past);
+                    } else {
+                        self.pending.insert(key, past);
+                    }
+                }
+            }
+            RecordKind::Outcome => {
+                let Some(intent) = record.intent_seq else {
+                    return;
+                };
+                for (i, outcome) in batch.results.iter().enumerate() {
+                    let key = (intent, u32::try_from(i).ok());
+                    if let Some(mut action) = self.pending.remove(&key) {
+                        action.outcome = past_outcome(Some(outcome.result.name()));
+                        self.sink.push(key, action);
+                    }
+                }
+            }
+            RecordKind::Note => {}
+        }
+    }
+
     /// An intent or dry run at or after `since` that names a rule, an action and a target.
-    fn past(&self, r: &AuditRecord) -> Option<PastAction> {
+    fn past(&mut self, r: &AuditRecord) -> Option<PastAction> {
         let time = r.timestamp().filter(|t| *t >= self.since)?;
         Some(PastAction {
             time,
-            rule: Arc::from(r.rule.as_deref()?),
+            rule: self.rule(r.rule.as_deref()?),
             action: r.action.as_ref()?.kind,
             escalated: r.escalated,
             target: target_key(r)?,

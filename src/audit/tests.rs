@@ -851,6 +851,65 @@ fn past_of(record: NewRecord, result: Option<&str>) -> Vec<PastAction> {
     past_actions_from(&records, at(0))
 }
 
+/// A batch is read for the history entry by entry, without a record made of each: the
+/// same past actions as from its entries one by one (what `audit show` expands it into).
+#[test]
+fn a_batch_gives_the_history_of_its_entries() {
+    let entries: Vec<BatchEntry> = [
+        (1, "java", Some("api.service")),
+        (2, "java", None),
+        (3, "py", None),
+    ]
+    .into_iter()
+    .map(|(cookie, comm, unit)| BatchEntry {
+        rule: format!("rule-{}", cookie % 2),
+        escalated: cookie == 3,
+        why: "old".into(),
+        socket: socket(cookie, comm, unit),
+    })
+    .collect();
+    let intent = NewRecord::batch(
+        RecordKind::Intent,
+        actor(),
+        Mode::Enforce,
+        Action::new(ActionKind::Destroy),
+        "sha256:feed",
+        Batch::of(entries),
+    )
+    .into_record(1, at(60), "h".into(), GENESIS_PREV.into());
+    let results = ["destroyed", "already-gone", "skipped"]
+        .into_iter()
+        .map(|r| Outcome {
+            result: r.into(),
+            errno: None,
+            message: None,
+        })
+        .collect();
+    let outcome = NewRecord::outcomes_of(1, Mode::Enforce, actor(), results).into_record(
+        2,
+        at(61),
+        "h".into(),
+        GENESIS_PREV.into(),
+    );
+    let whole = past_actions_from(&[intent.clone(), outcome.clone()], at(0));
+    let expanded: Vec<AuditRecord> = intent
+        .clone()
+        .entries()
+        .into_iter()
+        .chain(outcome.entries())
+        .collect();
+    let one_by_one = past_actions_from(&expanded, at(0));
+    assert_eq!(whole.len(), 3);
+    assert_eq!(whole, one_by_one);
+    // A dry-run batch too.
+    let mut dry = intent;
+    dry.kind = RecordKind::DryRun;
+    assert_eq!(
+        past_actions_from(std::slice::from_ref(&dry), at(0)),
+        past_actions_from(&dry.entries(), at(0))
+    );
+}
+
 #[test]
 fn history_weighs_each_outcome_result() {
     use PastOutcome::*;
