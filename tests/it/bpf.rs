@@ -123,9 +123,9 @@ impl BpfMountNs {
         (sockets, String::from_utf8_lossy(&out.stderr).into_owned())
     }
 
-    /// The daemon, observing every namespace with a policy that never acts, its log in
-    /// `work`: it creates and pins the index.
-    fn daemon(&self, work: &Path) -> (KillOnDrop, PathBuf) {
+    /// The daemon, observing (every namespace, unless `args` say otherwise) with a policy
+    /// that never acts, its log in `work`: it creates and pins the index.
+    fn daemon(&self, work: &Path, args: &[&str]) -> (KillOnDrop, PathBuf) {
         std::fs::write(work.join("policy.toml"), QUIET_POLICY).expect("policy");
         std::fs::write(work.join("sockwarden.toml"), "").expect("config");
         let log = work.join("daemon.log");
@@ -146,6 +146,7 @@ impl BpfMountNs {
                 "--log-format",
                 "text",
             ])
+            .args(args)
             .env("SOCKWARDEN_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -157,12 +158,11 @@ impl BpfMountNs {
         poll(
             20,
             Duration::from_millis(50),
-            "the daemon to say it pinned the index",
+            "the daemon to say it runs the eBPF watcher with a pinned index",
             read_log,
             || {
-                read_log()
-                    .contains("/sys/fs/bpf/sockwarden/v2 (pinned now)")
-                    .then_some(())
+                let pinned = "watcher bpf: exact ages from the eBPF index at /sys/fs/bpf/sockwarden/v2 (pinned now)";
+                read_log().contains(pinned).then_some(())
             },
         );
         (daemon, log)
@@ -251,47 +251,9 @@ fn with_ebpf_the_same_sockets_and_owners_are_seen_and_ages_are_exact_and_survive
     let before = leak_close_wait(&ns, "127.0.0.1:0", 1);
 
     let work = tempfile::tempdir().expect("tempdir");
-    std::fs::write(work.path().join("policy.toml"), QUIET_POLICY).expect("policy");
-    std::fs::write(work.path().join("sockwarden.toml"), "").expect("config");
-    let log = work.path().join("daemon.log");
-    let path = |name: &str| work.path().join(name).display().to_string();
     let netns = ns.path().display().to_string();
-    let mut daemon = KillOnDrop(Some(
-        mounts
-            .sockwarden(&[
-                "run",
-                "--config",
-                &path("sockwarden.toml"),
-                "--policy",
-                &path("policy.toml"),
-                "--interval",
-                "1s",
-                "--netns",
-                &netns,
-                "--audit-log",
-                &path("audit.jsonl"),
-                "--state-dir",
-                &path("state"),
-                "--log-format",
-                "text",
-            ])
-            .env("SOCKWARDEN_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log"))
-            .spawn()
-            .expect("spawn the daemon"),
-    ));
+    let (mut daemon, log) = mounts.daemon(work.path(), &["--netns", &netns]);
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-    poll(
-        20,
-        Duration::from_millis(50),
-        "the daemon to say it runs the eBPF watcher with a pinned index",
-        read_log,
-        || {
-            read_log().contains("watcher bpf: exact ages from the eBPF index at /sys/fs/bpf/sockwarden/v2 (pinned now)").then_some(())
-        },
-    );
 
     // Entered their states while the index was kept: IPv4 and IPv6 CLOSE_WAIT, an owned
     // FIN_WAIT_2, and a CLOSE_WAIT in a namespace created after the daemon started.
@@ -470,7 +432,7 @@ fn both_watchers_agree_on_every_state_in_every_namespace_while_sockets_change() 
     let old_ns = TestNetns::new();
     let mut old = EveryState::new(&old_ns, true, false);
     let work = tempfile::tempdir().expect("tempdir");
-    let (_daemon, _log) = mounts.daemon(work.path());
+    let (_daemon, _log) = mounts.daemon(work.path(), &[]);
     // Sockets that entered their states under the index, and a SYN_RECV request.
     let born_ns = TestNetns::new();
     let mut born = EveryState::new(&born_ns, true, true);
