@@ -98,7 +98,7 @@ type Message = std::borrow::Cow<'static, str>;
 ///
 /// The intents of socket items (destroy, log: a mass leak has 100,000) are recorded first,
 /// as the plan saw them; then the plan is freed, each item kept as a few words
-/// ([`Pending`]), before the fresh decision is made: the two decisions are never in memory
+/// (`PendingSocket`), before the fresh decision is made: the two decisions are never in memory
 /// together. Other items (signal, restart, exec) record their intent just before acting, on
 /// the fresh facts they act on.
 pub fn carry_out(
@@ -224,6 +224,8 @@ pub fn carry_out(
     // the fresh plan freed) or skipped; the destroys together, per namespace.
     let mut results: Vec<Option<Result3>> = vec![None; sockets.len()];
     let mut confirmed: Vec<Option<u32>> = vec![None; sockets.len()];
+    // The reports of the skipped name the socket as it is now, when it is still there.
+    let mut skipped_now: HashMap<usize, KernelSocket> = HashMap::new();
     for (n, p) in sockets.iter().enumerate() {
         let verdict = recheck.verdict(p.key(&kinds), &p.what());
         match verdict.map(|now| (now, now.socket_indices.first().copied())) {
@@ -236,20 +238,11 @@ pub fn carry_out(
             Ok((_, None)) => {
                 results[n] = Some((ActionResult::Skipped, None, Some("no socket".into())))
             }
-            Err((result, message)) => results[n] = Some((result, None, Some(message.into()))),
-        }
-    }
-    // Reports of the skipped name the socket as it is now, when it is still there.
-    let now_of = |p: &PendingSocket| {
-        recheck
-            .fresh_socket(p.netns, p.cookie)
-            .map(|s| s.socket.clone())
-    };
-    let mut skipped_now: HashMap<usize, KernelSocket> = HashMap::new();
-    for (n, p) in sockets.iter().enumerate() {
-        if confirmed[n].is_none() {
-            if let Some(s) = now_of(p) {
-                skipped_now.insert(n, s);
+            Err((result, message)) => {
+                results[n] = Some((result, None, Some(message.into())));
+                if let Some(s) = recheck.fresh_socket(p.netns, p.cookie) {
+                    skipped_now.insert(n, s.socket.clone());
+                }
             }
         }
     }

@@ -185,24 +185,30 @@ impl LinuxSystem {
                 .push((*cookie, stamp));
         }
         // A namespace with many stuck sockets may cost less to dump than to look up: that
-        // depends on how many sockets the host has (a dump walks them all).
+        // depends on how many sockets the host has (a dump walks them all). Each
+        // namespace's counts are read once, when anything needs them.
         let most = by_netns.values().map(Vec::len).max().unwrap_or(0);
+        let counts: Vec<Option<netns::TcpCounts>> = if minisockets || most >= MANY_STAMPS {
+            namespaces.iter().map(netns::tcp_counts).collect()
+        } else {
+            vec![None; namespaces.len()]
+        };
         let host_sockets = (most >= MANY_STAMPS)
             .then(|| {
-                namespaces
-                    .iter()
-                    .map(|ns| netns::tcp_counts(ns).map(|c| c.in_use + c.timewait))
-                    .sum::<Option<u64>>()
+                let each = counts.iter().map(|c| c.map(|c| c.in_use + c.timewait));
+                each.sum::<Option<u64>>()
             })
             .flatten();
         let dumps = namespaces
             .iter()
-            .map(|ns| {
+            .zip(counts)
+            .map(|(ns, counts)| {
                 let inode = ns.id.inode;
                 let facts = watch::NamespaceFacts {
                     complete: complete.contains(&inode),
+                    // Not asked for: none that matter.
                     timewait: if minisockets {
-                        netns::tcp_counts(ns).map(|c| c.timewait)
+                        counts.map(|c| c.timewait)
                     } else {
                         Some(0)
                     },

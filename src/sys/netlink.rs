@@ -191,38 +191,24 @@ fn dump_request(out: &mut Vec<u8>, seq: u32, family: u8, states: StateSet) {
 /// A SOCK_DIAG_BY_FAMILY request for exactly one socket (id and cookie), answered by the
 /// socket then an ACK, or by an error. The kernel ignores `idiag_states` here.
 fn lookup_request(out: &mut Vec<u8>, seq: u32, s: &KernelSocket) {
-    let flags = NLM_F_REQUEST | NLM_F_ACK;
-    let (family, id, any) = (
-        family_byte(s.family),
-        SockId::of(s),
-        StateSet::all().kernel_mask(),
-    );
-    push_request(
-        out,
-        SOCK_DIAG_BY_FAMILY,
-        flags,
-        seq,
-        family,
-        EXT_INFO,
-        any,
-        &id,
-    );
+    push_lookup(out, seq, s, NLM_F_REQUEST | NLM_F_ACK);
 }
 
 /// [`lookup_request`] without the ACK: the kernel answers with the socket alone, or with
 /// an error; either is the request's one answer.
 fn lookup_request_unacked(out: &mut Vec<u8>, seq: u32, s: &KernelSocket) {
-    let (family, id, any) = (
-        family_byte(s.family),
-        SockId::of(s),
-        StateSet::all().kernel_mask(),
-    );
+    push_lookup(out, seq, s, NLM_F_REQUEST);
+}
+
+fn push_lookup(out: &mut Vec<u8>, seq: u32, s: &KernelSocket, flags: u16) {
+    let any = StateSet::all().kernel_mask();
+    let id = SockId::of(s);
     push_request(
         out,
         SOCK_DIAG_BY_FAMILY,
-        NLM_F_REQUEST,
+        flags,
         seq,
-        family,
+        family_byte(s.family),
         EXT_INFO,
         any,
         &id,
