@@ -100,7 +100,7 @@ fn bench(args: &Args) -> Res<String> {
         };
         for sockwarden in order {
             let fixture = Fixture::build(&args.sizes)?;
-            fixture_times.push(fixture.connect_time + fixture.settle_time);
+            fixture_times.push(fixture.build_time());
             reset_own_peak_rss();
             let (program, argv) = if sockwarden {
                 wrapped(clean_command(&fixture.netns, &trail))

@@ -631,7 +631,7 @@ fn spread_fixture(
     }
     eprint!(" fixture ...");
     let fixture = Fixture::build_layout(layout)?;
-    let build_secs = (fixture.connect_time + fixture.settle_time).as_secs_f64();
+    let build_secs = fixture.build_time().as_secs_f64();
     eprint!(" {build_secs:.1} s, warm-up scan ...");
     let names = BenchNames::of(&fixture);
     reset_own_peak_rss();
@@ -1268,16 +1268,23 @@ struct RestRun {
     not_served: usize,
 }
 
+/// Build a scenario's fixture, saying so on stderr: the fixture and its build time in
+/// seconds.
+fn announced_fixture(scenario: &str, state: &str, layout: &Layout) -> Res<(Fixture, f64)> {
+    eprint!(
+        "{scenario}: fixture of {} {state} sockets in {} namespaces ...",
+        layout.sockets, layout.namespaces
+    );
+    let fixture = Fixture::build_layout(layout)?;
+    let build_secs = fixture.build_time().as_secs_f64();
+    eprintln!(" {build_secs:.1} s");
+    Ok((fixture, build_secs))
+}
+
 fn rest(args: &Args, work: &Work) -> Res<Outcome> {
     let layout = args.rest;
     let dir = work.subdir("rest")?;
-    eprint!(
-        "rest: fixture of {} ESTABLISHED sockets in {} namespaces ...",
-        layout.sockets, layout.namespaces
-    );
-    let fixture = Fixture::build_layout(&layout)?;
-    let build_secs = (fixture.connect_time + fixture.settle_time).as_secs_f64();
-    eprintln!(" {build_secs:.1} s");
+    let (fixture, build_secs) = announced_fixture("rest", "ESTABLISHED", &layout)?;
     let mut runs: HashMap<&str, Vec<RestRun>> = HashMap::new();
     let mut failures = Vec::new();
     for round in 0..args.runs {
@@ -1456,13 +1463,7 @@ struct ScaleRun {
 fn scale(args: &Args, work: &Work) -> Res<Outcome> {
     let layout = args.scale;
     let dir = work.subdir("scale")?;
-    eprint!(
-        "scale: fixture of {} CLOSE_WAIT sockets in {} namespaces ...",
-        layout.sockets, layout.namespaces
-    );
-    let fixture = Fixture::build_layout(&layout)?;
-    let build_secs = (fixture.connect_time + fixture.settle_time).as_secs_f64();
-    eprintln!(" {build_secs:.1} s");
+    let (fixture, build_secs) = announced_fixture("scale", "CLOSE_WAIT", &layout)?;
     let tick_ms = ms_per_tick();
     let mut runs: HashMap<&str, Vec<ScaleRun>> = HashMap::new();
     let mut failures = Vec::new();

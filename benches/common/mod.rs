@@ -225,6 +225,11 @@ pub struct BenchNetns {
 }
 
 impl Fixture {
+    /// How long the fixture took to build: its connections, then settling.
+    pub fn build_time(&self) -> Duration {
+        self.connect_time + self.settle_time
+    }
+
     /// CLOSE_WAIT sockets in one namespace.
     pub fn build(args: &Sizes) -> Res<Fixture> {
         Fixture::build_layout(&Layout::from(*args))
@@ -724,18 +729,28 @@ pub fn reset_own_peak_rss() {
     }
 }
 
-/// Spawns `program args`, counts its stdout lines through a pipe (discarding the bytes), and
-/// reaps it with wait4 for its CPU time and peak RSS.
-pub fn run_once(program: &str, args: &[String], stderr_path: &Path) -> Res<(Run, ExitStatus)> {
+/// `program args` started with its stdout piped and its stderr in `stderr_path`, and when.
+fn spawn_piped(
+    program: &str,
+    args: &[String],
+    stderr_path: &Path,
+) -> Res<(std::process::Child, Instant)> {
     let stderr = File::create(stderr_path).ctx(format!("create {}", stderr_path.display()))?;
     let start = Instant::now();
-    let mut child = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(stderr)
         .spawn()
         .ctx(format!("spawn {program}"))?;
+    Ok((child, start))
+}
+
+/// Spawns `program args`, counts its stdout lines through a pipe (discarding the bytes), and
+/// reaps it with wait4 for its CPU time and peak RSS.
+pub fn run_once(program: &str, args: &[String], stderr_path: &Path) -> Res<(Run, ExitStatus)> {
+    let (mut child, start) = spawn_piped(program, args, stderr_path)?;
     let lines = child
         .stdout
         .take()
@@ -762,15 +777,7 @@ pub fn run_lines(
     stderr_path: &Path,
     on_line: &mut dyn FnMut(&[u8]),
 ) -> Res<(Run, ExitStatus)> {
-    let stderr = File::create(stderr_path).ctx(format!("create {}", stderr_path.display()))?;
-    let start = Instant::now();
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .ctx(format!("spawn {program}"))?;
+    let (mut child, start) = spawn_piped(program, args, stderr_path)?;
     let mut lines = 0;
     if let Some(stdout) = child.stdout.take() {
         let mut reader = BufReader::with_capacity(1 << 16, stdout);
