@@ -206,7 +206,7 @@ pub fn carry_out(
         items = fresh.plan.items.len(),
         "act-time decision"
     );
-    fresh.snap.seen.sort_unstable();
+    fresh.snap.passed_over.sort_unstable();
     let recheck = Recheck::new(&fresh, &decider.namespaces);
 
     // Signal, restart, exec: one at a time, as the fresh decision says.
@@ -221,25 +221,20 @@ pub fn carry_out(
     }
 
     // Socket items: confirmed (each then kept as its socket's place in the fresh snapshot,
-    // the fresh plan freed) or skipped; the destroys together, per namespace.
-    let mut results: Vec<Option<Result3>> = vec![None; sockets.len()];
-    let mut confirmed: Vec<Option<u32>> = vec![None; sockets.len()];
+    // the fresh plan freed) or not acted on, with the reason (few: kept by item).
+    let mut confirmed: Vec<u32> = vec![NOT_CONFIRMED; sockets.len()];
+    let mut not_acted: HashMap<usize, Result3> = HashMap::new();
     // The reports of the skipped name the socket as it is now, when it is still there.
     let mut skipped_now: HashMap<usize, KernelSocket> = HashMap::new();
     for (n, p) in sockets.iter().enumerate() {
         let verdict = recheck.verdict(p.key(&kinds), &p.what());
-        match verdict.map(|now| (now, now.socket_indices.first().copied())) {
-            Ok((now, Some(at))) => {
-                if now.action.kind() != ActionKind::Destroy {
-                    results[n] = Some((ActionResult::Logged, None, None));
-                }
-                confirmed[n] = u32::try_from(at).ok();
-            }
-            Ok((_, None)) => {
-                results[n] = Some((ActionResult::Skipped, None, Some("no socket".into())))
+        match verdict.map(|now| now.socket_indices.first().copied()) {
+            Ok(Some(at)) => confirmed[n] = u32::try_from(at).unwrap_or(NOT_CONFIRMED),
+            Ok(None) => {
+                not_acted.insert(n, (ActionResult::Skipped, None, Some("no socket".into())));
             }
             Err((result, message)) => {
-                results[n] = Some((result, None, Some(message.into())));
+                not_acted.insert(n, (result, None, Some(message.into())));
                 if let Some(s) = recheck.fresh_socket(p.netns, p.cookie) {
                     skipped_now.insert(n, s.socket.clone());
                 }
@@ -257,18 +252,25 @@ pub fn carry_out(
         took_ms = started.elapsed().as_millis() as u64,
         "paired; destroying"
     );
-    let destroys: Vec<(usize, &KernelSocket)> = sockets
-        .iter()
-        .enumerate()
-        .filter(|(n, _)| results[*n].is_none())
-        .filter_map(|(n, _)| {
-            let at = confirmed[n]? as usize;
-            fresh.sockets.get(at).map(|s| (n, &s.socket))
-        })
-        .collect();
-    for (n, result) in destroy_all(&destroys, &fresh, ctx.sys) {
-        results[n] = Some(result);
+    // Every item's result, in order: the confirmed destroys' from the kernel, a confirmed
+    // log's "logged", the others' reason.
+    let mut results: Vec<Option<Result3>> = vec![None; sockets.len()];
+    let mut destroys: Vec<(usize, &KernelSocket)> = Vec::new();
+    for (n, p) in sockets.iter().enumerate() {
+        if let Some(result) = not_acted.remove(&n) {
+            results[n] = Some(result);
+            continue;
+        }
+        let Some(now) = fresh.sockets.get(confirmed[n] as usize) else {
+            continue;
+        };
+        match kinds.0[p.kind as usize].1.kind() {
+            ActionKind::Destroy => destroys.push((n, &now.socket)),
+            _ => results[n] = Some((ActionResult::Logged, None, None)),
+        }
     }
+    drop(not_acted);
+    destroy_all(&destroys, &fresh, ctx.sys, &mut results);
     drop(destroys);
     tracing::debug!(
         peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
@@ -281,7 +283,7 @@ pub fn carry_out(
         .collect();
     record_outcomes_of(&sockets, &results, ctx)?;
     for (n, (p, result)) in sockets.iter().zip(results).enumerate() {
-        let now = confirmed[n].and_then(|at| fresh.sockets.get(at as usize));
+        let now = fresh.sockets.get(confirmed[n] as usize);
         reports.report(match now {
             Some(now) => p.report(&kinds, Some(&now.socket), result),
             None => p.report(&kinds, skipped_now.get(&n), result),
@@ -411,12 +413,12 @@ struct PendingOther {
 impl PendingOther {
     fn of(item: &PlanItem, snap: &Snapshot, ctx: &ActContext<'_>) -> PendingOther {
         let process = match &item.target {
-            Target::Process { process, .. } => item
+            Target::Process(target) => item
                 .socket_indices
                 .iter()
                 .filter_map(|i| snap.sockets.get(*i))
                 .flat_map(|s| &s.owners)
-                .find(|o| o.process.id == *process)
+                .find(|o| o.process.id == target.process)
                 .map(|o| Arc::clone(&o.process)),
             _ => None,
         };
@@ -476,6 +478,9 @@ impl PendingOther {
     }
 }
 
+/// A pending socket item the act-time decision did not confirm.
+const NOT_CONFIRMED: u32 = u32::MAX;
+
 /// The outcomes of the pending socket items' intents: `results` in their order.
 fn record_outcomes_of(
     sockets: &[PendingSocket],
@@ -506,8 +511,9 @@ struct Recheck<'f> {
     by_socket: Vec<((NetnsId, Cookie), u32)>,
     /// The other fresh items (a process or a unit: few).
     others: HashMap<ItemKey<'f>, &'f PlanItem>,
-    /// (namespace, cookie, state) of every socket the fresh dumps returned, sorted.
-    seen: &'f [SocketKey],
+    /// (namespace, cookie, state) of the sockets the fresh dumps returned that the fresh
+    /// snapshot left out, sorted.
+    passed_over: &'f [SocketKey],
     /// (namespace, cookie) -> index in the fresh snapshot, sorted, built on first need
     /// (naming a skipped socket's owners now).
     fresh_index: std::cell::OnceCell<Vec<((NetnsId, Cookie), u32)>>,
@@ -535,7 +541,7 @@ fn entries_of<K: Ord + Copy>(sorted: &[(K, u32)], key: K) -> impl Iterator<Item 
 }
 
 impl<'f> Recheck<'f> {
-    /// The index of `fresh`, whose `snap.seen` is sorted.
+    /// The index of `fresh`, whose `snap.passed_over` is sorted.
     fn new(fresh: &'f Planned, names: &'f [Netns]) -> Recheck<'f> {
         let mut by_socket = Vec::new();
         let mut others = HashMap::new();
@@ -551,15 +557,15 @@ impl<'f> Recheck<'f> {
         }
         by_socket.sort_unstable();
         debug_assert!(
-            fresh.snap.seen.windows(2).all(|w| w[0] <= w[1]),
-            "Recheck::new wants the seen keys sorted"
+            fresh.snap.passed_over.windows(2).all(|w| w[0] <= w[1]),
+            "Recheck::new wants the passed-over keys sorted"
         );
         Recheck {
             fresh,
             names,
             by_socket,
             others,
-            seen: &fresh.snap.seen,
+            passed_over: &fresh.snap.passed_over,
             fresh_index: std::cell::OnceCell::new(),
         }
     }
@@ -591,6 +597,16 @@ impl<'f> Recheck<'f> {
         entries_of(index, (netns, cookie))
             .next()
             .and_then(|i| sockets.get(i as usize))
+    }
+
+    /// Whether the fresh dumps returned socket `cookie` of `netns` in `state`.
+    fn seen(&self, netns: NetnsId, cookie: Cookie, state: TcpState) -> bool {
+        self.fresh_socket(netns, cookie)
+            .is_some_and(|s| s.socket.state == state)
+            || self
+                .passed_over
+                .binary_search(&(netns, cookie, state))
+                .is_ok()
     }
 
     fn netns_name(&self, id: NetnsId) -> String {
@@ -632,7 +648,7 @@ impl<'f> Recheck<'f> {
                             self.netns_name(*netns)
                         ),
                     )
-                } else if self.seen.binary_search(&(*netns, *cookie, *state)).is_err() {
+                } else if !self.seen(*netns, *cookie, *state) {
                     (
                         ActionResult::AlreadyGone,
                         format!("gone, or no longer {state}, when re-scanned at act time"),
@@ -650,11 +666,11 @@ impl<'f> Recheck<'f> {
                     )
                 }
             }
-            What::Other(Target::Process { process, comm }) => (
+            What::Other(Target::Process(p)) => (
                 ActionResult::Skipped,
                 format!(
-                    "at act time {comm}({}) no longer holds a socket rule `{rule}` acts on",
-                    process.pid
+                    "at act time {}({}) no longer holds a socket rule `{rule}` acts on",
+                    p.comm, p.process.pid
                 ),
             ),
             What::Other(Target::Unit { unit }) => (
@@ -702,12 +718,21 @@ fn record_plan_only(
 }
 
 /// Where an item's intent (or dry run) was recorded: the record's seq and mode, and its
-/// entry when the record is a batch.
+/// entry when the record is a batch. 16 bytes: a mass leak keeps 100,000.
 #[derive(Debug, Clone, Copy)]
 struct Written {
     seq: u64,
     mode: policy::Mode,
-    entry: Option<u32>,
+    /// [`Written::SINGLE`]: not a batch.
+    entry: u32,
+}
+
+impl Written {
+    const SINGLE: u32 = u32::MAX;
+
+    fn entry(&self) -> Option<u32> {
+        (self.entry != Written::SINGLE).then_some(self.entry)
+    }
 }
 
 /// Whether an item goes into a batch record: a socket target of an action that reads the
@@ -799,9 +824,10 @@ fn record_items(
                 written[i] = Some(Written {
                     seq: record.seq,
                     mode: record.mode,
-                    entry: batch
-                        .is_some()
-                        .then(|| u32::try_from(entry).unwrap_or(u32::MAX)),
+                    entry: match batch {
+                        Some(_) => u32::try_from(entry).unwrap_or(Written::SINGLE - 1),
+                        None => Written::SINGLE,
+                    },
                 });
             }
         })?;
@@ -812,7 +838,7 @@ fn record_items(
             w.unwrap_or(Written {
                 seq: 0,
                 mode,
-                entry: None,
+                entry: Written::SINGLE,
             })
         })
         .collect())
@@ -835,7 +861,7 @@ fn record_outcomes(
             errno: *errno,
             message: message.clone().map(Message::into_owned),
         };
-        match w.entry {
+        match w.entry() {
             None => singles.push(NewRecord::outcome_for(
                 w.seq,
                 w.mode,
@@ -874,10 +900,10 @@ fn act_one(
     let intent = ctx.audit.append(intent_record(now, fresh, ctx))?;
     let (result, errno, message) = match (&*now.action, &now.target) {
         (Action::Log, _) => (ActionResult::Logged, None, None),
-        (Action::Signal { signal }, Target::Process { process, .. }) => {
+        (Action::Signal { signal }, Target::Process(target)) => {
             // The process as the plan saw it, with the pidfd taken then: if it has exited
             // and another process got its pid (and start time), this says so.
-            match planned.filter(|p| p.id == *process) {
+            match planned.filter(|p| p.id == target.process) {
                 Some(scanned) => {
                     signal_result(ctx.sys.signal(scanned, &inodes_of(now, fresh), signal.0))
                 }
@@ -1063,21 +1089,21 @@ fn signal_result(outcome: SignalOutcome) -> Result3 {
     (result, errno, message.map(Message::Borrowed))
 }
 
-/// Destroys the act-time decision confirmed (`items`: each with its place in the caller's
-/// list), per namespace: pipelined SOCK_DESTROYs by full id and cookie (a socket gone
+/// Destroys the act-time decision confirmed (`items`: each with its place in `results`,
+/// where its result goes), per namespace: pipelined SOCK_DESTROYs by full id and cookie (a socket gone
 /// since the re-scan answers ENOENT; a tuple reused answers "not that socket"), then one
 /// dump to confirm they are gone. Their intents are recorded already; the caller records
-/// the outcomes. Returns each item's result.
+/// the outcomes.
 fn destroy_all(
     items: &[(usize, &KernelSocket)],
     fresh: &Snapshot,
     sys: &dyn System,
-) -> Vec<(usize, Result3)> {
+    results: &mut [Option<Result3>],
+) {
     let mut by_netns: HashMap<NetnsId, Vec<(usize, &KernelSocket)>> = HashMap::new();
     for &(n, socket) in items {
         by_netns.entry(socket.netns).or_default().push((n, socket));
     }
-    let mut results = Vec::with_capacity(items.len());
     for (netns_id, targets) in by_netns {
         let sockets: Vec<&KernelSocket> = targets.iter().map(|(_, s)| *s).collect();
         let outcomes = match fresh.netns(netns_id) {
@@ -1093,9 +1119,10 @@ fn destroy_all(
                 })
                 .collect(),
         };
-        results.extend(targets.iter().map(|(n, _)| *n).zip(outcomes));
+        for ((n, _), outcome) in targets.iter().zip(outcomes) {
+            results[*n] = Some(outcome);
+        }
     }
-    results
 }
 
 /// Destroy one namespace's sockets and confirm with a re-dump; one result per socket.
@@ -1197,18 +1224,18 @@ fn describe_with(
         record = record.target(snap.socket_record(s));
     }
     match &item.target {
-        Target::Unit { unit } => record.unit(unit.clone()),
-        Target::Process { process, comm } => {
+        Target::Unit { unit } => record.unit(unit.to_string()),
+        Target::Process(target) => {
             let owner = item
                 .socket_indices
                 .iter()
                 .filter_map(|i| snap.sockets.get(*i))
                 .flat_map(|s| &s.owners)
-                .find(|o| o.process.id == *process);
+                .find(|o| o.process.id == target.process);
             record.process(ProcessRecord {
-                pid: process.pid.0,
-                start_time: process.start_time,
-                comm: comm.clone(),
+                pid: target.process.pid.0,
+                start_time: target.process.start_time,
+                comm: target.comm.clone(),
                 cmdline: owner.map(|o| o.process.cmdline.clone()),
                 unit: owner.and_then(|o| o.process.unit.clone()),
             })
@@ -1222,7 +1249,7 @@ fn audit_action(item: &PlanItem) -> audit::Action {
     match (&*item.action, &item.target) {
         (Action::Signal { signal }, _) => action.signal = Some(signal.to_string()),
         (Action::Exec { .. }, _) => action.command = item.exec.as_ref().map(|e| e.argv.clone()),
-        (Action::Restart, Target::Unit { unit }) => action.unit = Some(unit.clone()),
+        (Action::Restart, Target::Unit { unit }) => action.unit = Some(unit.to_string()),
         _ => {}
     }
     action

@@ -485,6 +485,13 @@ pub struct StuckSocket {
     pub age: Age,
 }
 
+impl StuckSocket {
+    /// (namespace, cookie, state): the socket in its state, across passes.
+    pub fn key(&self) -> (NetnsId, Cookie, TcpState) {
+        (self.socket.netns, self.socket.cookie, self.socket.state)
+    }
+}
+
 /// The holders of a socket: none (an orphan), usually one, kept inline (a mass leak has
 /// 100,000 sockets, each otherwise a heap block of its own), or several after a fork.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -28,9 +28,11 @@ pub struct Snapshot {
     pub unseen: Vec<String>,
     /// The host has been up long enough (49.7 days) for `tcp_info` ages to have wrapped.
     pub tcp_info_may_wrap: bool,
-    /// (namespace, cookie, state) of every socket the dumps returned, before the age and
-    /// port selectors: what a watcher observes to age sockets by first sight.
-    pub seen: Vec<SocketKey>,
+    /// (namespace, cookie, state) of the sockets the dumps returned that the selectors left
+    /// out of `sockets`: with those, every socket seen ([`Snapshot::seen`]), what a watcher
+    /// observes to age sockets by first sight. Kept apart so that a mass leak's 100,000
+    /// selected sockets are not listed twice.
+    pub passed_over: Vec<SocketKey>,
     /// Namespaces (by inode) where the eBPF index holds sockets that were not scanned
     /// (created since they were listed, or not selected): a daemon lists them again.
     pub unlisted: Vec<u64>,
@@ -39,6 +41,20 @@ pub struct Snapshot {
 impl Snapshot {
     pub fn netns(&self, id: NetnsId) -> Option<&Netns> {
         self.namespaces.iter().find(|n| n.id == id)
+    }
+
+    /// (namespace, cookie, state) of every socket the dumps returned, before the age, port
+    /// and owner selectors: the selected ones, then the others.
+    pub fn seen(&self) -> impl Iterator<Item = SocketKey> + '_ {
+        self.sockets
+            .iter()
+            .map(|s| s.key())
+            .chain(self.passed_over.iter().copied())
+    }
+
+    /// How many sockets the dumps returned (the length of [`Snapshot::seen`]).
+    pub fn seen_count(&self) -> usize {
+        self.sockets.len() + self.passed_over.len()
     }
 
     /// Readable names of the dumped namespaces, as the policy engine's `netns` selector
@@ -193,11 +209,10 @@ pub fn scan_with(
         unlisted,
     } = watch;
     let mut sockets = Vec::new();
-    let mut seen = Vec::new();
+    let mut passed_over = Vec::new();
     let mut dumped = Vec::with_capacity(namespaces.len());
     // One dumped socket: observed, aged, kept if the filter's kernel-side selectors take it.
     let mut take = |socket: KernelSocket, tcp_fin_timeout| {
-        seen.push((socket.netns, socket.cookie, socket.state));
         let ctx = AgeContext {
             tcp_fin_timeout,
             uptime,
@@ -217,6 +232,8 @@ pub fn scan_with(
         };
         if filter.matches_kernel_view(&stuck) {
             sockets.push(stuck);
+        } else {
+            passed_over.push(stuck.key());
         }
     };
     for (netns, dump) in namespaces.iter().zip(dumps) {
@@ -298,7 +315,13 @@ pub fn scan_with(
         "owners read"
     );
     if filter.needs_owners() {
-        sockets.retain(|s| filter.matches_owners(s));
+        sockets.retain(|s| {
+            let keep = filter.matches_owners(s);
+            if !keep {
+                passed_over.push(s.key());
+            }
+            keep
+        });
     }
     sockets.sort_by(|a, b| {
         b.age
@@ -316,7 +339,7 @@ pub fn scan_with(
         unreadable_processes,
         unseen,
         tcp_info_may_wrap: age::tcp_info_may_wrap(uptime),
-        seen,
+        passed_over,
         unlisted,
     })
 }

@@ -655,7 +655,7 @@ impl<'a> Daemon<'a> {
         }
         self.unlisted = snap.unlisted.iter().copied().collect();
         let dumped: Vec<_> = snap.namespaces.iter().map(|n| n.id).collect();
-        self.observations.update(&snap.seen, &dumped, now);
+        self.observations.update(snap.seen(), &dumped, now);
         for s in &snap.sockets {
             let since = now - Duration::from_secs(s.age.secs);
             let key = (s.socket.netns, s.socket.cookie, s.socket.state);
@@ -672,7 +672,7 @@ impl<'a> Daemon<'a> {
             }
         }
         let scan_took = scan_started.elapsed();
-        summary.watched = snap.seen.len();
+        summary.watched = snap.seen_count();
         summary.stuck = snap.sockets.len();
         summary.unseen = self.namespace_unseen.len() + snap.unseen.len();
         let (figures, tally) = self.decide_and_act(snap, namespaces, filter, now, summary)?;

@@ -169,9 +169,16 @@ impl ObservationStore {
     /// Record one pass: every socket `seen` gets a first-seen time of `now` unless it has
     /// one; sockets of the namespaces in `dumped` that were not seen are forgotten (closed,
     /// or moved to another state). Namespaces not dumped this pass keep theirs.
-    pub fn update(&mut self, seen: &[SocketKey], dumped: &[NetnsId], now: SystemTime) {
-        let mut present = HashSet::with_capacity(seen.len());
-        for &key in seen {
+    pub fn update(
+        &mut self,
+        seen: impl IntoIterator<Item = impl std::borrow::Borrow<SocketKey>>,
+        dumped: &[NetnsId],
+        now: SystemTime,
+    ) {
+        let seen = seen.into_iter();
+        let mut present = HashSet::with_capacity(seen.size_hint().0);
+        for key in seen {
+            let key = *key.borrow();
             present.insert(key);
             if let std::collections::hash_map::Entry::Vacant(v) = self.times.entry(key) {
                 v.insert(now);
@@ -358,7 +365,7 @@ mod tests {
             at(0),
         );
         // OTHER's dump failed this pass: its socket keeps its age; NS's socket 1 is gone.
-        store.update(&[], &[NS], at(5));
+        store.update(&[] as &[SocketKey], &[NS], at(5));
         assert_eq!(store.first_seen((NS, Cookie(1), TcpState::CloseWait)), None);
         assert_eq!(
             store.first_seen((OTHER, Cookie(2), TcpState::FinWait2)),

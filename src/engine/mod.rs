@@ -194,7 +194,7 @@ pub struct WhyNotes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SocketIndices {
     One([usize; 1]),
-    Many(Vec<usize>),
+    Many(Box<[usize]>),
 }
 
 impl std::ops::Deref for SocketIndices {
@@ -211,7 +211,7 @@ impl From<Vec<usize>> for SocketIndices {
     fn from(v: Vec<usize>) -> SocketIndices {
         match v.as_slice() {
             [one] => SocketIndices::One([*one]),
-            _ => SocketIndices::Many(v),
+            _ => SocketIndices::Many(v.into_boxed_slice()),
         }
     }
 }
@@ -244,18 +244,35 @@ pub struct ExecCommand {
 pub enum Target {
     /// One socket (destroy, log, exec).
     Socket { cookie: Cookie, index: usize },
-    /// One process (signal; or a restart held back because the process has no unit).
-    Process { process: ProcessId, comm: String },
+    /// One process (signal; or a restart held back because the process has no unit);
+    /// boxed, so that the common socket target keeps every item small.
+    Process(Box<ProcessTarget>),
     /// One systemd unit (restart).
-    Unit { unit: String },
+    Unit { unit: Box<str> },
+}
+
+/// A process an item is aimed at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProcessTarget {
+    pub process: ProcessId,
+    pub comm: String,
+}
+
+impl Target {
+    pub fn process(process: ProcessId, comm: &str) -> Target {
+        Target::Process(Box::new(ProcessTarget {
+            process,
+            comm: comm.to_string(),
+        }))
+    }
 }
 
 impl Target {
     pub fn key(&self) -> TargetKey {
         match self {
             Target::Socket { cookie, .. } => TargetKey::Socket(*cookie),
-            Target::Process { process, .. } => TargetKey::Process(*process),
-            Target::Unit { unit } => TargetKey::Unit(unit.clone()),
+            Target::Process(p) => TargetKey::Process(p.process),
+            Target::Unit { unit } => TargetKey::Unit(unit.to_string()),
         }
     }
 }
@@ -269,12 +286,14 @@ impl Target {
                 netns_inode: sockets.get(*index).map_or(0, |s| s.socket.netns.inode),
                 cookie: cookie.0,
             },
-            Target::Process { process, comm } => TargetRef::Process {
-                pid: process.pid.0,
-                start_time: process.start_time,
-                comm: comm.clone(),
+            Target::Process(p) => TargetRef::Process {
+                pid: p.process.pid.0,
+                start_time: p.process.start_time,
+                comm: p.comm.clone(),
             },
-            Target::Unit { unit } => TargetRef::Unit { unit: unit.clone() },
+            Target::Unit { unit } => TargetRef::Unit {
+                unit: unit.to_string(),
+            },
         }
     }
 }
@@ -297,7 +316,7 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Target::Socket { cookie, .. } => write!(f, "socket {cookie}"),
-            Target::Process { process, comm } => write!(f, "{comm}({})", process.pid),
+            Target::Process(p) => write!(f, "{}({})", p.comm, p.process.pid),
             Target::Unit { unit } => f.write_str(unit),
         }
     }
@@ -890,7 +909,7 @@ impl<'a> Planner<'a> {
         let mut escalations: HashMap<OwnerKey, Option<String>> = HashMap::new();
         for &i in won {
             let g = self.group_of(r, i, &mut escalations);
-            if !matches!(g.target, Target::Process { .. } | Target::Unit { .. }) {
+            if !matches!(g.target, Target::Process(_) | Target::Unit { .. }) {
                 slots.push(Slot::Socket(i));
                 continue;
             }
@@ -964,21 +983,16 @@ impl<'a> Planner<'a> {
             ActionKind::Signal | ActionKind::Restart => match self.principal(r, i) {
                 None => (socket_target, Some(HeldReason::NoOwner)),
                 Some(p) => match (&p.unit, action.kind()) {
-                    (Some(u), ActionKind::Restart) => (Target::Unit { unit: u.clone() }, None),
-                    (None, ActionKind::Restart) => (
-                        Target::Process {
-                            process: p.id,
-                            comm: p.comm.clone(),
-                        },
-                        Some(HeldReason::NoUnit),
-                    ),
-                    _ => (
-                        Target::Process {
-                            process: p.id,
-                            comm: p.comm.clone(),
+                    (Some(u), ActionKind::Restart) => (
+                        Target::Unit {
+                            unit: u.as_str().into(),
                         },
                         None,
                     ),
+                    (None, ActionKind::Restart) => {
+                        (Target::process(p.id, &p.comm), Some(HeldReason::NoUnit))
+                    }
+                    _ => (Target::process(p.id, &p.comm), None),
                 },
             },
         };
@@ -1007,7 +1021,7 @@ impl<'a> Planner<'a> {
                     // observe shows exactly what enforce would do.
                     *self.rate_used.entry(kind).or_default() += 1;
                     if let Target::Unit { unit } = &g.target {
-                        *self.restarts_used.entry(unit.clone()).or_default() += 1;
+                        *self.restarts_used.entry(unit.to_string()).or_default() += 1;
                     }
                     if let Some(p) = self.principal(r, g.sockets[0]) {
                         *self.fraction_used.entry((r, p.id)).or_default() += 1;
@@ -1099,7 +1113,7 @@ impl<'a> Planner<'a> {
                 Target::Unit { unit } => {
                     let limit = guards.max_restarts_per_unit_per_hour;
                     let used = input.history.restarts(unit, input.now, 3600)
-                        + self.restarts_used.get(unit).copied().unwrap_or(0);
+                        + self.restarts_used.get(&**unit).copied().unwrap_or(0);
                     (used >= limit).then(|| HeldReason::Budget {
                         budget: "max_restarts_per_unit_per_hour".to_string(),
                         limit,

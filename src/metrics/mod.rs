@@ -275,9 +275,9 @@ impl PassFigures {
         };
         let origin = |id| origins.get(&id).copied().unwrap_or(&unknown);
         let mut watched = BTreeMap::new();
-        for (netns, _, state) in &snap.seen {
+        for (netns, _, state) in snap.seen() {
             *watched
-                .entry((*state, origin(*netns).label.clone()))
+                .entry((state, origin(netns).label.clone()))
                 .or_insert(0) += 1;
         }
         let mut stuck = BTreeMap::new();

@@ -71,7 +71,7 @@ fn snapshot(taken_at: u64, sockets: Vec<StuckSocket>) -> Snapshot {
         warnings: vec![],
         owners_scanned: true,
         unreadable_processes: 0,
-        seen: vec![],
+        passed_over: vec![],
         unlisted: vec![],
     }
 }
@@ -653,8 +653,7 @@ fn groups_are_labelled_by_pod_and_container_and_every_watched_socket_counts() {
     app.container = Some("bbbbbbbbbbbb".into());
     let app = Arc::new(app);
     snap.sockets = vec![sock(1, ODD, TcpState::CloseWait, 30, &[&app])];
-    snap.seen = vec![
-        (ODD, Cookie(1), TcpState::CloseWait),
+    snap.passed_over = vec![
         (ODD, Cookie(2), TcpState::CloseWait),
         (ODD, Cookie(3), TcpState::FinWait2),
         (HOST, Cookie(4), TcpState::FinWait2),
