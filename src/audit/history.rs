@@ -2,6 +2,7 @@
 //! dry-run entry, paired with its outcome, becomes one [`engine::PastAction`] that the
 //! [`History`] keeps as far as cooldowns, budgets and escalation need it.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -15,6 +16,7 @@ use super::record::{AuditRecord, RecordKind};
 use crate::engine::{History, Keep, OwnerKey, PastAction, PastOutcome, TargetKey};
 use crate::model::{Cookie, Pid, ProcessId};
 use crate::outcome::ActionResult;
+use crate::policy::ActionKind;
 
 /// How far back the engine looks: the longest budget window (restarts per unit per hour)
 /// plus room for cooldowns and escalation windows. Callers pass `now - HISTORY_LOOKBACK`.
@@ -53,8 +55,17 @@ fn read_into<S: Sink>(path: &Path, since: SystemTime, sink: S) -> Result<S, Audi
     for file in &chosen {
         for_each_line(file, |_, bytes, _| {
             // Unreadable lines (a torn tail) are not history; `audit verify` reports them.
-            if let Ok(record) = serde_json::from_slice::<AuditRecord>(bytes) {
-                reader.add(record);
+            // A batch is read as the few fields the history needs (its sockets' addresses,
+            // owners' command lines and explanations are skipped, not copied); any other
+            // record whole.
+            match serde_json::from_slice::<BatchView>(bytes) {
+                Ok(view) if view.batch.is_some() => reader.add_batch_view(view),
+                Ok(_) => {
+                    if let Ok(record) = serde_json::from_slice::<AuditRecord>(bytes) {
+                        reader.add(record);
+                    }
+                }
+                Err(_) => {}
             }
             ControlFlow::Continue(())
         })?;
@@ -65,11 +76,20 @@ fn read_into<S: Sink>(path: &Path, since: SystemTime, sink: S) -> Result<S, Audi
 /// Where the reader puts each past action once its outcome is known.
 trait Sink {
     fn push(&mut self, key: AnswerKey, action: PastAction);
+
+    /// Whether the owner of `rule`'s actions is asked about (escalation follows it).
+    fn keeps_owner(&self, _rule: &str) -> bool {
+        true
+    }
 }
 
 impl Sink for History {
     fn push(&mut self, _: AnswerKey, action: PastAction) {
         self.add(action);
+    }
+
+    fn keeps_owner(&self, rule: &str) -> bool {
+        self.keeps_steps_of(rule)
     }
 }
 
@@ -124,10 +144,42 @@ pub fn past_actions_from(records: &[AuditRecord], since: SystemTime) -> Vec<Past
 struct Reader<S> {
     since: SystemTime,
     sink: S,
-    /// Intents not answered yet (an outcome comes after its intent).
+    /// Single intents not answered yet (an outcome comes after its intent).
     pending: HashMap<AnswerKey, PastAction>,
+    /// Batch intents not answered yet, by seq: a few words per socket (a mass cleanup's
+    /// 100,000 intents all wait for their outcomes, written after the destroys).
+    pending_batches: HashMap<u64, PendingBatch>,
     /// Rule names, each allocated once (a mass cleanup's batch names one rule 4,096 times).
-    rules: HashMap<String, Arc<str>>,
+    rules: HashMap<String, u32>,
+    rule_names: Vec<Arc<str>>,
+}
+
+/// An unanswered batch intent.
+struct PendingBatch {
+    time: SystemTime,
+    action: ActionKind,
+    /// By entry; `None` once answered.
+    entries: Vec<Option<PendingEntry>>,
+    /// The owners of the entries whose rule escalation follows (by entry).
+    owners: HashMap<u32, OwnerKey>,
+}
+
+/// One socket of an unanswered batch intent.
+#[derive(Clone, Copy)]
+struct PendingEntry {
+    /// Index into [`Reader::rule_names`].
+    rule: u32,
+    escalated: bool,
+    cookie: u64,
+}
+
+/// One socket of a batch intent as the reader takes it.
+struct BatchSocket<'a> {
+    rule: &'a str,
+    escalated: bool,
+    cookie: u64,
+    /// The first owner's unit, else that owner (as for a single record).
+    owner: Option<OwnerKey>,
 }
 
 impl<S: Sink> Reader<S> {
@@ -136,17 +188,25 @@ impl<S: Sink> Reader<S> {
             since,
             sink,
             pending: HashMap::new(),
+            pending_batches: HashMap::new(),
             rules: HashMap::new(),
+            rule_names: Vec::new(),
         }
     }
 
-    fn rule(&mut self, name: &str) -> Arc<str> {
-        if let Some(rule) = self.rules.get(name) {
-            return Arc::clone(rule);
+    fn rule_index(&mut self, name: &str) -> u32 {
+        if let Some(&i) = self.rules.get(name) {
+            return i;
         }
-        let rule: Arc<str> = Arc::from(name);
-        self.rules.insert(name.to_string(), Arc::clone(&rule));
-        rule
+        let i = u32::try_from(self.rule_names.len()).unwrap_or(u32::MAX);
+        self.rule_names.push(Arc::from(name));
+        self.rules.insert(name.to_string(), i);
+        i
+    }
+
+    fn rule(&mut self, name: &str) -> Arc<str> {
+        let i = self.rule_index(name);
+        Arc::clone(&self.rule_names[i as usize])
     }
 
     fn add(&mut self, record: AuditRecord) {
@@ -178,61 +238,151 @@ impl<S: Sink> Reader<S> {
         }
     }
 
-    /// A batch, entry by entry, as [`AuditRecord::entries`] would give them, without making
-    /// a record of each: a mass cleanup's batches hold 4,096 sockets each.
+    /// A batch record read whole.
     fn add_batch(&mut self, record: AuditRecord) {
         let Some(batch) = &record.batch else {
             return;
         };
-        match record.kind {
+        let action = record.action.as_ref().map(|a| a.kind);
+        let sockets = batch.targets.iter().map(|t| {
+            let owners = t.owners.iter().filter_map(|&(p, _)| batch.processes.get(p));
+            BatchSocket {
+                rule: &t.rule,
+                escalated: t.escalated,
+                cookie: t.cookie,
+                owner: first_owner(owners.map(|p| (p.pid, p.start_time, p.unit.as_deref()))),
+            }
+        });
+        let results = batch.results.iter().map(|o| o.result.name());
+        self.add_batch_parts(
+            record.kind,
+            record.seq,
+            record.timestamp(),
+            action,
+            record.intent_seq,
+            sockets,
+            results,
+        );
+    }
+
+    /// A batch record read as [`BatchView`].
+    fn add_batch_view(&mut self, view: BatchView<'_>) {
+        let Some(batch) = &view.batch else {
+            return;
+        };
+        let sockets = batch.targets.iter().map(|t| {
+            let owners = t.owners.iter().filter_map(|&(p, _)| batch.processes.get(p));
+            BatchSocket {
+                rule: &t.rule,
+                escalated: t.escalated,
+                cookie: t.cookie,
+                owner: first_owner(owners.map(|p| (p.pid, p.start_time, p.unit.as_deref()))),
+            }
+        });
+        let results = batch.results.iter().map(|o| &*o.result);
+        self.add_batch_parts(
+            view.kind,
+            view.seq,
+            humantime::parse_rfc3339_weak(&view.time).ok(),
+            view.action.map(|a| a.kind),
+            view.intent_seq,
+            sockets,
+            results,
+        );
+    }
+
+    /// A batch, entry by entry, as [`AuditRecord::entries`] would give them, without making
+    /// a record of each: a mass cleanup's batches hold 4,096 sockets each. An intent's
+    /// entries wait for their outcomes as [`PendingEntry`]s.
+    #[allow(clippy::too_many_arguments)]
+    fn add_batch_parts<'s, 'r>(
+        &mut self,
+        kind: RecordKind,
+        seq: u64,
+        time: Option<SystemTime>,
+        action: Option<ActionKind>,
+        intent_seq: Option<u64>,
+        sockets: impl Iterator<Item = BatchSocket<'s>>,
+        results: impl Iterator<Item = &'r str>,
+    ) {
+        match kind {
             RecordKind::Intent | RecordKind::DryRun => {
-                let Some(time) = record.timestamp().filter(|t| *t >= self.since) else {
+                let Some(time) = time.filter(|t| *t >= self.since) else {
                     return;
                 };
-                let Some(action) = record.action.as_ref().map(|a| a.kind) else {
+                let Some(action) = action else {
                     return;
                 };
-                for (i, t) in batch.targets.iter().enumerate() {
-                    let key = (record.seq, u32::try_from(i).ok());
-                    // As for a single record: the first owner's unit, else that owner.
-                    let owners = t.owners.iter().filter_map(|&(p, _)| batch.processes.get(p));
-                    let owner = match owners.clone().find_map(|p| p.unit.as_ref()) {
-                        Some(unit) => Some(OwnerKey::Unit(unit.clone())),
-                        None => owners
-                            .take(1)
-                            .next()
-                            .map(|p| OwnerKey::Process(process_id(p.pid, p.start_time))),
+                let mut pending = PendingBatch {
+                    time,
+                    action,
+                    entries: Vec::with_capacity(sockets.size_hint().0),
+                    owners: HashMap::new(),
+                };
+                for (i, socket) in sockets.enumerate() {
+                    let entry = PendingEntry {
+                        rule: self.rule_index(socket.rule),
+                        escalated: socket.escalated,
+                        cookie: socket.cookie,
                     };
-                    let mut past = PastAction {
-                        time,
-                        rule: self.rule(&t.rule),
-                        action,
-                        escalated: t.escalated,
-                        target: TargetKey::Socket(Cookie(t.cookie)),
-                        owner,
-                        outcome: PastOutcome::Unknown,
-                    };
-                    if record.kind == RecordKind::DryRun {
+                    let i = u32::try_from(i).unwrap_or(u32::MAX);
+                    if kind == RecordKind::DryRun {
+                        let mut past = self.past_of(&pending, entry, socket.owner);
                         past.outcome = PastOutcome::DryRun;
-                        self.sink.push(key, past);
-                    } else {
-                        self.pending.insert(key, past);
+                        self.sink.push((seq, Some(i)), past);
+                        continue;
                     }
+                    if let Some(owner) = socket.owner.filter(|_| self.sink.keeps_owner(socket.rule))
+                    {
+                        pending.owners.insert(i, owner);
+                    }
+                    pending.entries.push(Some(entry));
+                }
+                if kind == RecordKind::Intent {
+                    self.pending_batches.insert(seq, pending);
                 }
             }
             RecordKind::Outcome => {
-                let Some(intent) = record.intent_seq else {
+                let Some(intent) = intent_seq else {
                     return;
                 };
-                for (i, outcome) in batch.results.iter().enumerate() {
-                    let key = (intent, u32::try_from(i).ok());
-                    if let Some(mut action) = self.pending.remove(&key) {
-                        action.outcome = past_outcome(Some(outcome.result.name()));
-                        self.sink.push(key, action);
-                    }
+                let Some(mut pending) = self.pending_batches.remove(&intent) else {
+                    return;
+                };
+                for (i, result) in results.enumerate() {
+                    let Some(entry) = pending.entries.get_mut(i).and_then(Option::take) else {
+                        continue;
+                    };
+                    let i = u32::try_from(i).unwrap_or(u32::MAX);
+                    let owner = pending.owners.remove(&i);
+                    let mut past = self.past_of(&pending, entry, owner);
+                    past.outcome = past_outcome(Some(result));
+                    self.sink.push((intent, Some(i)), past);
+                }
+                // Entries the outcome does not answer stay pending.
+                if pending.entries.iter().any(Option::is_some) {
+                    self.pending_batches.insert(intent, pending);
                 }
             }
             RecordKind::Note => {}
+        }
+    }
+
+    /// The past action of one socket of a batch intent.
+    fn past_of(
+        &self,
+        batch: &PendingBatch,
+        entry: PendingEntry,
+        owner: Option<OwnerKey>,
+    ) -> PastAction {
+        PastAction {
+            time: batch.time,
+            rule: Arc::clone(&self.rule_names[entry.rule as usize]),
+            action: batch.action,
+            escalated: entry.escalated,
+            target: TargetKey::Socket(Cookie(entry.cookie)),
+            owner,
+            outcome: PastOutcome::Unknown,
         }
     }
 
@@ -252,8 +402,18 @@ impl<S: Sink> Reader<S> {
 
     /// Intents never answered (a crash mid-action, a failed outcome write) count as done.
     fn finish(mut self) -> S {
-        for (key, action) in self.pending.drain() {
+        for (key, action) in std::mem::take(&mut self.pending) {
             self.sink.push(key, action);
+        }
+        for (seq, mut batch) in std::mem::take(&mut self.pending_batches) {
+            for (i, entry) in batch.entries.iter().enumerate() {
+                if let Some(entry) = entry {
+                    let i = u32::try_from(i).unwrap_or(u32::MAX);
+                    let owner = batch.owners.remove(&i);
+                    let past = self.past_of(&batch, *entry, owner);
+                    self.sink.push((seq, Some(i)), past);
+                }
+            }
         }
         self.sink
     }
@@ -304,4 +464,73 @@ fn process_id(pid: i32, start_time: u64) -> ProcessId {
         pid: Pid(pid),
         start_time,
     }
+}
+
+/// The owner a batch socket's action was about: its first owner's unit, else that owner
+/// (`owners`: pid, start time, unit).
+fn first_owner<'a>(
+    mut owners: impl Iterator<Item = (i32, u64, Option<&'a str>)> + Clone,
+) -> Option<OwnerKey> {
+    match owners.clone().find_map(|(_, _, unit)| unit) {
+        Some(unit) => Some(OwnerKey::Unit(unit.to_string())),
+        None => owners
+            .next()
+            .map(|(pid, start_time, _)| OwnerKey::Process(process_id(pid, start_time))),
+    }
+}
+
+/// What the history needs of a batch record, borrowed from its line; serde skips the rest
+/// (each socket's address, explanation, owners' command lines) without copying it.
+#[derive(serde::Deserialize)]
+struct BatchView<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    kind: RecordKind,
+    #[serde(default)]
+    action: Option<ActionView>,
+    #[serde(default)]
+    intent_seq: Option<u64>,
+    #[serde(default, borrow)]
+    batch: Option<BatchBodyView<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ActionView {
+    kind: ActionKind,
+}
+
+#[derive(serde::Deserialize)]
+struct BatchBodyView<'a> {
+    #[serde(default, borrow)]
+    processes: Vec<ProcessView<'a>>,
+    #[serde(default, borrow)]
+    targets: Vec<TargetView<'a>>,
+    #[serde(default, borrow)]
+    results: Vec<ResultView<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ProcessView<'a> {
+    pid: i32,
+    start_time: u64,
+    #[serde(default, borrow)]
+    unit: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+struct TargetView<'a> {
+    #[serde(borrow)]
+    rule: Cow<'a, str>,
+    #[serde(default)]
+    escalated: bool,
+    cookie: u64,
+    #[serde(default)]
+    owners: Vec<(usize, i32)>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResultView<'a> {
+    #[serde(borrow)]
+    result: Cow<'a, str>,
 }

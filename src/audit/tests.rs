@@ -896,11 +896,27 @@ fn a_batch_gives_the_history_of_its_entries() {
         .clone()
         .entries()
         .into_iter()
-        .chain(outcome.entries())
+        .chain(outcome.clone().entries())
         .collect();
     let one_by_one = past_actions_from(&expanded, at(0));
     assert_eq!(whole.len(), 3);
     assert_eq!(whole, one_by_one);
+    // Read from a file, a batch is read as the few fields the history needs: the same.
+    // A second intent left unanswered counts as done, as it would whole.
+    let mut unanswered = intent.clone();
+    unanswered.seq = 3;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    let lines: Vec<String> = [&intent, &outcome, &unanswered]
+        .iter()
+        .map(|r| serde_json::to_string(r).expect("json"))
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").expect("write");
+    let from_file = past_actions(&path, at(0)).expect("history");
+    let read_whole = past_actions_from(&[intent.clone(), outcome.clone(), unanswered], at(0));
+    assert_eq!(from_file.len(), 6);
+    assert_eq!(from_file, read_whole);
+    assert_eq!(&from_file[..3], &whole[..]);
     // A dry-run batch too.
     let mut dry = intent;
     dry.kind = RecordKind::DryRun;

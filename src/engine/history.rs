@@ -142,6 +142,15 @@ impl History {
         }
     }
 
+    /// Whether the steps of `rule` are kept (it escalates): only then is who an action was
+    /// about asked.
+    pub fn keeps_steps_of(&self, rule: &str) -> bool {
+        self.keep
+            .only
+            .as_ref()
+            .map_or(true, |k| k.escalating_rules.contains(rule))
+    }
+
     /// Counted actions of `kind` less than `window` seconds before `now` (one in the
     /// future counts as just now).
     pub(crate) fn count(&self, kind: ActionKind, now: SystemTime, window: u64) -> u32 {
