@@ -72,6 +72,10 @@ pub struct ActionReport {
     /// The intent record's seq, when one was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intent_seq: Option<u64>,
+    /// A socket's age in its state when it was acted on (the metrics' destroyed-age
+    /// histogram).
+    #[serde(skip)]
+    pub age_secs: Option<u64>,
 }
 
 impl ActionReport {
@@ -195,7 +199,7 @@ pub fn carry_out(
             let results: Vec<Result3> = sockets.iter().map(|_| failed()).collect();
             record_outcomes_of(&sockets, &results, ctx)?;
             for (p, r) in sockets.iter().zip(results) {
-                reports.report(p.report(&kinds, None, r));
+                reports.report(p.report(&kinds, None, None, r));
             }
             return Ok(());
         }
@@ -285,8 +289,8 @@ pub fn carry_out(
     for (n, (p, result)) in sockets.iter().zip(results).enumerate() {
         let now = fresh.sockets.get(confirmed[n] as usize);
         reports.report(match now {
-            Some(now) => p.report(&kinds, Some(&now.socket), result),
-            None => p.report(&kinds, skipped_now.get(&n), result),
+            Some(now) => p.report(&kinds, Some(&now.socket), Some(now.age.secs), result),
+            None => p.report(&kinds, skipped_now.get(&n), None, result),
         });
     }
     tracing::debug!(
@@ -373,7 +377,14 @@ impl PendingSocket {
 
     /// Its report: the socket as it is now (`now`, when it is still there), else as the
     /// plan named it.
-    fn report(&self, kinds: &Kinds, now: Option<&KernelSocket>, result: Result3) -> ActionReport {
+    /// `age`: the socket's age now, when it is still there.
+    fn report(
+        &self,
+        kinds: &Kinds,
+        now: Option<&KernelSocket>,
+        age: Option<u64>,
+        result: Result3,
+    ) -> ActionReport {
         let (rule, action, _) = &kinds.0[self.kind as usize];
         let (result, errno, message) = result;
         let target = match now {
@@ -393,6 +404,7 @@ impl PendingSocket {
             errno,
             message: message.map(Message::into_owned),
             intent_seq: Some(self.written.seq),
+            age_secs: age,
         }
     }
 }
@@ -474,6 +486,7 @@ impl PendingOther {
             errno,
             message: message.map(Message::into_owned),
             intent_seq: Some(intent.seq),
+            age_secs: None,
         })
     }
 }
@@ -1281,6 +1294,7 @@ fn report(
         errno,
         message,
         intent_seq,
+        age_secs: None,
     }
 }
 

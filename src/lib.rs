@@ -28,6 +28,7 @@ pub mod filter;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod observed;
 pub mod outcome;
 pub mod output;
 pub mod policy;

@@ -100,7 +100,7 @@ pub type SocketKey = (NetnsId, Cookie, TcpState);
 
 /// When the agent first saw each socket in its state, for ages by observation (the daemon
 /// fills this; a one-shot scan has none).
-pub type Observations = HashMap<SocketKey, SystemTime>;
+pub use crate::observed::Observations;
 
 /// Scan the selected namespaces for sockets matching `filter`, as a one-shot command does
 /// (owners read alongside the dumps).
@@ -217,8 +217,8 @@ pub fn scan_with(
             tcp_fin_timeout,
             uptime,
             observed: observations
-                .get(&(socket.netns, socket.cookie, socket.state))
-                .and_then(|first| now.duration_since(*first).ok()),
+                .get((socket.netns, socket.cookie, socket.state))
+                .and_then(|first| now.duration_since(first).ok()),
             entered: entered
                 .get(&socket.cookie)
                 .filter(|e| e.state == socket.state)

@@ -3,7 +3,6 @@
 //! does not reset ages. A first-seen time only ever moves earlier: to first sight, or to
 //! when the kernel's evidence says the socket entered its state, so an age never shrinks.
 
-use std::collections::HashSet;
 use std::fs::{self, DirBuilder};
 use std::io;
 use std::os::unix::fs::DirBuilderExt;
@@ -163,33 +162,17 @@ impl ObservationStore {
     }
 
     pub fn first_seen(&self, key: SocketKey) -> Option<SystemTime> {
-        self.times.get(&key).copied()
+        self.times.get(key)
     }
 
-    /// Record one pass: every socket `seen` gets a first-seen time of `now` unless it has
-    /// one; sockets of the namespaces in `dumped` that were not seen are forgotten (closed,
-    /// or moved to another state). Namespaces not dumped this pass keep theirs.
+    /// Record one pass (see [`Observations::observe`]).
     pub fn update(
         &mut self,
         seen: impl IntoIterator<Item = impl std::borrow::Borrow<SocketKey>>,
         dumped: &[NetnsId],
         now: SystemTime,
     ) {
-        let seen = seen.into_iter();
-        let mut present = HashSet::with_capacity(seen.size_hint().0);
-        for key in seen {
-            let key = *key.borrow();
-            present.insert(key);
-            if let std::collections::hash_map::Entry::Vacant(v) = self.times.entry(key) {
-                v.insert(now);
-                self.dirty = true;
-            }
-        }
-        let dumped: HashSet<NetnsId> = dumped.iter().copied().collect();
-        let before = self.times.len();
-        self.times
-            .retain(|key, _| !dumped.contains(&key.0) || present.contains(key));
-        self.dirty |= self.times.len() != before;
+        self.dirty |= self.times.observe(seen, dumped, now);
     }
 
     /// The kernel's evidence says the socket has been in `state` since at least `since`:
@@ -197,15 +180,7 @@ impl ObservationStore {
     /// whole seconds; smaller moves would rewrite the file every pass). Then a later pass
     /// whose `tcp_info` figure was reset by traffic still reports the older age.
     pub fn backdate(&mut self, key: SocketKey, since: SystemTime) {
-        if let Some(first) = self.times.get_mut(&key) {
-            if first
-                .duration_since(since)
-                .is_ok_and(|d| d > Duration::from_secs(1))
-            {
-                *first = since;
-                self.dirty = true;
-            }
-        }
+        self.dirty |= self.times.move_earlier(key, since, Duration::from_secs(1));
     }
 
     /// Write the file if anything changed: a temporary file in the same directory, fsync,
@@ -234,7 +209,7 @@ impl ObservationStore {
         let mut sockets: Vec<Entry> = self
             .times
             .iter()
-            .map(|(&(netns, cookie, state), first)| Entry {
+            .map(|((netns, cookie, state), first)| Entry {
                 netns_dev: netns.dev,
                 netns_inode: netns.inode,
                 cookie: cookie.0,

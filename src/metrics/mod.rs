@@ -259,8 +259,6 @@ pub struct PassFigures {
     stuck: BTreeMap<Group, u64>,
     oldest: BTreeMap<Group, u64>,
     watched: BTreeMap<(TcpState, String), u64>,
-    /// Cookie -> age in seconds of every stuck socket.
-    age_of: std::collections::HashMap<u64, u64>,
     /// (guard, rule) -> held items.
     refusals: BTreeMap<(String, String), u64>,
 }
@@ -282,7 +280,6 @@ impl PassFigures {
         }
         let mut stuck = BTreeMap::new();
         let mut oldest: BTreeMap<Group, u64> = BTreeMap::new();
-        let mut age_of = std::collections::HashMap::with_capacity(snap.sockets.len());
         for s in &snap.sockets {
             let first_owner = |f: fn(&crate::model::Process) -> Option<&str>| {
                 s.owners.iter().find_map(|o| f(&o.process))
@@ -301,7 +298,6 @@ impl PassFigures {
             let age = oldest.entry(key.clone()).or_insert(0);
             *age = (*age).max(s.age.secs);
             *stuck.entry(key).or_insert(0) += 1;
-            age_of.insert(s.socket.cookie.0, s.age.secs);
         }
         let mut refusals = BTreeMap::new();
         for item in &plan.items {
@@ -317,7 +313,6 @@ impl PassFigures {
             stuck,
             oldest,
             watched,
-            age_of,
             refusals,
         }
     }
@@ -359,9 +354,22 @@ impl Metrics {
         reports: &[ActionReport],
         scan_duration: Duration,
     ) {
+        // A report without the socket's age (made outside `carry_out`) takes the
+        // snapshot's.
+        let age_of: std::collections::HashMap<u64, u64> = snap
+            .sockets
+            .iter()
+            .map(|s| (s.socket.cookie.0, s.age.secs))
+            .collect();
         let mut tally = ActionTally::default();
         for r in reports {
-            tally.add(r);
+            let mut r = r.clone();
+            if let (None, crate::record::TargetRef::Socket { cookie, .. }) =
+                (r.age_secs, &r.target_ref)
+            {
+                r.age_secs = age_of.get(cookie).copied();
+            }
+            tally.add(&r);
         }
         self.observe_figures(PassFigures::of(snap, plan), &tally, scan_duration);
     }
@@ -380,18 +388,15 @@ impl Metrics {
             stuck,
             oldest,
             watched,
-            age_of,
             refusals,
         } = figures;
         let mut st = self.lock();
         st.stuck = stuck;
         st.oldest = oldest;
         st.watched = watched;
-        for cookie in &tally.destroyed {
-            if let Some(age) = age_of.get(cookie) {
-                // u64 seconds to f64 is exact below 2^53 s.
-                st.destroyed_ages.observe(*age as f64);
-            }
+        for age in &tally.destroyed_ages {
+            // u64 seconds to f64 is exact below 2^53 s.
+            st.destroyed_ages.observe(*age as f64);
         }
         st.scan.observe(scan_duration.as_secs_f64());
         st.passes += 1;
@@ -780,15 +785,14 @@ fn action_name(action: &str) -> &'static str {
 pub struct ActionTally {
     /// (action, rule, result) and how many: few distinct ones, however many actions.
     actions: Vec<((String, String, String), u64)>,
-    destroyed: Vec<u64>,
+    /// The ages of the sockets destroyed (when their reports say).
+    destroyed_ages: Vec<u64>,
 }
 
 impl ActionTally {
     pub fn add(&mut self, r: &ActionReport) {
-        if let (ActionResult::Destroyed, crate::record::TargetRef::Socket { cookie, .. }) =
-            (&r.result, &r.target_ref)
-        {
-            self.destroyed.push(*cookie);
+        if let (ActionResult::Destroyed, Some(age)) = (&r.result, r.age_secs) {
+            self.destroyed_ages.push(age);
         }
         let action = action_name(&r.action);
         let result = r.result.to_string();

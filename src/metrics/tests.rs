@@ -111,6 +111,7 @@ fn report(rule: &str, action: &str, result: &str) -> ActionReport {
         errno: None,
         message: None,
         intent_seq: Some(1),
+        age_secs: None,
     }
 }
 
