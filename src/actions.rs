@@ -828,8 +828,9 @@ fn record_items(
     };
     let mut written = vec![None; items.len()];
     let mut placed = layout.iter();
-    ctx.audit
-        .append_streamed(layout.iter().map(make), |record| {
+    let records = layout.iter().map(make);
+    let mut append = |records: &mut dyn Iterator<Item = NewRecord>| {
+        ctx.audit.append_streamed(records, |record| {
             let Some((batch, members)) = placed.next() else {
                 return;
             };
@@ -843,7 +844,13 @@ fn record_items(
                     },
                 });
             }
-        })?;
+        })
+    };
+    if layout.len() > 1 {
+        made_ahead(records, append)?;
+    } else {
+        append(&mut { records })?;
+    }
     // Every item is in exactly one record (a socket item always has its socket).
     Ok(written
         .into_iter()
@@ -855,6 +862,27 @@ fn record_items(
             })
         })
         .collect())
+}
+
+/// `consume` the items of `produce`, made on another thread one ahead: a mass cleanup's
+/// audit records are made (explanations, socket records) while the one before is sealed
+/// and written.
+fn made_ahead<T: Send, R>(
+    produce: impl Iterator<Item = T> + Send,
+    consume: impl FnOnce(&mut dyn Iterator<Item = T>) -> R,
+) -> R {
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for item in produce {
+                // The consumer stopped (an audit error): make no more.
+                if tx.send(item).is_err() {
+                    break;
+                }
+            }
+        });
+        consume(&mut rx.into_iter())
+    })
 }
 
 /// The outcomes of recorded intents, in one group commit: one record per single intent,

@@ -562,19 +562,39 @@ pub fn seal_with(
     record: &mut AuditRecord,
     key: Option<&AuditKey>,
 ) -> Result<Vec<u8>, serde_json::Error> {
+    seal_line(record, key).map(|(line, _)| line)
+}
+
+/// [`seal_with`], and the line's own hash ([`line_hash`], what the next record's `prev`
+/// carries) taken in the same pass over the bytes: a mass cleanup's intents are 45 MB.
+pub fn seal_line(
+    record: &mut AuditRecord,
+    key: Option<&AuditKey>,
+) -> Result<(Vec<u8>, String), serde_json::Error> {
     record.hash.clear();
     record.key_id = key.map(|k| k.id().to_string());
     let mut body = serde_json::to_vec(&*record)?;
+    // `body` is an object: everything but its closing brace is shared by the sealed bytes
+    // and the line.
+    let open = body.len().saturating_sub(1);
+    let mut shared = Sha256::new();
+    shared.update(&body[..open]);
     let hash = match key {
         Some(k) => k.mac_hex(&body),
-        None => sha256_hex(&body),
+        None => {
+            let mut sealed = shared.clone();
+            sealed.update(&body[open..]);
+            hex(&sealed.finalize())
+        }
     };
-    body.pop(); // the closing brace
+    body.truncate(open);
+    let suffix_from = body.len();
     body.extend_from_slice(b",\"hash\":\"");
     body.extend_from_slice(hash.as_bytes());
     body.extend_from_slice(b"\"}");
+    shared.update(&body[suffix_from..]);
     record.hash = hash;
-    Ok(body)
+    Ok((body, hex(&shared.finalize())))
 }
 
 /// Why a line is not a sound record.

@@ -1415,3 +1415,17 @@ fn unsafe_log_locations_are_refused() {
     assert!(err.to_string().contains("does not exist"), "{err}");
     assert!(!dir.path().join("nonexistent").exists());
 }
+
+/// The line's hash taken while sealing is the hash of the line as written, keyed or not,
+/// and the line opens as its own seal says.
+#[test]
+fn a_sealed_line_s_hash_is_the_hash_of_the_line() {
+    for key in [None, Some(key(9))] {
+        let mut record = destroy_intent(5).into_record(7, at(60), "h".into(), GENESIS_PREV.into());
+        let (line, hash) = record::seal_line(&mut record, key.as_ref()).expect("seal");
+        assert_eq!(hash, line_hash(&line));
+        let opened = record::open_line_with(&line, key.as_ref()).expect("opens");
+        assert_eq!(opened.seq, 7);
+        assert_eq!(seal_with(&mut record, key.as_ref()).expect("seal"), line);
+    }
+}

@@ -17,7 +17,7 @@ use super::anchor::{self, Anchor, AuditKey};
 use super::error::AuditError;
 use super::read::{rotated_name, rotated_names};
 use super::record::{
-    line_hash, open_line_with, seal_with, sha256_hex, Actor, AuditRecord, LineError, Mode,
+    line_hash, open_line_with, seal_line, sha256_hex, Actor, AuditRecord, LineError, Mode,
     NewRecord, NoteEvent, RecordKind, TornBytes, GENESIS_PREV,
 };
 use crate::sys::files::SafeDir;
@@ -200,9 +200,9 @@ impl AuditLog {
         for record in records {
             seq += 1;
             let mut rec = record.into_record(seq, time, self.host.clone(), prev);
-            let line = seal_with(&mut rec, self.key.as_ref())
+            let (line, hash) = seal_line(&mut rec, self.key.as_ref())
                 .map_err(|e| undo(self.werr("serialize", kind)(io::Error::other(e))))?;
-            prev = line_hash(&line);
+            prev = hash;
             bytes.extend_from_slice(&line);
             bytes.push(b'\n');
             held.push(rec);
@@ -547,9 +547,8 @@ impl AuditLog {
             self.host.clone(),
             head.hash,
         );
-        let mut line = seal_with(&mut rec, self.key.as_ref())
+        let (mut line, hash) = seal_line(&mut rec, self.key.as_ref())
             .map_err(|e| self.werr("serialize", kind)(io::Error::other(e)))?;
-        let hash = line_hash(&line);
         line.push(b'\n');
         self.write_synced(file, &line, kind)?;
         Ok(Head {

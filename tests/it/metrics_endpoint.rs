@@ -462,6 +462,7 @@ fn destroyed(target: &str) -> ActionReport {
         errno: None,
         message: None,
         intent_seq: Some(1),
+        age_secs: None,
     }
 }
 
