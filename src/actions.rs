@@ -46,6 +46,9 @@ pub struct ActContext<'a> {
     pub dry_run: bool,
     /// The time of the act-time decision (after any confirmation): the clock's now.
     pub now: SystemTime,
+    /// The history the plan was made with and where in the trail it was read up to: the
+    /// act-time decision reads on from there. `None`: the trail is read again whole.
+    pub plan_history: Option<audit::MarkedHistory>,
 }
 
 /// What came of one plan item, for the command's report (the audit log has the same).
@@ -138,8 +141,12 @@ pub fn carry_out(
     // taken again below: read before this run's own intents join it.
     let now = ctx.now;
     let keep = crate::engine::Keep::for_policies(decider.policies, false);
-    let history = audit::history(ctx.audit.path(), now - audit::HISTORY_LOOKBACK, keep)
-        .map_err(|e| format!("re-reading the audit history: {e}"));
+    let since = now - audit::HISTORY_LOOKBACK;
+    let history = match ctx.plan_history.take() {
+        Some(read) => audit::catch_up(ctx.audit.path(), since, read),
+        None => audit::history(ctx.audit.path(), since, keep),
+    }
+    .map_err(|e| format!("re-reading the audit history: {e}"));
     // The socket items' intents, as planned, in fsynced batches.
     let (batched, singles): (Vec<&PlanItem>, Vec<&PlanItem>) =
         to_act.iter().partition(|item| batchable(item));
@@ -1406,6 +1413,7 @@ mod tests {
             actor: Actor::current(ActorKind::Cli),
             policy_digest: "d".into(),
             dry_run: false,
+            plan_history: None,
             now: SystemTime::now(),
         }
     }

@@ -35,9 +35,14 @@ pub struct Decider<'a> {
 /// The past actions a plan at `now` weighs (cooldowns, budgets, escalation), from the
 /// trail at `audit_log`. A trail that does not exist yet is no history; one that cannot be
 /// read is an error: a plan that cannot see its guards is not made.
-pub fn history(audit_log: &Path, now: SystemTime, policies: &PolicySet) -> anyhow::Result<History> {
+/// Where the trail was read up to goes with it: the act-time decision reads on from there.
+pub fn history(
+    audit_log: &Path,
+    now: SystemTime,
+    policies: &PolicySet,
+) -> anyhow::Result<audit::MarkedHistory> {
     let keep = engine::Keep::for_policies(policies, false);
-    audit::history(audit_log, now - audit::HISTORY_LOOKBACK, keep).with_context(|| {
+    audit::history_marked(audit_log, now - audit::HISTORY_LOOKBACK, keep).with_context(|| {
         format!(
             "reading the audit log {} for cooldowns and budgets",
             audit_log.display()

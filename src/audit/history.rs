@@ -5,13 +5,13 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::ops::ControlFlow;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::error::AuditError;
 use super::query::AnswerKey;
-use super::read::{for_each_line, trail_files};
+use super::read::{for_each_line, for_each_line_from, trail_files};
 use super::record::{AuditRecord, RecordKind};
 use crate::engine::{History, Keep, OwnerKey, PastAction, PastOutcome, TargetKey};
 use crate::model::{Cookie, Pid, ProcessId};
@@ -27,19 +27,84 @@ pub const HISTORY_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 /// time: only what `keep` asks for is kept, so memory follows the policies' windows, not
 /// the length of the trail. A missing trail is an empty history.
 pub fn history(path: &Path, since: SystemTime, keep: Keep) -> Result<History, AuditError> {
-    read_into(path, since, History::keeping(keep))
+    Ok(read_into(path, since, History::keeping(keep))?.0)
+}
+
+/// Where a read of the trail stopped: the last file it read (by inode, so that a rotation
+/// since does not lose it) and the end of that file's last whole line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrailMark {
+    inode: u64,
+    offset: u64,
+}
+
+/// A history and where in the trail it was read up to (`None`: there was no trail yet).
+#[derive(Debug, Clone)]
+pub struct MarkedHistory {
+    pub history: History,
+    pub mark: Option<TrailMark>,
+}
+
+/// [`history`], and where it was read up to, for [`catch_up`].
+pub fn history_marked(
+    path: &Path,
+    since: SystemTime,
+    keep: Keep,
+) -> Result<MarkedHistory, AuditError> {
+    let (history, mark) = read_into(path, since, History::keeping(keep))?;
+    Ok(MarkedHistory { history, mark })
+}
+
+/// `read` brought up to date with what was appended to the trail after its mark (another
+/// writer's actions, while a plan waited for its confirmation), without reading the trail
+/// again: a trail holding earlier mass cleanups is 50 MB each. An outcome appended since
+/// for an intent read before is not paired: that intent already counts as done, which
+/// holds back at least as much. When the marked file is gone (pruned), the trail is read
+/// again whole.
+pub fn catch_up(
+    path: &Path,
+    since: SystemTime,
+    read: MarkedHistory,
+) -> Result<History, AuditError> {
+    let Some(mark) = read.mark else {
+        return Ok(read_into(path, since, read.history)?.0);
+    };
+    let files = match trail_files(path) {
+        Ok(f) => f,
+        Err(AuditError::NotFound { .. }) => return Ok(read.history),
+        Err(e) => return Err(e),
+    };
+    let inode = |file: &PathBuf| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(file).ok().map(|m| m.ino())
+    };
+    let Some(at) = files.iter().rposition(|f| inode(f) == Some(mark.inode)) else {
+        return history(path, since, read.history.keep().clone());
+    };
+    let mut reader = Reader::new(since, read.history);
+    for (i, file) in files[at..].iter().enumerate() {
+        let start = if i == 0 { mark.offset } else { 0 };
+        for_each_line_from(file, start, |_, bytes, _| reader.add_line(bytes))?;
+    }
+    Ok(reader.finish())
 }
 
 /// The past actions of the trail at `path` at or after `since`, one per intent or dry-run
 /// entry, in trail order (what [`history`] is made of; for tests and inspection).
 pub fn past_actions(path: &Path, since: SystemTime) -> Result<Vec<PastAction>, AuditError> {
-    Ok(read_into(path, since, Ordered::default())?.into_actions())
+    Ok(read_into(path, since, Ordered::default())?.0.into_actions())
 }
 
-fn read_into<S: Sink>(path: &Path, since: SystemTime, sink: S) -> Result<S, AuditError> {
+/// Read the files that can hold actions at or after `since` into `sink`; returns it and
+/// where the reading stopped.
+fn read_into<S: Sink>(
+    path: &Path,
+    since: SystemTime,
+    sink: S,
+) -> Result<(S, Option<TrailMark>), AuditError> {
     let files = match trail_files(path) {
         Ok(f) => f,
-        Err(AuditError::NotFound { .. }) => return Ok(sink),
+        Err(AuditError::NotFound { .. }) => return Ok((sink, None)),
         Err(e) => return Err(e),
     };
     let mut chosen = Vec::new();
@@ -52,25 +117,12 @@ fn read_into<S: Sink>(path: &Path, since: SystemTime, sink: S) -> Result<S, Audi
     }
     chosen.reverse();
     let mut reader = Reader::new(since, sink);
+    let mut mark = None;
     for file in &chosen {
-        for_each_line(file, |_, bytes, _| {
-            // Unreadable lines (a torn tail) are not history; `audit verify` reports them.
-            // A batch is read as the few fields the history needs (its sockets' addresses,
-            // owners' command lines and explanations are skipped, not copied); any other
-            // record whole.
-            match serde_json::from_slice::<BatchView>(bytes) {
-                Ok(view) if view.batch.is_some() => reader.add_batch_view(view),
-                Ok(_) => {
-                    if let Ok(record) = serde_json::from_slice::<AuditRecord>(bytes) {
-                        reader.add(record);
-                    }
-                }
-                Err(_) => {}
-            }
-            ControlFlow::Continue(())
-        })?;
+        let (inode, offset) = for_each_line_from(file, 0, |_, bytes, _| reader.add_line(bytes))?;
+        mark = Some(TrailMark { inode, offset });
     }
-    Ok(reader.finish())
+    Ok((reader.finish(), mark))
 }
 
 /// Where the reader puts each past action once its outcome is known.
@@ -207,6 +259,23 @@ impl<S: Sink> Reader<S> {
     fn rule(&mut self, name: &str) -> Arc<str> {
         let i = self.rule_index(name);
         Arc::clone(&self.rule_names[i as usize])
+    }
+
+    /// One line of the trail. Unreadable lines (a torn tail) are not history; `audit
+    /// verify` reports them. A batch is read as the few fields the history needs (its
+    /// sockets' addresses, owners' command lines and explanations are skipped, not
+    /// copied); any other record whole.
+    fn add_line(&mut self, bytes: &[u8]) -> ControlFlow<()> {
+        match serde_json::from_slice::<BatchView>(bytes) {
+            Ok(view) if view.batch.is_some() => self.add_batch_view(view),
+            Ok(_) => {
+                if let Ok(record) = serde_json::from_slice::<AuditRecord>(bytes) {
+                    self.add(record);
+                }
+            }
+            Err(_) => {}
+        }
+        ControlFlow::Continue(())
     }
 
     fn add(&mut self, record: AuditRecord) {

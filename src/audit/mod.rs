@@ -69,7 +69,8 @@ pub use anchor::{anchor_name, checkpoint_name, Anchor, AuditKey, Checkpoint};
 pub use batch::{Batch, BatchProcess, BatchTarget, Entry as BatchEntry};
 pub use error::AuditError;
 pub use history::{
-    history, history_from, past_actions, past_actions_from, past_outcome, HISTORY_LOOKBACK,
+    catch_up, history, history_from, history_marked, past_actions, past_actions_from, past_outcome,
+    MarkedHistory, TrailMark, HISTORY_LOOKBACK,
 };
 pub use prune::{prune, PruneReport};
 pub use query::{

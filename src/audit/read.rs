@@ -89,28 +89,46 @@ pub fn trail_files(live: &Path) -> Result<Vec<PathBuf>, AuditError> {
 /// Call `each(line_number, line_without_newline, had_newline)` for every line of `file`.
 pub(crate) fn for_each_line(
     file: &Path,
-    mut each: impl FnMut(u64, &[u8], bool) -> std::ops::ControlFlow<()>,
+    each: impl FnMut(u64, &[u8], bool) -> std::ops::ControlFlow<()>,
 ) -> Result<(), AuditError> {
+    for_each_line_from(file, 0, each).map(|_| ())
+}
+
+/// [`for_each_line`] from byte `start` of `file` (line numbers count from there). Returns
+/// the file's inode and where its last whole line read ends: reading on from there gives
+/// the lines appended since (a torn last line is read again then, whole).
+pub(crate) fn for_each_line_from(
+    file: &Path,
+    start: u64,
+    mut each: impl FnMut(u64, &[u8], bool) -> std::ops::ControlFlow<()>,
+) -> Result<(u64, u64), AuditError> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::fs::MetadataExt;
     let err = |source| AuditError::Read {
         path: file.to_path_buf(),
         source,
     };
-    let mut reader = BufReader::with_capacity(256 * 1024, File::open(file).map_err(err)?);
+    let mut opened = File::open(file).map_err(err)?;
+    let inode = opened.metadata().map_err(err)?.ino();
+    opened.seek(SeekFrom::Start(start)).map_err(err)?;
+    let mut reader = BufReader::with_capacity(256 * 1024, opened);
     let mut buf = Vec::new();
     let mut number = 0u64;
+    let mut end = start;
     loop {
         buf.clear();
         let n = reader.read_until(b'\n', &mut buf).map_err(err)?;
         if n == 0 {
-            return Ok(());
+            return Ok((inode, end));
         }
         number += 1;
         let had_newline = buf.last() == Some(&b'\n');
         if had_newline {
             buf.pop();
+            end += n as u64;
         }
         if each(number, &buf, had_newline).is_break() {
-            return Ok(());
+            return Ok((inode, end));
         }
     }
 }

@@ -1429,3 +1429,46 @@ fn a_sealed_line_s_hash_is_the_hash_of_the_line() {
         assert_eq!(seal_with(&mut record, key.as_ref()).expect("seal"), line);
     }
 }
+
+/// A history read at plan time, brought up to date at act time: what another writer
+/// appended since (even across a rotation) is added, and nothing read before is counted
+/// twice; with the marked file gone the trail is read again whole.
+#[test]
+fn a_history_catches_up_with_what_was_appended_since_its_mark() {
+    use crate::engine::Keep;
+    let destroys =
+        |h: &crate::engine::History| h.count(ActionKind::Destroy, SystemTime::now(), 3600);
+    let since = SystemTime::now() - Duration::from_secs(3600);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open");
+    for cookie in 0..2 {
+        log.append(destroy_intent(cookie)).expect("append");
+    }
+    let read = history_marked(&path, since, Keep::all()).expect("history");
+    assert_eq!(destroys(&read.history), 2);
+
+    // Nothing appended: the same.
+    let same = catch_up(&path, since, read.clone()).expect("catch up");
+    assert_eq!(destroys(&same), 2);
+
+    // Another writer's destroy, then a rotation, then one more.
+    log.append(destroy_intent(2)).expect("append");
+    let mut small = AuditLog::open(&path).expect("open").with_max_size(1);
+    small.append(destroy_intent(3)).expect("append");
+    assert!(!rotated_files(&path).expect("list").is_empty(), "rotated");
+    let caught = catch_up(&path, since, read.clone()).expect("catch up");
+    assert_eq!(destroys(&caught), 4);
+    assert_eq!(
+        destroys(&caught),
+        destroys(&history(&path, since, Keep::all()).expect("whole"))
+    );
+
+    // The marked file pruned away: read again whole (the files left).
+    for file in rotated_files(&path).expect("list") {
+        std::fs::remove_file(file).expect("remove");
+    }
+    let whole = history(&path, since, Keep::all()).expect("whole");
+    let again = catch_up(&path, since, read).expect("catch up");
+    assert_eq!(destroys(&again), destroys(&whole));
+}

@@ -57,7 +57,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32
     };
     let history = decide::history(&args.audit.path, now, &policies)?;
     let t = std::time::Instant::now();
-    let mut planned = decider.decide(&history, now)?;
+    let mut planned = decider.decide(&history.history, now)?;
     tracing::debug!(
         peak_rss_kib = crate::sys::procfs::own_peak_rss_kib(),
         took_ms = t.elapsed().as_millis() as u64,
@@ -125,6 +125,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32
         policy_digest: policies.digest().to_string(),
         dry_run: args.dry_run,
         now: SystemTime::now(),
+        plan_history: Some(history),
     };
     // Every item is decided again here, on what is true after the confirmation; each
     // result is printed (--json) or kept for the table as it comes.

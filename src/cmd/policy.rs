@@ -68,7 +68,7 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
     for warning in &snap.warnings {
         eprintln!("warning: {}", output::escape(warning));
     }
-    let explanations = decider.explain(&snap, &history, now);
+    let explanations = decider.explain(&snap, &history.history, now);
     let mut out = io::stdout().lock();
     if args.json {
         // The contract's socket object, then what the rules make of it.

@@ -324,6 +324,8 @@ struct HistoryCache {
     /// (what is kept of it depends on them).
     key: Option<(u64, u64, SystemTime, String, bool)>,
     history: History,
+    /// Where `history` was read up to.
+    mark: Option<audit::TrailMark>,
 }
 
 /// The daemon's state between passes.
@@ -771,6 +773,10 @@ impl<'a> Daemon<'a> {
             policy_digest: self.policies.digest().to_string(),
             dry_run: planned.plan.mode == Mode::Observe,
             now,
+            plan_history: Some(audit::MarkedHistory {
+                history: self.history.history.clone(),
+                mark: self.history.mark,
+            }),
         };
         let mut reports = PassReports::default();
         let result = actions::carry_out(planned, &decider, &mut ctx, &mut reports);
@@ -974,7 +980,9 @@ fn cached_history<'c>(
         .map(|(ino, len, mtime)| (ino, len, mtime, policies.digest().to_string(), observe));
     if key.is_none() || key != cache.key {
         let keep = Keep::for_policies(policies, observe);
-        cache.history = audit::history(path, now - audit::HISTORY_LOOKBACK, keep)?;
+        let read = audit::history_marked(path, now - audit::HISTORY_LOOKBACK, keep)?;
+        cache.history = read.history;
+        cache.mark = read.mark;
         cache.key = key;
     }
     Ok(&cache.history)

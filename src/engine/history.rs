@@ -142,6 +142,11 @@ impl History {
         }
     }
 
+    /// What this history keeps.
+    pub fn keep(&self) -> &Keep {
+        &self.keep
+    }
+
     /// Whether the steps of `rule` are kept (it escalates): only then is who an action was
     /// about asked.
     pub fn keeps_steps_of(&self, rule: &str) -> bool {
