@@ -140,7 +140,8 @@ pub fn carry_out(
     // The trail as it is now (another writer may have acted meanwhile), for the decision
     // taken again below: read before this run's own intents join it.
     let now = ctx.now;
-    let keep = crate::engine::Keep::for_policies(decider.policies, false);
+    let keep = crate::engine::Keep::for_policies(decider.policies, false)
+        .budgets_lifted(decider.options.lift_budgets);
     let since = now - audit::HISTORY_LOOKBACK;
     let history = match ctx.plan_history.take() {
         Some(read) => audit::catch_up(ctx.audit.path(), since, read),

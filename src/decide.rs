@@ -36,12 +36,15 @@ pub struct Decider<'a> {
 /// trail at `audit_log`. A trail that does not exist yet is no history; one that cannot be
 /// read is an error: a plan that cannot see its guards is not made.
 /// Where the trail was read up to goes with it: the act-time decision reads on from there.
+/// `lift_budgets`: the budgets are not weighed (`clean --lift-budgets`), so the trail is
+/// read only for cooldowns and escalation, if any rule has them.
 pub fn history(
     audit_log: &Path,
     now: SystemTime,
     policies: &PolicySet,
+    lift_budgets: bool,
 ) -> anyhow::Result<audit::MarkedHistory> {
-    let keep = engine::Keep::for_policies(policies, false);
+    let keep = engine::Keep::for_policies(policies, false).budgets_lifted(lift_budgets);
     audit::history_marked(audit_log, now - audit::HISTORY_LOOKBACK, keep).with_context(|| {
         format!(
             "reading the audit log {} for cooldowns and budgets",

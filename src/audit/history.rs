@@ -27,7 +27,7 @@ pub const HISTORY_LOOKBACK: Duration = Duration::from_secs(24 * 3600);
 /// time: only what `keep` asks for is kept, so memory follows the policies' windows, not
 /// the length of the trail. A missing trail is an empty history.
 pub fn history(path: &Path, since: SystemTime, keep: Keep) -> Result<History, AuditError> {
-    Ok(read_into(path, since, History::keeping(keep))?.0)
+    Ok(history_marked(path, since, keep)?.history)
 }
 
 /// Where a read of the trail stopped: the last file it read (by inode, so that a rotation
@@ -51,6 +51,13 @@ pub fn history_marked(
     since: SystemTime,
     keep: Keep,
 ) -> Result<MarkedHistory, AuditError> {
+    if keep.nothing() {
+        // Nothing is asked about: nothing to read, now or later.
+        return Ok(MarkedHistory {
+            history: History::keeping(keep),
+            mark: None,
+        });
+    }
     let (history, mark) = read_into(path, since, History::keeping(keep))?;
     Ok(MarkedHistory { history, mark })
 }
@@ -66,6 +73,9 @@ pub fn catch_up(
     since: SystemTime,
     read: MarkedHistory,
 ) -> Result<History, AuditError> {
+    if read.history.keep().nothing() {
+        return Ok(read.history);
+    }
     let Some(mark) = read.mark else {
         return Ok(read_into(path, since, read.history)?.0);
     };

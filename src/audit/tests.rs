@@ -1472,3 +1472,52 @@ fn a_history_catches_up_with_what_was_appended_since_its_mark() {
     let again = catch_up(&path, since, read).expect("catch up");
     assert_eq!(destroys(&again), destroys(&whole));
 }
+
+/// With the budgets lifted and no rule that has a cooldown or an escalation, nothing of the
+/// trail is asked about: it is not read (a trail of earlier mass cleanups is 50 MB each).
+/// A cooldown rule, or budgets in force, still read it.
+#[test]
+fn a_history_nothing_asks_about_is_not_read() {
+    use crate::engine::Keep;
+    let since = SystemTime::now() - Duration::from_secs(3600);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = log_in(dir.path());
+    let mut log = AuditLog::open(&path).expect("open");
+    for cookie in 0..2 {
+        log.append(destroy_intent(cookie)).expect("append");
+    }
+    let rule = |extra: &str| {
+        let text = format!(
+            "[[rule]]\nname = \"api-leak\"\nstates = [\"close-wait\"]\nolder_than = \"10m\"\naction = \"destroy\"\n{extra}"
+        );
+        crate::policy::load_str("t", &text).expect("policy")
+    };
+    let plain = rule("");
+    let with_cooldown = rule("cooldown = \"1h\"\n");
+    let read = |policies: &crate::policy::PolicySet, lifted: bool| {
+        let keep = Keep::for_policies(policies, false).budgets_lifted(lifted);
+        history_marked(&path, since, keep).expect("history")
+    };
+    let lifted = read(&plain, true);
+    assert!(lifted.history.keep().nothing());
+    assert_eq!(lifted.mark, None, "not read");
+    assert_eq!(
+        lifted
+            .history
+            .count(ActionKind::Destroy, SystemTime::now(), 3600),
+        0
+    );
+    let counted = read(&plain, false);
+    assert_eq!(
+        counted
+            .history
+            .count(ActionKind::Destroy, SystemTime::now(), 3600),
+        2
+    );
+    let cooled = read(&with_cooldown, true);
+    assert!(cooled.mark.is_some(), "read for the cooldown");
+    assert!(cooled
+        .history
+        .latest("api-leak", &TargetKey::Socket(Cookie(1)))
+        .is_some());
+}

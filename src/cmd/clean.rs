@@ -55,7 +55,7 @@ pub fn run(args: &CleanArgs, sys: &dyn System, full: bool) -> anyhow::Result<i32
         },
         one_shot: true,
     };
-    let history = decide::history(&args.audit.path, now, &policies)?;
+    let history = decide::history(&args.audit.path, now, &policies, args.lift_budgets)?;
     let t = std::time::Instant::now();
     let mut planned = decider.decide(&history.history, now)?;
     tracing::debug!(

@@ -63,7 +63,7 @@ fn explain(args: &ExplainArgs, sys: &dyn System) -> anyhow::Result<i32> {
         options: RunOptions::new(Pid::own()),
         one_shot: true,
     };
-    let history = decide::history(&args.audit.path, now, &policies)?;
+    let history = decide::history(&args.audit.path, now, &policies, false)?;
     let snap = decider.scan(now)?;
     for warning in &snap.warnings {
         eprintln!("warning: {}", output::escape(warning));

@@ -50,6 +50,9 @@ struct KeepOnly {
     escalating_rules: HashSet<String>,
     /// Whether observed/dry-run records are remembered (the daemon in observe mode).
     recorded: bool,
+    /// Whether counted actions are kept for the rate and restart budgets (not when they
+    /// are lifted: `clean --lift-budgets`).
+    budgets: bool,
 }
 
 impl Keep {
@@ -75,8 +78,28 @@ impl Keep {
                     .map(|r| r.name.clone())
                     .collect(),
                 recorded,
+                budgets: true,
             }),
         }
+    }
+
+    /// The same, without what only the budgets need when they are lifted.
+    pub fn budgets_lifted(mut self, lifted: bool) -> Keep {
+        if let Some(only) = &mut self.only {
+            only.budgets = !lifted;
+        }
+        self
+    }
+
+    /// Nothing of the trail is asked about (budgets lifted; no cooldown, no escalation, no
+    /// observe mode): it need not be read at all.
+    pub fn nothing(&self) -> bool {
+        self.only.as_ref().is_some_and(|k| {
+            !k.budgets
+                && !k.recorded
+                && k.cooldown_rules.is_empty()
+                && k.escalating_rules.is_empty()
+        })
     }
 }
 
@@ -114,9 +137,11 @@ impl History {
             .time
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        *self.per_second.entry((a.action, secs)).or_default() += 1;
-        if let (ActionKind::Restart, TargetKey::Unit(unit)) = (a.action, &a.target) {
-            self.restarts.entry(unit.clone()).or_default().push(a.time);
+        if only.map_or(true, |k| k.budgets) {
+            *self.per_second.entry((a.action, secs)).or_default() += 1;
+            if let (ActionKind::Restart, TargetKey::Unit(unit)) = (a.action, &a.target) {
+                self.restarts.entry(unit.clone()).or_default().push(a.time);
+            }
         }
         let rule = a.rule.as_ref();
         if only.map_or(true, |k| k.escalating_rules.contains(rule)) {
