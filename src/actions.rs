@@ -71,7 +71,7 @@ pub struct ActionReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errno: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub message: Option<Message>,
     /// The intent record's seq, when one was written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intent_seq: Option<u64>,
@@ -93,7 +93,7 @@ type Result3 = (ActionResult, Option<i32>, Option<Message>);
 
 /// What an action's outcome says: most often the same words for every socket (a mass
 /// destroy's 100,000), which are then not copied.
-type Message = std::borrow::Cow<'static, str>;
+pub type Message = std::borrow::Cow<'static, str>;
 
 /// Carry out `planned.plan` (made from `planned.snap` by `decider`). Items held by observe
 /// mode, and every item in a dry run, become `dry-run` records; items held by other guards
@@ -410,7 +410,7 @@ impl PendingSocket {
             },
             result,
             errno,
-            message: message.map(Message::into_owned),
+            message,
             intent_seq: Some(self.written.seq),
             age_secs: age,
         }
@@ -480,7 +480,7 @@ impl PendingOther {
         let outcome = Outcome {
             result: result.clone(),
             errno,
-            message: message.clone().map(Message::into_owned),
+            message: message.clone(),
         };
         ctx.audit
             .append(NewRecord::outcome_of(&intent, ctx.actor.clone(), outcome))?;
@@ -492,7 +492,7 @@ impl PendingOther {
             target_ref: self.target_ref,
             result,
             errno,
-            message: message.map(Message::into_owned),
+            message,
             intent_seq: Some(intent.seq),
             age_secs: None,
         })
@@ -908,7 +908,7 @@ fn record_outcomes(
         let outcome = Outcome {
             result: result.clone(),
             errno: *errno,
-            message: message.clone().map(Message::into_owned),
+            message: message.clone(),
         };
         match w.entry() {
             None => singles.push(NewRecord::outcome_for(
@@ -974,7 +974,7 @@ fn act_one(
     let outcome = Outcome {
         result: result.clone(),
         errno,
-        message: message.clone().map(Message::into_owned),
+        message: message.clone(),
     };
     ctx.audit
         .append(NewRecord::outcome_of(&intent, ctx.actor.clone(), outcome))?;
@@ -1328,7 +1328,7 @@ fn report(
         action_ref: audit_action(item),
         result: result.clone(),
         errno,
-        message,
+        message: message.map(Message::Owned),
         intent_seq,
         age_secs: None,
     }

@@ -136,8 +136,10 @@ pub struct Outcome {
     pub result: ActionResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errno: Option<i32>,
+    /// Most often the same words for every socket of a mass destroy, which are then not
+    /// copied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub message: Option<std::borrow::Cow<'static, str>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

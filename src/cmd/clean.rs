@@ -440,7 +440,7 @@ fn print_table(out: &mut dyn Write, shown: &[ActionReport], summary: &Summary) -
                 r.action.clone(),
                 r.target.clone(),
                 r.result.to_string(),
-                r.message.clone().unwrap_or_default(),
+                r.message.as_deref().unwrap_or_default().to_string(),
             ]
         })
         .collect();
