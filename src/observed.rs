@@ -103,7 +103,7 @@ impl Observations {
     /// anything changed.
     pub fn observe(
         &mut self,
-        seen: impl IntoIterator<Item = impl std::borrow::Borrow<SocketKey>>,
+        seen: impl IntoIterator<Item = SocketKey>,
         dumped: &[NetnsId],
         now: SystemTime,
     ) -> bool {
@@ -112,7 +112,7 @@ impl Observations {
         let now = nanos(now);
         let mut changed = false;
         for key in seen {
-            let key = self.intern(*key.borrow());
+            let key = self.intern(key);
             present.insert(key);
             if let std::collections::hash_map::Entry::Vacant(v) = self.times.entry(key) {
                 v.insert(now);

@@ -168,7 +168,7 @@ impl ObservationStore {
     /// Record one pass (see [`Observations::observe`]).
     pub fn update(
         &mut self,
-        seen: impl IntoIterator<Item = impl std::borrow::Borrow<SocketKey>>,
+        seen: impl IntoIterator<Item = SocketKey>,
         dumped: &[NetnsId],
         now: SystemTime,
     ) {
@@ -269,8 +269,8 @@ mod tests {
             ObservationStore::load(dir.path(), "boot-a", SystemTime::UNIX_EPOCH, far_future());
         assert!(warning.is_none() && store.is_empty());
         let cw = (NS, Cookie(7), TcpState::CloseWait);
-        store.update(&[cw], &[NS], at(0));
-        store.update(&[cw], &[NS], at(10));
+        store.update([cw], &[NS], at(0));
+        store.update([cw], &[NS], at(10));
         assert_eq!(
             store.first_seen((NS, Cookie(7), TcpState::CloseWait)),
             Some(at(0))
@@ -284,7 +284,7 @@ mod tests {
         let (mut again, warning) =
             ObservationStore::load(dir.path(), "boot-a", SystemTime::UNIX_EPOCH, far_future());
         assert!(warning.is_none(), "{warning:?}");
-        again.update(&[cw], &[NS], at(20));
+        again.update([cw], &[NS], at(20));
         assert_eq!(
             again.first_seen((NS, Cookie(7), TcpState::CloseWait)),
             Some(at(0)),
@@ -298,7 +298,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut store, _) =
             ObservationStore::load(dir.path(), "b", SystemTime::UNIX_EPOCH, far_future());
-        store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(100));
+        store.update([(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(100));
         store.save().expect("save");
         store.backdate((NS, Cookie(1), TcpState::CloseWait), at(0));
         assert_eq!(
@@ -332,7 +332,7 @@ mod tests {
         let (mut store, _) =
             ObservationStore::load(dir.path(), "b", SystemTime::UNIX_EPOCH, far_future());
         store.update(
-            &[
+            [
                 (NS, Cookie(1), TcpState::CloseWait),
                 (OTHER, Cookie(2), TcpState::FinWait2),
             ],
@@ -340,14 +340,14 @@ mod tests {
             at(0),
         );
         // OTHER's dump failed this pass: its socket keeps its age; NS's socket 1 is gone.
-        store.update(&[] as &[SocketKey], &[NS], at(5));
+        store.update([], &[NS], at(5));
         assert_eq!(store.first_seen((NS, Cookie(1), TcpState::CloseWait)), None);
         assert_eq!(
             store.first_seen((OTHER, Cookie(2), TcpState::FinWait2)),
             Some(at(0))
         );
         // A socket that changes state starts a new age in the new state.
-        store.update(&[(OTHER, Cookie(2), TcpState::LastAck)], &[OTHER], at(9));
+        store.update([(OTHER, Cookie(2), TcpState::LastAck)], &[OTHER], at(9));
         assert_eq!(
             store.first_seen((OTHER, Cookie(2), TcpState::FinWait2)),
             None
@@ -363,7 +363,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (mut store, _) =
             ObservationStore::load(dir.path(), "boot-a", SystemTime::UNIX_EPOCH, far_future());
-        store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
+        store.update([(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
         store.save().expect("save");
         let (other_boot, warning) =
             ObservationStore::load(dir.path(), "boot-b", SystemTime::UNIX_EPOCH, far_future());
@@ -383,7 +383,7 @@ mod tests {
         let nested = dir.path().join("a/b");
         let (mut store, _) =
             ObservationStore::load(&nested, "b", SystemTime::UNIX_EPOCH, far_future());
-        store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
+        store.update([(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
         store.save().expect("save into a new directory");
         assert!(nested.join(FILE_NAME).is_file());
 
@@ -392,7 +392,7 @@ mod tests {
         fs::write(&blocker, b"").expect("write");
         let (mut store, _) =
             ObservationStore::load(&blocker, "b", SystemTime::UNIX_EPOCH, far_future());
-        store.update(&[(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
+        store.update([(NS, Cookie(1), TcpState::CloseWait)], &[NS], at(0));
         let err = store.save().expect_err("cannot write");
         assert!(err.to_string().contains("state directory"), "{err}");
     }
