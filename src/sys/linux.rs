@@ -332,6 +332,10 @@ impl Default for LinuxSystem {
     }
 }
 
+/// Up to this many processes hold sockets in the states a one-shot scan asks for, their
+/// details are read while the namespaces are dumped (more: after, for the wanted only).
+const DETAILS_WHILE_DUMPING: usize = 10_000;
+
 impl System for LinuxSystem {
     fn namespaces(&self) -> Result<NamespaceList, SysError> {
         let list = netns::list_namespaces();
@@ -378,34 +382,71 @@ impl System for LinuxSystem {
             Ok(kernel)
                 if parallel && !self.owners_failed.get() && bpf::in_initial_pid_namespace() =>
             {
-                kernel.prepare_all_holders()
+                kernel.prepare_all_holders(states)
             }
             _ => return (self.watch(namespaces, states), Holders::default()),
         };
         std::thread::scope(|scope| {
-            let holders = scope.spawn(move || job.and_then(bpf::HoldersJob::run));
+            // The holders of the sockets in `states`, then their details, while the
+            // namespaces are dumped: the iterator is done first.
+            let holders = scope.spawn(move || {
+                job.and_then(bpf::HoldersJob::run).map(|holders| {
+                    let mut pids: Vec<crate::model::Pid> = holders.iter().map(|h| h.pid).collect();
+                    pids.sort_unstable();
+                    pids.dedup();
+                    let owners = (pids.len() <= DETAILS_WHILE_DUMPING)
+                        .then(|| procfs::owners_of_holders(&holders));
+                    tracing::debug!(
+                        holders = holders.len(),
+                        processes = pids.len(),
+                        details = owners.is_some(),
+                        "holders of the states asked for, read while dumping"
+                    );
+                    (holders, owners)
+                })
+            });
             let watch = self.watch(namespaces, states);
-            let holders = match holders.join() {
-                Ok(Ok(holders)) => Some(holders),
+            let (holders, owners) = match holders.join() {
+                Ok(Ok((holders, owners))) => (Some(holders), owners),
                 Ok(Err(e)) => {
                     tracing::warn!("owners from /proc instead of the eBPF iterator: the task_file iterator: {e}");
                     self.owners_failed.set(true);
-                    None
+                    (None, None)
                 }
-                Err(_) => None,
+                Err(_) => (None, None),
             };
-            (watch, Holders(holders))
+            (watch, Holders { holders, owners })
         })
     }
 
     fn owners_of(&self, holders: Holders, wanted: &HashSet<Inode>) -> OwnerScan {
-        match holders.0 {
-            Some(mut holders) => {
-                holders.retain(|h| wanted.contains(&h.inode));
-                procfs::owners_of_holders(&holders)
+        let Some(mut found) = holders.holders else {
+            return self.owners(wanted);
+        };
+        let held: HashSet<Inode> = found.iter().map(|h| h.inode).collect();
+        let mut scan = match holders.owners {
+            Some(mut scan) => {
+                scan.owners.retain(|inode, _| wanted.contains(inode));
+                scan
             }
-            None => self.owners(wanted),
+            None => {
+                found.retain(|h| wanted.contains(&h.inode));
+                procfs::owners_of_holders(&found)
+            }
+        };
+        // A socket that entered its state after the iterator passed its process: read its
+        // holders now.
+        let missing: HashSet<Inode> = wanted.difference(&held).copied().collect();
+        tracing::debug!(
+            missing = missing.len(),
+            "sockets without a holder from the iterator (read again)"
+        );
+        if !missing.is_empty() {
+            let more = self.owners(&missing);
+            scan.owners.extend(more.owners);
+            scan.unreadable.extend(more.unreadable);
         }
+        scan
     }
 
     fn watch_with_owners(
@@ -446,6 +487,9 @@ impl System for LinuxSystem {
     }
 
     fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan {
+        if wanted.is_empty() {
+            return OwnerScan::default();
+        }
         if self.bpf().is_ok() && !self.owners_failed.get() {
             match self.owners_by_bpf(wanted) {
                 Ok(scan) => return scan,

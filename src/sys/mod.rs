@@ -233,7 +233,11 @@ pub trait System {
 /// Socket files and the processes holding them, read by [`System::watch_and_holders`]:
 /// none when the system read none (the owners are then read in a pass of their own).
 #[derive(Debug, Default)]
-pub struct Holders(pub(crate) Option<Vec<bpf::Holder>>);
+pub struct Holders {
+    pub(crate) holders: Option<Vec<bpf::Holder>>,
+    /// Their processes' details, read while the namespaces were still dumped.
+    pub(crate) owners: Option<OwnerScan>,
+}
 
 /// What [`System::watch`] saw in one pass.
 #[derive(Debug, Default)]

@@ -264,9 +264,19 @@ fn with_ebpf_the_same_sockets_and_owners_are_seen_and_ages_are_exact_and_survive
     let late = leak_close_wait(&late_ns, "127.0.0.1:0", 1);
     std::thread::sleep(Duration::from_millis(1_100));
 
-    let bpf = mounts.scan(&ns, &[]);
+    let (bpf, log) = mounts.scan_logged(&ns, &[]);
     let plain = mounts.scan(&ns, &[("SOCKWARDEN_WATCHER", "sock-diag")]);
     assert_eq!(facts(&bpf), facts(&plain), "both watchers see the same");
+    // The owners came from the iterator asked for the scan's states, their details read
+    // while the namespace was dumped: none had to be looked for again.
+    let logged = |message: &str, key: &str| -> Option<u64> {
+        let line = log.lines().find(|l| l.contains(message))?;
+        let at = line.find(&format!("\"{key}\":"))? + key.len() + 3;
+        line[at..].split([',', '}']).next()?.trim().parse().ok()
+    };
+    let holders = logged("read while dumping", "holders").unwrap_or_else(|| panic!("{log}"));
+    assert!(holders >= 6, "{log}");
+    assert_eq!(logged("read again", "missing"), Some(0), "{log}");
     let owned = bpf
         .iter()
         .filter(|s| s["owners"].as_array().is_some_and(|o| !o.is_empty()));

@@ -71,6 +71,7 @@ struct sock_common {
 	__be16 skc_dport;
 	__u16 skc_num;
 	unsigned short skc_family;
+	unsigned char skc_state;
 	int skc_bound_dev_if;
 	possible_net_t skc_net;
 	struct in6_addr skc_v6_daddr;
@@ -86,8 +87,11 @@ struct file {
 	struct inode *f_inode;
 } __kernel;
 
+struct sock;
+
 struct socket {
 	struct file *file;
+	struct sock *sk;
 } __kernel;
 
 typedef struct {

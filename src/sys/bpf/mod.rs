@@ -468,10 +468,15 @@ impl Kernel {
         self.prepare_holders_filtered(wanted, wanted.len() <= WANTED_IN_KERNEL)
     }
 
-    /// Set the iterator up for every socket file (the caller filters later).
-    pub fn prepare_all_holders(&self) -> io::Result<HoldersJob<'static>> {
+    /// Set the iterator up for every file of a TCP socket in one of `states` (the caller
+    /// filters later, by inode).
+    pub fn prepare_all_holders(
+        &self,
+        states: crate::model::StateSet,
+    ) -> io::Result<HoldersJob<'static>> {
         self.set_wanted(&HashSet::new())?;
         self.set_only_wanted(false)?;
+        self.set_holder_states(states.kernel_mask())?;
         Ok(HoldersJob {
             link: self.files_link.try_clone()?,
             wanted: None,
@@ -486,6 +491,7 @@ impl Kernel {
         let none = HashSet::new();
         self.set_wanted(if in_kernel { wanted } else { &none })?;
         self.set_only_wanted(in_kernel)?;
+        self.set_holder_states(0)?;
         Ok(HoldersJob {
             link: self.files_link.try_clone()?,
             wanted: Some(wanted),
@@ -496,6 +502,17 @@ impl Kernel {
     fn set_only_wanted(&self, only: bool) -> io::Result<()> {
         let flag = u32::from(only).to_ne_bytes();
         syscall::map_update(self.only_wanted.as_fd(), &0u32.to_ne_bytes(), &flag, 0)
+    }
+
+    /// Which TCP states' sockets the iterator reports (a `1 << state` mask; 0: every
+    /// socket file).
+    fn set_holder_states(&self, mask: u32) -> io::Result<()> {
+        syscall::map_update(
+            self.only_wanted.as_fd(),
+            &1u32.to_ne_bytes(),
+            &mask.to_ne_bytes(),
+            0,
+        )
     }
 
     /// Replace the contents of `wanted` with `inodes`.

@@ -9,8 +9,8 @@
  *   SYN-ACK. A request socket (SYN_RECV) that lives past its first SYN-ACK timeout (1 s)
  *   retransmits, so only those namespaces need a dump for SYN_RECV.
  * - socket_files (task_file iterator): (pid, start time, fd, inode) of every open socket
- *   file (or only of those whose inode is in `wanted`): owners in one kernel pass instead of
- *   a readlink of every fd in /proc.
+ *   file (or only of those whose inode is in `wanted`, or of TCP sockets in some states):
+ *   owners in one kernel pass instead of a readlink of every fd in /proc.
  *
  * The iterator sits in an `fentry/` section: aya-obj 0.2 parses sections by libbpf's names
  * but does not know `iter/`; the loader gives each program its real attach type by name. */
@@ -73,10 +73,13 @@ struct {
 	__type(value, __u8);
 } wanted SEC(".maps");
 
-/* [0]: 1 = report only the inodes in `wanted`; 0 = every socket file. */
+/* [0]: 1 = report only the inodes in `wanted`; 0 = every socket file.
+ * [1]: a mask of TCP states (1 << state): report only TCP sockets in one of them (a
+ * one-shot scan asks for its states' holders, whose details it then reads while the
+ * namespaces are still dumped); 0 = any socket. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, 2);
 	__type(key, __u32);
 	__type(value, __u32);
 } only_wanted SEC(".maps");
@@ -177,6 +180,15 @@ int socket_files(struct bpf_iter__task_file *ctx)
 	__u32 *filter = bpf_map_lookup_elem(&only_wanted, &zero);
 	if (filter && *filter && !bpf_map_lookup_elem(&wanted, &r.inode))
 		return 0;
+	__u32 one = 1;
+	__u32 *states = bpf_map_lookup_elem(&only_wanted, &one);
+	if (states && *states) {
+		struct socket *sock = bpf_sock_from_file(file);
+		struct sock *sk = sock ? sock->sk : 0;
+		if (!sk || sk->sk_protocol != IPPROTO_TCP ||
+		    !((1u << (sk->__sk_common.skc_state & 31)) & *states))
+			return 0;
+	}
 	r.pid = task->tgid;
 	r.fd = ctx->fd;
 	r.start_boottime_ns = task->start_boottime;
