@@ -140,12 +140,14 @@ pub fn carry_out(
     // The trail as it is now (another writer may have acted meanwhile), for the decision
     // taken again below: read before this run's own intents join it.
     let now = ctx.now;
-    let keep = crate::engine::Keep::for_policies(decider.policies, false)
-        .budgets_lifted(decider.options.lift_budgets);
     let since = now - audit::HISTORY_LOOKBACK;
     let history = match ctx.plan_history.take() {
         Some(read) => audit::catch_up(ctx.audit.path(), since, read),
-        None => audit::history(ctx.audit.path(), since, keep),
+        None => {
+            let keep = crate::engine::Keep::for_policies(decider.policies, false)
+                .budgets_lifted(decider.options.lift_budgets);
+            audit::history(ctx.audit.path(), since, keep)
+        }
     }
     .map_err(|e| format!("re-reading the audit history: {e}"));
     // The socket items' intents, as planned, in fsynced batches.
@@ -536,7 +538,7 @@ struct Recheck<'f> {
     /// snapshot left out, sorted.
     passed_over: &'f [SocketKey],
     /// (namespace, cookie) -> index in the fresh snapshot, sorted, built on first need
-    /// (naming a skipped socket's owners now).
+    /// (whether a skipped socket is still there, and its owners now).
     fresh_index: std::cell::OnceCell<Vec<((NetnsId, Cookie), u32)>>,
 }
 
