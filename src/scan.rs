@@ -323,12 +323,7 @@ pub fn scan_with(
             keep
         });
     }
-    sockets.sort_by(|a, b| {
-        b.age
-            .secs
-            .cmp(&a.age.secs)
-            .then(a.socket.cookie.cmp(&b.socket.cookie))
-    });
+    sort_oldest_first(&mut sockets);
 
     Ok(Snapshot {
         taken_at: now,
@@ -342,6 +337,33 @@ pub fn scan_with(
         passed_over,
         unlisted,
     })
+}
+
+/// Oldest first, then by cookie (ties in their dump order). A socket is 200 bytes: its
+/// key is sorted, then each socket moved once into place (a stable sort of the sockets
+/// themselves moves each many times, through a scratch copy of half of them).
+fn sort_oldest_first(sockets: &mut [StuckSocket]) {
+    let mut order: Vec<(std::cmp::Reverse<u64>, Cookie, usize)> = sockets
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (std::cmp::Reverse(s.age.secs), s.socket.cookie, i))
+        .collect();
+    order.sort_unstable();
+    // from[to]: which socket goes to place `to`. Each cycle of the permutation is walked
+    // once, a swap per step.
+    let mut from: Vec<usize> = order.into_iter().map(|(_, _, i)| i).collect();
+    for start in 0..from.len() {
+        let mut to = start;
+        loop {
+            let source = from[to];
+            from[to] = to;
+            if source == start {
+                break;
+            }
+            sockets.swap(to, source);
+            to = source;
+        }
+    }
 }
 
 fn select_namespaces(
@@ -412,6 +434,39 @@ mod tests {
 
     fn netns(id: NetnsId, name: &str) -> Netns {
         Netns::new(id, name, format!("/proc/{}/ns/net", id.inode))
+    }
+
+    /// Sorting by key and moving each socket once gives the stable sort's order: oldest
+    /// first, then by cookie, ties (one cookie in two namespaces) in their dump order.
+    #[test]
+    fn sockets_sort_oldest_first_as_a_stable_sort_would() {
+        use crate::sys::fake::{socket, stuck};
+        let other = NetnsId { dev: 9, inode: 9 };
+        let mut seed = 7u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let sockets: Vec<StuckSocket> = (0..2000)
+            .map(|i| {
+                let netns = if i % 2 == 0 { HOST } else { other };
+                stuck(socket(netns, next(500), TcpState::CloseWait), &[], next(50))
+            })
+            .collect();
+        let key = |s: &StuckSocket| (s.age.secs, s.socket.cookie, s.socket.netns);
+        let mut expected = sockets.clone();
+        expected.sort_by(|a, b| {
+            b.age
+                .secs
+                .cmp(&a.age.secs)
+                .then(a.socket.cookie.cmp(&b.socket.cookie))
+        });
+        let mut got = sockets;
+        sort_oldest_first(&mut got);
+        let keys = |v: &[StuckSocket]| v.iter().map(key).collect::<Vec<_>>();
+        assert_eq!(keys(&got), keys(&expected));
     }
 
     fn sock(netns: NetnsId, cookie: u64, state: TcpState, port: u16, idle_ms: u32) -> KernelSocket {
