@@ -369,6 +369,33 @@ impl Watcher {
 
 /// The watchers in the order round `round` runs them: alternating, so that a change in the
 /// machine's load falls on both alike.
+/// One round's daemon of a scenario: the pins cleared (a fresh index), announced, started
+/// in `dir` and past its first pass (on the eBPF watcher when that is the one asked for).
+/// `round`: (this round, of how many).
+fn round_daemon(
+    work: &Work,
+    dir: &Path,
+    scenario: &str,
+    (round, runs): (usize, usize),
+    watcher: Watcher,
+    policy: &str,
+    interval: &str,
+) -> Res<Daemon> {
+    work.clear_pins()?;
+    eprint!(
+        "{scenario}, round {}/{runs}: daemon ({}) ...",
+        round + 1,
+        watcher.label()
+    );
+    let run_dir = dir.join(format!("{round}-{}", watcher.label()));
+    let mut daemon = Daemon::start(&run_dir, policy, interval, watcher)?;
+    daemon.wait_pass(1)?;
+    if watcher == Watcher::Bpf {
+        daemon.require_bpf()?;
+    }
+    Ok(daemon)
+}
+
 fn watchers_in(round: usize) -> [Watcher; 2] {
     if round % 2 == 0 {
         [Watcher::Bpf, Watcher::SockDiag]
@@ -1289,19 +1316,15 @@ fn rest(args: &Args, work: &Work) -> Res<Outcome> {
     let mut failures = Vec::new();
     for round in 0..args.runs {
         for watcher in watchers_in(round) {
-            work.clear_pins()?;
-            eprint!(
-                "rest, round {}/{}: daemon ({}) ...",
-                round + 1,
-                args.runs,
-                watcher.label()
-            );
-            let run_dir = dir.join(format!("{round}-{}", watcher.label()));
-            let mut daemon = Daemon::start(&run_dir, QUIET_POLICY, "1s", watcher)?;
-            daemon.wait_pass(1)?;
-            if watcher == Watcher::Bpf {
-                daemon.require_bpf()?;
-            }
+            let mut daemon = round_daemon(
+                work,
+                &dir,
+                "rest",
+                (round, args.runs),
+                watcher,
+                QUIET_POLICY,
+                "1s",
+            )?;
             let from = daemon.wait_pass(REST_FROM)?.ticks;
             let to = daemon.wait_pass(REST_TO)?.ticks;
             daemon.wait_pass(REST_PASSES)?;
@@ -1470,19 +1493,15 @@ fn scale(args: &Args, work: &Work) -> Res<Outcome> {
     for round in 0..args.runs {
         for watcher in watchers_in(round) {
             // A fresh index each time: the fixture predates it, so the first pass sweeps.
-            work.clear_pins()?;
-            eprint!(
-                "scale, round {}/{}: daemon ({}) ...",
-                round + 1,
-                args.runs,
-                watcher.label()
-            );
-            let run_dir = dir.join(format!("{round}-{}", watcher.label()));
-            let mut daemon = Daemon::start(&run_dir, MATCHING_POLICY, "2s", watcher)?;
-            daemon.wait_pass(1)?;
-            if watcher == Watcher::Bpf {
-                daemon.require_bpf()?;
-            }
+            let mut daemon = round_daemon(
+                work,
+                &dir,
+                "scale",
+                (round, args.runs),
+                watcher,
+                MATCHING_POLICY,
+                "2s",
+            )?;
             daemon.wait_pass(SCALE_PASSES)?;
             let (_, hwm_kib) = daemon.memory_kib()?;
             let passes = daemon.passes.clone();

@@ -1430,6 +1430,16 @@ fn a_sealed_line_s_hash_is_the_hash_of_the_line() {
     }
 }
 
+/// A trail in `dir` holding `n` destroy intents, and its writer.
+fn trail_of_destroys(dir: &Path, n: u64) -> (PathBuf, AuditLog) {
+    let path = log_in(dir);
+    let mut log = AuditLog::open(&path).expect("open");
+    for cookie in 0..n {
+        log.append(destroy_intent(cookie)).expect("append");
+    }
+    (path, log)
+}
+
 /// A history read at plan time, brought up to date at act time: what another writer
 /// appended since (even across a rotation) is added, and nothing read before is counted
 /// twice; with the marked file gone the trail is read again whole.
@@ -1440,11 +1450,7 @@ fn a_history_catches_up_with_what_was_appended_since_its_mark() {
         |h: &crate::engine::History| h.count(ActionKind::Destroy, SystemTime::now(), 3600);
     let since = SystemTime::now() - Duration::from_secs(3600);
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = log_in(dir.path());
-    let mut log = AuditLog::open(&path).expect("open");
-    for cookie in 0..2 {
-        log.append(destroy_intent(cookie)).expect("append");
-    }
+    let (path, mut log) = trail_of_destroys(dir.path(), 2);
     let read = history_marked(&path, since, Keep::all()).expect("history");
     assert_eq!(destroys(&read.history), 2);
 
@@ -1481,11 +1487,7 @@ fn a_history_nothing_asks_about_is_not_read() {
     use crate::engine::Keep;
     let since = SystemTime::now() - Duration::from_secs(3600);
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = log_in(dir.path());
-    let mut log = AuditLog::open(&path).expect("open");
-    for cookie in 0..2 {
-        log.append(destroy_intent(cookie)).expect("append");
-    }
+    let (path, _log) = trail_of_destroys(dir.path(), 2);
     let rule = |extra: &str| {
         let text = format!(
             "[[rule]]\nname = \"api-leak\"\nstates = [\"close-wait\"]\nolder_than = \"10m\"\naction = \"destroy\"\n{extra}"
