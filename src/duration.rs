@@ -30,17 +30,29 @@ pub fn parse(input: &str) -> Result<Duration, BadDuration> {
 /// that `10m` reads as written and an age says `12m03s`: `45s`, `10m`, `12m03s`, `1h30m`,
 /// `3h`, `2d04h`.
 pub fn format(secs: u64) -> String {
-    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    let (big, big_unit, small, small_unit) = match () {
-        _ if d > 0 => (d, "d", h, "h"),
-        _ if h > 0 => (h, "h", m, "m"),
-        _ if m > 0 => (m, "m", s, "s"),
-        _ => return format!("{s}s"),
-    };
-    if small == 0 {
-        format!("{big}{big_unit}")
-    } else {
-        format!("{big}{big_unit}{small:02}{small_unit}")
+    Shown(secs).to_string()
+}
+
+/// [`format`] as a `Display`, to write a duration into a longer text without a `String` of
+/// its own (a mass leak's 100,000 explanations each name two).
+#[derive(Debug, Clone, Copy)]
+pub struct Shown(pub u64);
+
+impl std::fmt::Display for Shown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0;
+        let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+        let (big, big_unit, small, small_unit) = match () {
+            _ if d > 0 => (d, "d", h, "h"),
+            _ if h > 0 => (h, "h", m, "m"),
+            _ if m > 0 => (m, "m", s, "s"),
+            _ => return write!(f, "{s}s"),
+        };
+        if small == 0 {
+            write!(f, "{big}{big_unit}")
+        } else {
+            write!(f, "{big}{big_unit}{small:02}{small_unit}")
+        }
     }
 }
 

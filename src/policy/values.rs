@@ -30,7 +30,7 @@ impl FromStr for PolicyDuration {
 
 impl fmt::Display for PolicyDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::duration::format(self.0.as_secs()))
+        crate::duration::Shown(self.0.as_secs()).fmt(f)
     }
 }
 
