@@ -814,19 +814,17 @@ fn record_items(
                 _ => intent_record_with(item, snap, &actor, mode, &digest),
             };
         };
-        let entries = members
-            .iter()
-            .filter_map(|&i| {
-                let item = items[i];
-                let s = first_socket(item, snap)?;
-                Some(BatchEntry {
-                    rule: item.rule.to_string(),
-                    escalated: item.escalated,
-                    why: item.why(&snap.sockets),
-                    socket: snap.socket_record(s),
-                })
+        let entries = members.iter().filter_map(|&i| {
+            let item = items[i];
+            let s = first_socket(item, snap)?;
+            Some(BatchEntry {
+                rule: &item.rule,
+                escalated: item.escalated,
+                why: item.why(&snap.sockets),
+                netns: snap.netns_name(s.socket.netns),
+                socket: s,
             })
-            .collect();
+        });
         NewRecord::batch(
             kind,
             actor.clone(),

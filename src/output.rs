@@ -195,7 +195,7 @@ pub fn sockets_table(out: &mut dyn Write, snap: &Snapshot, width: Option<usize>)
         .map(|s| {
             let k = &s.socket;
             vec![
-                snap.netns_name(k.netns),
+                snap.netns_name(k.netns).into_owned(),
                 k.state.name().to_string(),
                 k.local.to_string(),
                 k.remote.to_string(),

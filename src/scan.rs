@@ -67,10 +67,11 @@ impl Snapshot {
     }
 
     /// Readable name of a namespace, or its inode when unknown.
-    pub fn netns_name(&self, id: NetnsId) -> String {
-        self.netns(id)
-            .map(|n| n.name.clone())
-            .unwrap_or_else(|| id.to_string())
+    pub fn netns_name(&self, id: NetnsId) -> std::borrow::Cow<'_, str> {
+        match self.netns(id) {
+            Some(n) => n.name.as_str().into(),
+            None => id.to_string().into(),
+        }
     }
 
     /// `s` as scripts and the audit log see it, its namespace named as this snapshot names

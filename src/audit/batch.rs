@@ -11,21 +11,19 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use super::record::Outcome;
-use crate::model::{AgeSource, Family, TcpState};
+use crate::model::{AgeSource, Family, ProcessId, StuckSocket, TcpState};
 use crate::record::{OwnerRecord, SocketRecord};
 
 /// The body of a batch record: `processes` and `targets` in intents and dry runs,
 /// `results` in outcomes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Written and read as [`super::batch_wire`] says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Batch {
     /// Every process the targets name, once.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<BatchProcess>,
     /// One socket per entry.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<BatchTarget>,
     /// Outcomes: one per target of the intent, in its order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub results: Vec<Outcome>,
 }
 
@@ -43,10 +41,9 @@ pub struct BatchProcess {
 
 /// One socket of a batch: the rule that chose it and why, and the socket as `scan --json`
 /// shows it, its owners as `[process index, fd]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchTarget {
     pub rule: String,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub escalated: bool,
     pub why: String,
     pub netns_inode: u64,
@@ -66,58 +63,64 @@ pub struct BatchTarget {
     pub owners: Vec<(usize, i32)>,
 }
 
-/// One socket to put in a batch.
-pub struct Entry {
-    pub rule: String,
+/// One socket to put in a batch: the socket as the snapshot has it, borrowed (its owners'
+/// command lines are copied once per process into the batch, not once per socket).
+pub struct Entry<'a> {
+    pub rule: &'a str,
     pub escalated: bool,
     pub why: String,
-    pub socket: SocketRecord,
+    /// The name of the socket's namespace.
+    pub netns: std::borrow::Cow<'a, str>,
+    pub socket: &'a StuckSocket,
 }
 
 impl Batch {
     /// The batch of these entries, each owner process listed once.
-    pub fn of(entries: Vec<Entry>) -> Batch {
+    pub fn of<'a>(entries: impl IntoIterator<Item = Entry<'a>>) -> Batch {
         let mut batch = Batch::default();
-        let mut index: HashMap<(i32, u64), usize> = HashMap::new();
+        let mut index: HashMap<ProcessId, usize> = HashMap::new();
         for e in entries {
-            let s = e.socket;
-            let owners = s
+            let s = &e.socket.socket;
+            let owners = e
+                .socket
                 .owners
-                .into_iter()
+                .iter()
                 .map(|o| {
-                    let i = *index.entry((o.pid, o.start_time)).or_insert_with(|| {
+                    let p = &o.process;
+                    let i = *index.entry(p.id).or_insert_with(|| {
                         batch.processes.push(BatchProcess {
-                            pid: o.pid,
-                            start_time: o.start_time,
-                            comm: o.comm,
-                            cmdline: o.cmdline,
-                            uid: o.uid,
-                            unit: o.unit,
-                            container: o.container,
+                            pid: p.id.pid.0,
+                            start_time: p.id.start_time,
+                            comm: p.comm.clone(),
+                            cmdline: p.cmdline.clone(),
+                            uid: p.uid,
+                            unit: p.unit.clone(),
+                            container: p.container.clone(),
                         });
                         batch.processes.len() - 1
                     });
                     (i, o.fd)
                 })
                 .collect();
+            let age = &e.socket.age;
             batch.targets.push(BatchTarget {
-                rule: e.rule,
+                rule: e.rule.to_string(),
                 escalated: e.escalated,
                 why: e.why,
-                netns_inode: s.netns_inode,
-                netns: s.netns,
+                netns_inode: s.netns.inode,
+                netns: e.netns.into_owned(),
                 family: s.family,
                 state: s.state,
                 local: s.local,
                 remote: s.remote,
                 recv_q: s.recv_q,
                 send_q: s.send_q,
-                cookie: s.cookie,
-                inode: s.inode,
+                cookie: s.cookie.0,
+                inode: s.inode.0,
                 uid: s.uid,
-                age_secs: s.age_secs,
-                age_source: s.age_source,
-                age_is_lower_bound: s.age_is_lower_bound,
+                age_secs: age.secs,
+                age_source: age.source,
+                age_is_lower_bound: age.lower_bound,
                 owners,
             });
         }

@@ -349,10 +349,11 @@ impl<S: Sink> Reader<S> {
         let Some(batch) = &view.batch else {
             return;
         };
+        let shared_rule = batch.shared.as_ref().and_then(|s| s.rule.as_deref());
         let sockets = batch.targets.iter().map(|t| {
             let owners = t.owners.iter().filter_map(|&(p, _)| batch.processes.get(p));
             BatchSocket {
-                rule: &t.rule,
+                rule: t.rule.as_deref().or(shared_rule).unwrap_or_default(),
                 escalated: t.escalated,
                 cookie: t.cookie,
                 owner: first_owner(owners.map(|p| (p.pid, p.start_time, p.unit.as_deref()))),
@@ -583,6 +584,9 @@ struct ActionView {
 struct BatchBodyView<'a> {
     #[serde(default, borrow)]
     processes: Vec<ProcessView<'a>>,
+    /// What every target shares (see `batch_wire`): here, the rule.
+    #[serde(default, borrow)]
+    shared: Option<SharedView<'a>>,
     #[serde(default, borrow)]
     targets: Vec<TargetView<'a>>,
     #[serde(default, borrow)]
@@ -598,9 +602,16 @@ struct ProcessView<'a> {
 }
 
 #[derive(serde::Deserialize)]
+struct SharedView<'a> {
+    #[serde(default, borrow)]
+    rule: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
 struct TargetView<'a> {
-    #[serde(borrow)]
-    rule: Cow<'a, str>,
+    /// Absent when the batch's `shared` holds it.
+    #[serde(default, borrow)]
+    rule: Option<Cow<'a, str>>,
     #[serde(default)]
     escalated: bool,
     cookie: u64,

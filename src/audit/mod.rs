@@ -53,6 +53,7 @@
 
 mod anchor;
 mod batch;
+mod batch_wire;
 mod error;
 mod history;
 mod prune;

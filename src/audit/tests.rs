@@ -851,23 +851,152 @@ fn past_of(record: NewRecord, result: Option<&str>) -> Vec<PastAction> {
     past_actions_from(&records, at(0))
 }
 
-/// A batch is read for the history entry by entry, without a record made of each: the
-/// same past actions as from its entries one by one (what `audit show` expands it into).
-#[test]
-fn a_batch_gives_the_history_of_its_entries() {
-    let entries: Vec<BatchEntry> = [
+/// Three sockets of namespace `netns_inode` for a batch, each with its rule: cookies 1
+/// (java, api.service), 2 (java) and 3 (py), each its own process.
+fn batch_sockets(netns_inode: u64) -> Vec<(String, crate::model::StuckSocket)> {
+    [
         (1, "java", Some("api.service")),
         (2, "java", None),
         (3, "py", None),
     ]
     .into_iter()
-    .map(|(cookie, comm, unit)| BatchEntry {
-        rule: format!("rule-{}", cookie % 2),
-        escalated: cookie == 3,
-        why: "old".into(),
-        socket: socket(cookie, comm, unit),
+    .map(|(cookie, comm, unit)| {
+        let process = std::sync::Arc::new(crate::model::Process {
+            id: ProcessId {
+                pid: Pid(300 + cookie as i32),
+                start_time: 12345,
+            },
+            comm: comm.into(),
+            cmdline: format!("/usr/bin/{comm} --serve"),
+            exe: None,
+            uid: 1000,
+            unit: unit.map(str::to_string),
+            container: None,
+            handle: Default::default(),
+        });
+        let netns = crate::model::NetnsId {
+            dev: 4,
+            inode: netns_inode,
+        };
+        let socket = crate::sys::fake::socket(netns, cookie, TcpState::CloseWait);
+        let stuck = crate::sys::fake::stuck(socket, &[&process], 720);
+        (format!("rule-{}", cookie % 2), stuck)
     })
-    .collect();
+    .collect()
+}
+
+/// A batch writes what all its targets share once, and each distinct explanation once;
+/// read back, every target is whole, as it is from a batch written whole (before
+/// `shared`). A change to a shared field breaks the seal.
+#[test]
+fn a_batch_writes_what_its_targets_share_once_and_reads_back_whole() {
+    let host = batch_sockets(4026531840);
+    let pod = batch_sockets(4026532000);
+    let sockets = [&host[0], &host[2], &pod[2]];
+    let batch = Batch::of(sockets.iter().map(|(_, stuck)| {
+        BatchEntry {
+            rule: "leak",
+            escalated: false,
+            why: if stuck.socket.cookie.0 == 1 {
+                "old"
+            } else {
+                "older"
+            }
+            .into(),
+            netns: if stuck.socket.netns.inode == 4026532000 {
+                "pod"
+            } else {
+                "host"
+            }
+            .into(),
+            socket: stuck,
+        }
+    }));
+    let json = serde_json::to_value(&batch).expect("json");
+    let shared = &json["shared"];
+    assert_eq!(shared["rule"], "leak", "{json}");
+    assert_eq!(shared["state"], "close-wait", "{json}");
+    assert!(shared.get("netns").is_none(), "two namespaces: {json}");
+    assert_eq!(json["whys"], serde_json::json!(["old", "older"]));
+    let targets = json["targets"].as_array().expect("targets");
+    assert_eq!(targets.len(), 3);
+    assert!(targets
+        .iter()
+        .all(|t| t.get("rule").is_none() && t.get("state").is_none()));
+    assert_eq!(
+        targets.iter().map(|t| &t["why"]).collect::<Vec<_>>(),
+        [0, 1, 1]
+    );
+    assert_eq!(targets[2]["netns"], "pod");
+    let read: Batch = serde_json::from_value(json.clone()).expect("read back");
+    assert_eq!(read, batch);
+
+    // Written whole, each target with every field and its own explanation: the same.
+    let whole: Vec<serde_json::Value> = batch
+        .targets
+        .iter()
+        .map(|t| {
+            serde_json::json!({
+                "rule": t.rule, "why": t.why, "netns_inode": t.netns_inode,
+                "netns": t.netns, "family": t.family, "state": t.state, "local": t.local,
+                "remote": t.remote, "recv_q": t.recv_q, "send_q": t.send_q,
+                "cookie": t.cookie, "inode": t.inode, "uid": t.uid, "age_secs": t.age_secs,
+                "age_source": t.age_source, "age_is_lower_bound": t.age_is_lower_bound,
+                "owners": t.owners,
+            })
+        })
+        .collect();
+    let old = serde_json::json!({"processes": json["processes"], "targets": whole});
+    assert_eq!(serde_json::from_value::<Batch>(old).expect("whole"), batch);
+
+    // A target with no rule of its own or shared is not a batch sockwarden wrote.
+    let mut no_rule = json.clone();
+    no_rule["shared"]
+        .as_object_mut()
+        .expect("shared")
+        .remove("rule");
+    let err = serde_json::from_value::<Batch>(no_rule).expect_err("no rule");
+    assert!(err.to_string().contains("`rule`"), "{err}");
+
+    // The seal covers what is shared.
+    let record = NewRecord::batch(
+        RecordKind::Intent,
+        actor(),
+        Mode::Enforce,
+        Action::new(ActionKind::Destroy),
+        "sha256:feed",
+        batch,
+    );
+    let mut record = record.into_record(1, at(60), "h".into(), GENESIS_PREV.into());
+    let line = String::from_utf8(seal_with(&mut record, None).expect("seal")).expect("utf8");
+    assert!(open_line(line.as_bytes()).is_ok());
+    // The history's reader takes the shared rule as each target's.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("audit.jsonl");
+    std::fs::write(&path, format!("{line}\n")).expect("write");
+    let from_file = past_actions(&path, at(0)).expect("history");
+    assert_eq!(from_file.len(), 3);
+    assert_eq!(
+        from_file,
+        past_actions_from(std::slice::from_ref(&record), at(0))
+    );
+    let edited = line.replacen("\"state\":\"close-wait\"", "\"state\":\"last-ack\"", 1);
+    assert_ne!(edited, line);
+    assert_eq!(open_line(edited.as_bytes()).err(), Some(LineError::BadSeal));
+}
+
+/// A batch is read for the history entry by entry, without a record made of each: the
+/// same past actions as from its entries one by one (what `audit show` expands it into).
+#[test]
+fn a_batch_gives_the_history_of_its_entries() {
+    let sockets = batch_sockets(4026531840);
+    let entries = sockets.iter().map(|(rule, stuck)| BatchEntry {
+        rule,
+        escalated: stuck.socket.cookie.0 == 3,
+        why: "old".into(),
+        netns: "host".into(),
+        socket: stuck,
+    });
     let intent = NewRecord::batch(
         RecordKind::Intent,
         actor(),
