@@ -1,18 +1,20 @@
 //! `sockwarden clean`: a one-off cleanup. Scan, plan with the same engine and guards as the
 //! daemon, print the plan, and act only with `--yes` or after a confirmation on a terminal.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, IsTerminal, Write};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::actions::{self, ActContext, ActionReport};
 use crate::audit::{Actor, ActorKind};
 use crate::cli::{exit, CleanArgs};
 use crate::decide::{self, Decider, Planned};
-use crate::engine::{self, Decision, HeldReason, Plan, RunOptions};
+use crate::engine::{self, Decision, HeldReason, OwnerKey, Plan, RunOptions};
 use crate::filter::SocketFilter;
-use crate::model::{Pid, StateSet};
+use crate::model::{Pid, StateSet, TcpState};
 use crate::output;
-use crate::policy::{self, Mode, PolicySet};
+use crate::policy::{self, Action, Mode, PolicySet};
 use crate::scan::{self, Observations, Snapshot};
 use crate::sys::System;
 
@@ -319,45 +321,72 @@ fn print_plan(
     }
     let summarize = !full && plan.items.len() > FULL_TABLE_LIMIT;
     if summarize {
-        // (rule, action, state, owner, decision) -> (items, oldest age)
-        type Group = (String, String, String, String, String);
-        let mut groups: std::collections::BTreeMap<Group, (usize, u64)> =
-            std::collections::BTreeMap::new();
-        for i in &plan.items {
+        // Grouped on what the items share (a mass leak has 100,000; the words of each
+        // group are written once): (rule, action, state, owner) -> per decision, (items,
+        // oldest age, the first item).
+        type Group<'p> = (
+            &'p str,
+            *const Action,
+            Option<TcpState>,
+            Option<&'p OwnerKey>,
+        );
+        let mut groups: HashMap<Group<'_>, Vec<(&Decision, usize, u64, usize)>> = HashMap::new();
+        for (n, i) in plan.items.iter().enumerate() {
             let socket = i.socket_indices.first().and_then(|x| snap.sockets.get(*x));
             let key = (
-                i.rule.to_string(),
-                i.action.to_string(),
-                socket
-                    .map(|s| s.socket.state.to_string())
-                    .unwrap_or_default(),
-                owner_text(i, snap),
-                decision_text(&i.decision, dry_run),
+                &*i.rule,
+                Arc::as_ptr(&i.action),
+                socket.map(|s| s.socket.state),
+                i.owner.as_ref(),
             );
             let age = socket.map_or(0, |s| s.age.secs);
-            let entry = groups.entry(key).or_insert((0, 0));
-            entry.0 += 1;
-            entry.1 = entry.1.max(age);
+            let decisions = groups.entry(key).or_default();
+            match decisions.iter_mut().find(|d| *d.0 == i.decision) {
+                Some(d) => {
+                    d.1 += 1;
+                    d.2 = d.2.max(age);
+                }
+                None => decisions.push((&i.decision, 1, age, n)),
+            }
         }
-        let mut rows: Vec<(usize, Vec<String>)> = groups
-            .into_iter()
-            .map(|((rule, action, state, owner, decision), (n, oldest))| {
-                (
-                    n,
-                    vec![
-                        n.to_string(),
-                        rule,
-                        action,
-                        state,
-                        owner,
-                        crate::duration::format(oldest),
-                        decision,
-                    ],
-                )
+        // (items, (rule, action, state, owner, decision), oldest)
+        type Row = (usize, [String; 5], u64);
+        let mut rows: Vec<Row> = groups
+            .into_values()
+            .flatten()
+            .map(|(decision, n, oldest, first)| {
+                let item = &plan.items[first];
+                let socket = item
+                    .socket_indices
+                    .first()
+                    .and_then(|x| snap.sockets.get(*x));
+                let words = [
+                    item.rule.to_string(),
+                    item.action.to_string(),
+                    socket
+                        .map(|s| s.socket.state.to_string())
+                        .unwrap_or_default(),
+                    owner_text(item, snap),
+                    decision_text(decision, dry_run),
+                ];
+                (n, words, oldest)
             })
             .collect();
-        rows.sort_by_key(|(n, _)| std::cmp::Reverse(*n));
-        let rows: Vec<Vec<String>> = rows.into_iter().map(|(_, r)| r).collect();
+        rows.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        let rows: Vec<Vec<String>> = rows
+            .into_iter()
+            .map(|(n, [rule, action, state, owner, decision], oldest)| {
+                vec![
+                    n.to_string(),
+                    rule,
+                    action,
+                    state,
+                    owner,
+                    crate::duration::format(oldest),
+                    decision,
+                ]
+            })
+            .collect();
         output::table(
             out,
             &[

@@ -137,6 +137,62 @@ fn dry_run_records_the_plan_and_touches_nothing() {
     assert!(out.contains("2 dry-run"), "the results line:\n{out}");
 }
 
+/// A plan of more than 50 items is summarized on a terminal: its groups (one here: every
+/// socket has the same owner) and the first rows; `-v` lists every item.
+#[test]
+fn a_large_plan_is_summarized_and_listed_whole_with_verbose() {
+    if !root_or_skip("clean plan summary") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("audit.jsonl");
+    let ns = TestNetns::new();
+    let target = leak_close_wait(&ns, "127.0.0.1:0", 60);
+    let port = target.addr().port().to_string();
+    let netns = ns.path();
+    let args = [
+        "clean",
+        "--netns",
+        netns.to_str().expect("path"),
+        "--port",
+        &port,
+        "--state",
+        "close-wait",
+        "--action",
+        "destroy",
+        "--dry-run",
+        "--audit-log",
+        log.to_str().expect("path"),
+    ];
+    let (code, out, err) = run(&args);
+    assert_eq!(code, 0, "{out}{err}");
+    // The plan, before the results' table.
+    let plan_of = |out: &str| out.split(" RESULT ").next().unwrap_or_default().to_string();
+    let row = format!(":{port}\u{2192}");
+    let plan = plan_of(&out);
+    let group = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("60 "))
+        .unwrap_or_else(|| panic!("one group of the 60 items:\n{out}"));
+    for word in ["clean", "destroy", "close-wait", "would act"] {
+        assert!(group.contains(word), "{word} in the group row: {group}");
+    }
+    assert!(out.contains("First 10 of 60"), "{out}");
+    assert_eq!(
+        plan.matches(&row).count(),
+        10,
+        "the first rows only:\n{out}"
+    );
+
+    let mut verbose = vec!["-v"];
+    verbose.extend(args);
+    let (code, out, err) = run(&verbose);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(!out.contains("First 10"), "{out}");
+    assert_eq!(plan_of(&out).matches(&row).count(), 60, "every row:\n{out}");
+    assert_eq!(ports_in(&ns, target.addr().port()), 60, "nothing destroyed");
+}
+
 #[test]
 fn clean_refuses_to_act_without_yes_when_not_on_a_terminal() {
     if !root_or_skip("clean confirmation") {
