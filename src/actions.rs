@@ -6,6 +6,8 @@
 //! record (fsynced) comes before every action and an outcome after; if an intent cannot be
 //! recorded, nothing more is done (fail closed).
 
+use crate::model::InodeSet;
+use crate::model::NumberHash;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -170,7 +172,7 @@ pub fn carry_out(
         .map(|item| PendingOther::of(item, &snap, ctx))
         .collect();
     // The sockets the plan acts on: their owners are read again while they are dumped.
-    let expected: HashSet<Inode> = to_act
+    let expected: InodeSet = to_act
         .iter()
         .flat_map(|item| item.socket_indices.iter())
         .filter_map(|&i| snap.sockets.get(i))
@@ -237,9 +239,9 @@ pub fn carry_out(
     // Socket items: confirmed (each then kept as its socket's place in the fresh snapshot,
     // the fresh plan freed) or not acted on, with the reason (few: kept by item).
     let mut confirmed: Vec<u32> = vec![NOT_CONFIRMED; sockets.len()];
-    let mut not_acted: HashMap<usize, Result3> = HashMap::new();
+    let mut not_acted: HashMap<usize, Result3, NumberHash> = HashMap::default();
     // The reports of the skipped name the socket as it is now, when it is still there.
-    let mut skipped_now: HashMap<usize, KernelSocket> = HashMap::new();
+    let mut skipped_now: HashMap<usize, KernelSocket, NumberHash> = HashMap::default();
     for (n, p) in sockets.iter().enumerate() {
         let verdict = recheck.verdict(p.key(&kinds), &p.what());
         match verdict.map(|now| now.socket_indices.first().copied()) {
@@ -1187,7 +1189,7 @@ fn destroy_confirmed(sys: &dyn System, netns: &Netns, sockets: &[&KernelSocket])
                 .collect();
         }
     };
-    let after: Option<HashSet<crate::model::Cookie>> = sys
+    let after: Option<HashSet<crate::model::Cookie, NumberHash>> = sys
         .dump(netns, states)
         .ok()
         .map(|d| d.sockets.into_iter().map(|s| s.cookie).collect());
@@ -1586,7 +1588,7 @@ mod tests {
         const N: u64 = 2_000;
         let app = process(500, "app");
         let other = process(600, "other");
-        let owned_by = |p: &Arc<Process>| -> HashMap<Inode, Vec<Owner>> {
+        let owned_by = |p: &Arc<Process>| -> crate::model::InodeMap<Vec<Owner>> {
             (1..=N)
                 .map(|c| {
                     let owner = Owner {
@@ -1644,7 +1646,8 @@ mod tests {
                     fd: 3,
                 }],
             )]
-            .into(),
+            .into_iter()
+            .collect(),
             processes: [(app.id, None)].into(),
             ..FakeSystem::default()
         };

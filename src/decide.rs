@@ -122,7 +122,7 @@ impl Decider<'_> {
         &self,
         history: &History,
         now: SystemTime,
-        expected: &std::collections::HashSet<crate::model::Inode>,
+        expected: &crate::model::InodeSet,
     ) -> Result<Planned, ScanError> {
         let snap = scan::scan_with(
             self.sys,

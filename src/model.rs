@@ -18,6 +18,17 @@ pub struct Cookie(pub u64);
 #[serde(transparent)]
 pub struct Inode(pub u64);
 
+/// How maps and sets keyed by the kernel's numbers (inodes, cookies, process ids) hash: a
+/// mass leak looks 100,000 of them up in each pass, and SipHash's guard against chosen
+/// keys is not needed for numbers the kernel hands out (the seed is still random).
+pub type NumberHash = foldhash::fast::RandomState;
+
+/// A set of socket inodes.
+pub type InodeSet = std::collections::HashSet<Inode, NumberHash>;
+
+/// A map from socket inodes.
+pub type InodeMap<V> = std::collections::HashMap<Inode, V, NumberHash>;
+
 /// A process id in the host pid namespace. Never used alone to act: see [`ProcessId`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
+use crate::model::NumberHash;
 use crate::model::{Cookie, NetnsId, TcpState};
 use crate::scan::SocketKey;
 
@@ -16,7 +17,7 @@ type CompactKey = (u64, u32, TcpState);
 #[derive(Debug, Default, Clone)]
 pub struct Observations {
     /// Nanoseconds since the Unix epoch, by socket.
-    times: HashMap<CompactKey, u64>,
+    times: HashMap<CompactKey, u64, NumberHash>,
     /// The namespaces the keys index.
     namespaces: Vec<NetnsId>,
     namespace_index: HashMap<NetnsId, u32>,
@@ -108,7 +109,8 @@ impl Observations {
         now: SystemTime,
     ) -> bool {
         let seen = seen.into_iter();
-        let mut present: HashSet<CompactKey> = HashSet::with_capacity(seen.size_hint().0);
+        let mut present: HashSet<CompactKey, NumberHash> =
+            HashSet::with_capacity_and_hasher(seen.size_hint().0, NumberHash::default());
         let now = nanos(now);
         let mut changed = false;
         for key in seen {

@@ -1,12 +1,13 @@
 //! The watcher: one pass over every selected namespace's sock_diag dump, attributed to
 //! owners (only when there are candidates) and aged. Pure over [`System`].
 
-use std::collections::{HashMap, HashSet};
+use crate::model::InodeSet;
+use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::age::{self, AgeContext};
 use crate::filter::{NetnsSelector, SocketFilter};
-use crate::model::{Cookie, Inode, KernelSocket, Netns, NetnsId, StuckSocket, TcpState};
+use crate::model::{Cookie, KernelSocket, Netns, NetnsId, StuckSocket, TcpState};
 use crate::sys::{OwnerScan, SysError, System};
 
 /// Everything one scan saw.
@@ -153,7 +154,7 @@ pub enum OwnerPass<'a> {
     After,
     /// While the namespaces are dumped, for these inodes (sockets seen a moment ago); the
     /// owners of sockets found outside them after.
-    Expected(&'a HashSet<Inode>),
+    Expected(&'a InodeSet),
     /// Every socket file read while the namespaces are dumped, then kept for the sockets
     /// the filter keeps: one-shot commands, which show the owners of what they find.
     Alongside,
@@ -189,7 +190,7 @@ pub fn scan_with(
     // The owners read alongside the dumps, if any.
     enum Early<'e> {
         None,
-        Expected(&'e HashSet<Inode>, OwnerScan),
+        Expected(&'e InodeSet, OwnerScan),
         Holders(crate::sys::Holders),
     }
     let (watch, early) = match owners {
@@ -270,7 +271,7 @@ pub fn scan_with(
         sockets = sockets.len(),
         "dumped"
     );
-    let wanted: HashSet<Inode> = sockets
+    let wanted: InodeSet = sockets
         .iter()
         .map(|s| s.socket.inode)
         .filter(|i| i.0 != 0)
@@ -285,7 +286,7 @@ pub fn scan_with(
         } = match early {
             Early::Expected(expected, mut scan) => {
                 // Sockets that were not expected (new since) are attributed now.
-                let missing: HashSet<Inode> = wanted.difference(expected).copied().collect();
+                let missing: InodeSet = wanted.difference(expected).copied().collect();
                 if !missing.is_empty() {
                     let more = sys.owners(&missing);
                     scan.owners.extend(more.owners);
@@ -421,7 +422,7 @@ mod tests {
 
     use super::*;
     use crate::filter::Pattern;
-    use crate::model::{KernelSocket, Owner, Pid, Process, ProcessId, StateSet};
+    use crate::model::{Inode, KernelSocket, Owner, Pid, Process, ProcessId, StateSet};
     use crate::sys::fake::FakeSystem;
 
     const HOST: NetnsId = NetnsId {
@@ -684,7 +685,7 @@ mod tests {
     fn owners_read_early_cover_sockets_found_outside_what_was_expected() {
         let sys = fixture();
         // Seen a moment ago: cookies 1 and 4 (inodes 10 and 40); cookie 2 is new since.
-        let expected = HashSet::from([Inode(10), Inode(40)]);
+        let expected = InodeSet::from_iter([Inode(10), Inode(40)]);
         let filter = SocketFilter::default();
         let snap = scan_with(
             &sys,

@@ -240,7 +240,8 @@ fn each_probe_failure_degrades_its_action_to_observe() {
                     fd: 3,
                 }],
             )]
-            .into(),
+            .into_iter()
+            .collect(),
             ..fake(vec![socket])
         };
         let mut d = setup.daemon(&sys, Capabilities::default());

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 pub use history::{History, Keep, OwnerKey, PastAction, PastOutcome, Step, TargetKey};
 
+use crate::model::NumberHash;
 use crate::model::{Age, Cookie, NetnsId, Pid, Process, ProcessId, StuckSocket, TcpState};
 use crate::policy::{
     render_arg, Action, ActionKind, Guards, Mode, PolicySet, Rule, SSH_PORT, SSH_PROCESSES,
@@ -515,7 +516,7 @@ impl Evaluation {
         // min_sockets: count, per rule and owner process, the sockets that match and are old
         // enough. A socket held by several processes counts for each.
         for (r, rule) in rules.iter().enumerate() {
-            let mut counts: HashMap<ProcessId, u32> = HashMap::new();
+            let mut counts: HashMap<ProcessId, u32, NumberHash> = HashMap::default();
             for (i, s) in socks.iter().enumerate() {
                 if matches[i][r].selectors
                     && matches[i][r].age_ok
@@ -722,6 +723,9 @@ struct Protection<'a> {
     options: RunOptions,
     /// Units that hold a protected process: restarting them would hit it.
     units_with_protected: HashSet<String>,
+    /// [`Protection::process`] of every owner in the snapshot, taken once per process (a
+    /// mass leak has 100,000 sockets and a few hundred owners).
+    processes: HashMap<ProcessId, Option<String>, NumberHash>,
 }
 
 impl<'a> Protection<'a> {
@@ -730,17 +734,36 @@ impl<'a> Protection<'a> {
             guards: &input.policies.guards,
             options: input.options,
             units_with_protected: HashSet::new(),
+            processes: HashMap::default(),
         };
+        let mut processes = HashMap::default();
+        for s in input.sockets {
+            for o in &s.owners {
+                processes
+                    .entry(o.process.id)
+                    .or_insert_with(|| p.process(&o.process));
+            }
+        }
         let mut units = HashSet::new();
         for s in input.sockets {
             for o in &s.owners {
-                if let (Some(unit), Some(_)) = (&o.process.unit, p.process(&o.process)) {
+                if let (Some(unit), Some(Some(_))) = (&o.process.unit, processes.get(&o.process.id))
+                {
                     units.insert(unit.clone());
                 }
             }
         }
         p.units_with_protected = units;
+        p.processes = processes;
         p
+    }
+
+    /// [`Protection::process`], as taken when the snapshot was read.
+    fn owner(&self, p: &Process) -> Option<String> {
+        match self.processes.get(&p.id) {
+            Some(verdict) => verdict.clone(),
+            None => self.process(p),
+        }
     }
 
     fn process(&self, p: &Process) -> Option<String> {
@@ -814,7 +837,7 @@ impl<'a> Protection<'a> {
                 s.socket.uid
             ));
         }
-        s.owners.iter().find_map(|o| self.process(&o.process))
+        s.owners.iter().find_map(|o| self.owner(&o.process))
     }
 }
 
@@ -829,7 +852,7 @@ struct Planner<'a> {
     /// in-pass part of budgets.
     rate_used: HashMap<ActionKind, u32>,
     restarts_used: HashMap<String, u32>,
-    fraction_used: HashMap<(usize, ProcessId), u32>,
+    fraction_used: HashMap<(usize, ProcessId), u32, NumberHash>,
     planned: HashMap<(ActionKind, TargetKey), Arc<str>>,
     /// Each rule's name, shared by its items.
     rule_names: Vec<Arc<str>>,
@@ -857,7 +880,7 @@ impl<'a> Planner<'a> {
             items: Vec::new(),
             rate_used: HashMap::new(),
             restarts_used: HashMap::new(),
-            fraction_used: HashMap::new(),
+            fraction_used: HashMap::default(),
             planned: HashMap::new(),
             rule_names: input
                 .policies
@@ -903,9 +926,24 @@ impl<'a> Planner<'a> {
             Socket(usize),
             Shared(usize),
         }
+        let mut escalations: HashMap<OwnerKey, Option<String>> = HashMap::new();
+        // Only a signal or a restart shares a target (a process, a unit) among sockets;
+        // a rule without one makes an item per socket, each group made once.
+        let (plain, escalate) = &self.rule_actions[r];
+        let shares = [Some(plain), escalate.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|a| matches!(a.kind(), ActionKind::Signal | ActionKind::Restart));
+        if !shares {
+            self.items.reserve(won.len());
+            for &i in won {
+                let g = self.group_of(r, i, &mut escalations);
+                self.guard(r, g);
+            }
+            return;
+        }
         let mut slots: Vec<Slot> = Vec::with_capacity(won.len());
         let mut shared: Vec<Group> = Vec::new();
-        let mut escalations: HashMap<OwnerKey, Option<String>> = HashMap::new();
         for &i in won {
             let g = self.group_of(r, i, &mut escalations);
             if !matches!(g.target, Target::Process(_) | Target::Unit { .. }) {

@@ -1,6 +1,7 @@
 //! A recording fake of [`System`](super::System) for tests of the layers above the kernel:
 //! namespaces, sockets and owners are plain data; destroys are recorded, never performed.
 
+use crate::model::{InodeMap, InodeSet};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -72,7 +73,7 @@ pub fn idle(ms: u32) -> TcpTimes {
 pub struct FakeSystem {
     pub namespaces: Vec<Netns>,
     pub sockets: Vec<KernelSocket>,
-    pub owners: HashMap<Inode, Vec<Owner>>,
+    pub owners: InodeMap<Vec<Owner>>,
     pub uptime: Duration,
     /// What the eBPF index would say of state entries (empty: no index).
     pub entered: HashMap<Cookie, super::Entered>,
@@ -204,7 +205,7 @@ impl System for FakeSystem {
         self.probes.watcher.clone()
     }
 
-    fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan {
+    fn owners(&self, wanted: &InodeSet) -> OwnerScan {
         self.record(format!("owners {}", wanted.len()));
         let owners = self
             .owners

@@ -1,6 +1,7 @@
 //! The real [`System`]: sock_diag netlink, `/proc` and namespaces on this host, and
 //! sockwarden's eBPF programs where the kernel and privileges allow them.
 
+use crate::model::InodeSet;
 use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -80,7 +81,7 @@ impl LinuxSystem {
     }
 
     /// The iterator's owner pass, or why it cannot serve this one.
-    fn owners_by_bpf(&self, wanted: &HashSet<Inode>) -> Result<OwnerScan, String> {
+    fn owners_by_bpf(&self, wanted: &InodeSet) -> Result<OwnerScan, String> {
         let kernel = self.bpf().map_err(|e| e.to_string())?;
         if !bpf::in_initial_pid_namespace() {
             return Err(NOT_HOST_PIDS.to_string());
@@ -419,11 +420,11 @@ impl System for LinuxSystem {
         })
     }
 
-    fn owners_of(&self, holders: Holders, wanted: &HashSet<Inode>) -> OwnerScan {
+    fn owners_of(&self, holders: Holders, wanted: &InodeSet) -> OwnerScan {
         let Some(mut found) = holders.holders else {
             return self.owners(wanted);
         };
-        let held: HashSet<Inode> = found.iter().map(|h| h.inode).collect();
+        let held: InodeSet = found.iter().map(|h| h.inode).collect();
         let mut scan = match holders.owners {
             Some(mut scan) => {
                 scan.owners.retain(|inode, _| wanted.contains(inode));
@@ -436,7 +437,7 @@ impl System for LinuxSystem {
         };
         // A socket that entered its state after the iterator passed its process: read its
         // holders now.
-        let missing: HashSet<Inode> = wanted.difference(&held).copied().collect();
+        let missing: InodeSet = wanted.difference(&held).copied().collect();
         tracing::debug!(
             missing = missing.len(),
             "sockets without a holder from the iterator (read again)"
@@ -453,7 +454,7 @@ impl System for LinuxSystem {
         &self,
         namespaces: &[Netns],
         states: StateSet,
-        expected: &HashSet<Inode>,
+        expected: &InodeSet,
     ) -> (Watch, OwnerScan) {
         if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
             return (self.watch(namespaces, states), self.owners(expected));
@@ -486,7 +487,7 @@ impl System for LinuxSystem {
         })
     }
 
-    fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan {
+    fn owners(&self, wanted: &InodeSet) -> OwnerScan {
         if wanted.is_empty() {
             return OwnerScan::default();
         }

@@ -21,7 +21,8 @@ pub mod signal;
 pub mod syscall;
 pub mod systemd;
 
-use std::collections::{HashMap, HashSet};
+use crate::model::{InodeMap, InodeSet};
+use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
@@ -83,7 +84,7 @@ pub struct NetnsDump {
 #[derive(Debug, Default)]
 pub struct OwnerScan {
     /// Every holder of each wanted inode (several when a socket is shared after fork).
-    pub owners: HashMap<Inode, Vec<Owner>>,
+    pub owners: InodeMap<Vec<Owner>>,
     /// Processes whose fd table or details could not be read for a reason other than
     /// having exited (usually EACCES when not root).
     pub unreadable: Vec<(Pid, io::ErrorKind)>,
@@ -139,7 +140,7 @@ pub trait System {
     /// One pass attributing the `wanted` socket inodes to processes (through the eBPF
     /// task_file iterator when it is loaded, else over `/proc/<pid>/fd`). Processes that
     /// vanish mid-scan are skipped silently.
-    fn owners(&self, wanted: &HashSet<Inode>) -> OwnerScan;
+    fn owners(&self, wanted: &InodeSet) -> OwnerScan;
 
     /// [`System::watch`], and at the same time the first half of an owner pass over every
     /// socket file, for [`System::owners_of`] to finish once the caller knows which sockets
@@ -150,7 +151,7 @@ pub trait System {
 
     /// The owners of `wanted`, from `holders` read by [`System::watch_and_holders`] (or a
     /// pass of their own when there are none).
-    fn owners_of(&self, holders: Holders, wanted: &HashSet<Inode>) -> OwnerScan {
+    fn owners_of(&self, holders: Holders, wanted: &InodeSet) -> OwnerScan {
         let _ = holders;
         self.owners(wanted)
     }
@@ -162,7 +163,7 @@ pub trait System {
         &self,
         namespaces: &[Netns],
         states: StateSet,
-        expected: &HashSet<Inode>,
+        expected: &InodeSet,
     ) -> (Watch, OwnerScan) {
         (self.watch(namespaces, states), self.owners(expected))
     }

@@ -1,7 +1,7 @@
 //! The owner map: one pass over `/proc/<pid>/fd` turning socket inodes into processes, with
 //! each process's start time, command, uid, systemd unit and container.
 
-use std::collections::HashSet;
+use crate::model::InodeSet;
 use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Read, Write as _};
@@ -35,7 +35,7 @@ const DIR_FLAGS: OFlag = OFlag::O_RDONLY
 const FILE_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_CLOEXEC);
 
 /// Attribute `wanted` socket inodes to the processes holding them, walking the real `/proc`.
-pub fn scan_owners(wanted: &HashSet<Inode>) -> OwnerScan {
+pub fn scan_owners(wanted: &InodeSet) -> OwnerScan {
     scan_in(Path::new("/proc"), wanted, true)
 }
 
@@ -44,13 +44,13 @@ pub fn scan_owners(wanted: &HashSet<Inode>) -> OwnerScan {
 /// Each process is read through one directory fd on `<proc_root>/<pid>`: the kernel ties
 /// that fd to the process, so if the pid is reused mid-scan, reads fail instead of
 /// describing the newcomer.
-pub fn scan_owners_at(proc_root: &Path, wanted: &HashSet<Inode>) -> OwnerScan {
+pub fn scan_owners_at(proc_root: &Path, wanted: &InodeSet) -> OwnerScan {
     scan_in(proc_root, wanted, false)
 }
 
 /// The scan; `handles`: take a pidfd on each owner (only meaningful on the real `/proc`,
 /// whose pids are this pid namespace's).
-fn scan_in(proc_root: &Path, wanted: &HashSet<Inode>, handles: bool) -> OwnerScan {
+fn scan_in(proc_root: &Path, wanted: &InodeSet, handles: bool) -> OwnerScan {
     let mut scan = OwnerScan::default();
     if wanted.is_empty() {
         return scan;
@@ -205,7 +205,7 @@ fn scan_some(
     root: &OwnedFd,
     pids: &[i32],
     next: &AtomicUsize,
-    wanted: &HashSet<Inode>,
+    wanted: &InodeSet,
     handles: bool,
 ) -> Partial {
     let mut part = Partial::default();
@@ -298,11 +298,7 @@ fn format_pid(pid: i32, buf: &mut [u8; 16]) -> io::Result<&str> {
 }
 
 /// Append `(inode, fd)` for every fd of this process that is a wanted socket.
-fn socket_fds(
-    pid_dir: &OwnedFd,
-    wanted: &HashSet<Inode>,
-    out: &mut Vec<(Inode, i32)>,
-) -> io::Result<()> {
+fn socket_fds(pid_dir: &OwnedFd, wanted: &InodeSet, out: &mut Vec<(Inode, i32)>) -> io::Result<()> {
     let mut fd_dir = Dir::openat(pid_dir, "fd", DIR_FLAGS, Mode::empty())?;
     let dir_fd = fd_dir.as_raw_fd();
     // `socket:[18446744073709551615]` is 29 bytes; anything longer is not a socket.
@@ -428,7 +424,7 @@ pub fn check_holder(process: &Process, inodes: &[Inode]) -> HolderCheck {
         Err(e) if is_gone(&e) => return HolderCheck::Exited,
         Err(e) => return HolderCheck::Failed(format!("read /proc/{}/stat: {e}", process.id.pid)),
     }
-    let wanted: HashSet<Inode> = inodes.iter().copied().collect();
+    let wanted: InodeSet = inodes.iter().copied().collect();
     let mut held = Vec::new();
     if let Err(e) = socket_fds(&dir, &wanted, &mut held) {
         return if is_gone(&e) {
@@ -908,7 +904,7 @@ mod tests {
         std::fs::create_dir(fake.root().join("self-ish")).expect("mkdir");
         std::fs::write(fake.root().join("uptime"), "1 1").expect("uptime");
 
-        let wanted: HashSet<Inode> = [Inode(111), Inode(222), Inode(333)].into();
+        let wanted = InodeSet::from_iter([Inode(111), Inode(222), Inode(333)]);
         let scan = scan_owners_at(&fake.root(), &wanted);
         assert_eq!(scan.processes_scanned, 4);
         assert!(scan.unreadable.is_empty(), "{:?}", scan.unreadable);
@@ -947,7 +943,7 @@ mod tests {
         let p = fake.process(10, "x", 1, 0, "0::/\n");
         fake.fd(10, 3, "socket:[5]");
         std::fs::remove_file(p.join("stat")).expect("rm");
-        let scan = scan_owners_at(&fake.root(), &[Inode(5)].into());
+        let scan = scan_owners_at(&fake.root(), &InodeSet::from_iter([Inode(5)]));
         assert!(scan.owners.is_empty());
         assert!(scan.unreadable.is_empty());
         assert_eq!(scan.processes_scanned, 1);
@@ -961,7 +957,7 @@ mod tests {
         // `fd` is a file, not a directory: ENOTDIR, reported for pid 11 only.
         std::fs::create_dir(fake.root().join("11")).expect("mkdir");
         std::fs::write(fake.root().join("11/fd"), "").expect("fd file");
-        let scan = scan_owners_at(&fake.root(), &[Inode(5)].into());
+        let scan = scan_owners_at(&fake.root(), &InodeSet::from_iter([Inode(5)]));
         assert_eq!(owners_of(&scan, 5), vec![(10, 3)]);
         assert_eq!(scan.unreadable.len(), 1);
         assert_eq!(scan.unreadable[0].0, Pid(11));
@@ -969,10 +965,13 @@ mod tests {
 
     #[test]
     fn empty_wanted_touches_nothing() {
-        let scan = scan_owners_at(Path::new("/nonexistent/proc"), &HashSet::new());
+        let scan = scan_owners_at(Path::new("/nonexistent/proc"), &InodeSet::default());
         assert_eq!(scan.processes_scanned, 0);
         assert!(scan.owners.is_empty());
-        let scan = scan_owners_at(Path::new("/nonexistent/proc"), &[Inode(1)].into());
+        let scan = scan_owners_at(
+            Path::new("/nonexistent/proc"),
+            &InodeSet::from_iter([Inode(1)]),
+        );
         assert_eq!(scan.processes_scanned, 0);
     }
 
@@ -985,7 +984,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let fd = listener.as_raw_fd();
         let inode = inode_of(&listener);
-        let wanted: HashSet<Inode> = [inode].into();
+        let wanted = InodeSet::from_iter([inode]);
         let me = std::process::id() as i32;
 
         let scan = scan_owners(&wanted);
@@ -1059,7 +1058,7 @@ mod tests {
         let fixture = std::thread::spawn(|| {
             nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
                 .expect("unshare(CLONE_NEWNET)");
-            let mut wanted = HashSet::new();
+            let mut wanted = InodeSet::default();
             let mut children = Vec::new();
             for i in 0..100u16 {
                 let mut batch = Vec::new();

@@ -147,7 +147,7 @@ mod tests {
             }
             found.expect("the child holds the socket")
         };
-        let scan = procfs::scan_owners(&[inode].into());
+        let scan = procfs::scan_owners(&crate::model::InodeSet::from_iter([inode]));
         let process = scan.owners[&inode]
             .iter()
             .find(|o| o.process.id.pid == Pid(child.id() as i32))

@@ -384,7 +384,7 @@ fn fake() -> FakeSystem {
         timer: None,
         tcp: None,
     };
-    let mut owners = HashMap::new();
+    let mut owners = sockwarden::model::InodeMap::default();
     for cookie in 1..=3 {
         owners.insert(
             Inode(9000 + cookie),

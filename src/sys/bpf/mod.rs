@@ -22,6 +22,7 @@
 pub mod syscall;
 pub mod watch;
 
+use crate::model::InodeSet;
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::io::{self, Read};
@@ -457,14 +458,14 @@ impl Kernel {
     }
 
     /// The processes holding each of `wanted`, from one pass over every task's files.
-    pub fn holders(&self, wanted: &HashSet<Inode>) -> io::Result<Vec<Holder>> {
+    pub fn holders(&self, wanted: &InodeSet) -> io::Result<Vec<Holder>> {
         self.prepare_holders(wanted)?.run()
     }
 
     /// Set the iterator up for `wanted`: the pass itself ([`HoldersJob::run`]) may then run
     /// on another thread. Few: the kernel filters through the map. Many: filling the map
     /// costs more than reading every socket file and filtering here.
-    pub fn prepare_holders<'w>(&self, wanted: &'w HashSet<Inode>) -> io::Result<HoldersJob<'w>> {
+    pub fn prepare_holders<'w>(&self, wanted: &'w InodeSet) -> io::Result<HoldersJob<'w>> {
         self.prepare_holders_filtered(wanted, wanted.len() <= WANTED_IN_KERNEL)
     }
 
@@ -474,7 +475,7 @@ impl Kernel {
         &self,
         states: crate::model::StateSet,
     ) -> io::Result<HoldersJob<'static>> {
-        self.set_wanted(&HashSet::new())?;
+        self.set_wanted(&InodeSet::default())?;
         self.set_only_wanted(false)?;
         self.set_holder_states(states.kernel_mask())?;
         Ok(HoldersJob {
@@ -485,10 +486,10 @@ impl Kernel {
 
     fn prepare_holders_filtered<'w>(
         &self,
-        wanted: &'w HashSet<Inode>,
+        wanted: &'w InodeSet,
         in_kernel: bool,
     ) -> io::Result<HoldersJob<'w>> {
-        let none = HashSet::new();
+        let none = InodeSet::default();
         self.set_wanted(if in_kernel { wanted } else { &none })?;
         self.set_only_wanted(in_kernel)?;
         self.set_holder_states(0)?;
@@ -516,7 +517,7 @@ impl Kernel {
     }
 
     /// Replace the contents of `wanted` with `inodes`.
-    fn set_wanted(&self, inodes: &HashSet<Inode>) -> io::Result<()> {
+    fn set_wanted(&self, inodes: &InodeSet) -> io::Result<()> {
         let mut now = self.wanted_now.borrow_mut();
         if !now.is_empty() {
             let keys: Vec<u8> = now.iter().flat_map(|k| k.to_ne_bytes()).collect();
@@ -545,7 +546,7 @@ impl Kernel {
 pub struct HoldersJob<'w> {
     link: OwnedFd,
     /// The inodes to keep; `None`: every socket file.
-    wanted: Option<&'w HashSet<Inode>>,
+    wanted: Option<&'w InodeSet>,
 }
 
 impl HoldersJob<'_> {
@@ -926,7 +927,7 @@ mod tests {
         let inode = std::fs::metadata(format!("/proc/self/fd/{fd}"))
             .expect("stat the socket")
             .ino();
-        let wanted = HashSet::from([Inode(inode)]);
+        let wanted = InodeSet::from_iter([Inode(inode)]);
         let by_kernel = kernel
             .prepare_holders_filtered(&wanted, true)
             .and_then(HoldersJob::run)
