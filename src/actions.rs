@@ -53,19 +53,51 @@ pub struct ActContext<'a> {
     pub plan_history: Option<audit::MarkedHistory>,
 }
 
+/// A report's target in words, put into words only when shown: a mass destroy reports
+/// 100,000 sockets and a table shows a few.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetText {
+    /// "close-wait 10.0.0.1:8080→10.0.0.2:41000"
+    Socket {
+        state: TcpState,
+        local: std::net::SocketAddr,
+        remote: std::net::SocketAddr,
+    },
+    /// "close-wait socket 1234": a socket no longer there, by its cookie.
+    Gone {
+        state: TcpState,
+        cookie: Cookie,
+    },
+    Words(String),
+}
+
+impl std::fmt::Display for TargetText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetText::Socket {
+                state,
+                local,
+                remote,
+            } => write!(f, "{state} {local}\u{2192}{remote}"),
+            TargetText::Gone { state, cookie } => write!(f, "{state} socket {cookie}"),
+            TargetText::Words(words) => f.write_str(words),
+        }
+    }
+}
+
 /// What came of one plan item, for the command's report (the audit log has the same).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ActionReport {
     pub rule: std::sync::Arc<str>,
-    /// The action in words, for tables and logs.
+    /// The action in words, for tables and logs (shared by a mass destroy's reports).
     #[serde(skip)]
-    pub action: String,
+    pub action: Arc<str>,
     /// The same object as the audit record's `action` (kind, signal, unit, command).
     #[serde(rename = "action")]
     pub action_ref: audit::Action,
     /// The target in words, for tables and logs.
     #[serde(skip)]
-    pub target: String,
+    pub target: TargetText,
     /// The same object as the plan's item (`clean --json` joins on it).
     #[serde(rename = "target")]
     pub target_ref: crate::record::TargetRef,
@@ -280,7 +312,7 @@ pub fn carry_out(
         let Some(now) = fresh.sockets.get(confirmed[n] as usize) else {
             continue;
         };
-        match kinds.0[p.kind as usize].1.kind() {
+        match kinds.0[p.kind as usize].action.kind() {
             ActionKind::Destroy => destroys.push((n, &now.socket)),
             _ => results[n] = Some((ActionResult::Logged, None, None)),
         }
@@ -325,21 +357,33 @@ impl Reports for Vec<ActionReport> {
     }
 }
 
-/// The rule, action and escalation of pending socket items, each kept once.
+/// What pending socket items share: their rule, action (and its words) and escalation.
+struct Kind {
+    rule: Arc<str>,
+    action: Arc<Action>,
+    escalated: bool,
+    words: Arc<str>,
+}
+
+/// The [`Kind`]s of pending socket items, each kept once.
 #[derive(Default)]
-struct Kinds(Vec<(Arc<str>, Arc<Action>, bool)>);
+struct Kinds(Vec<Kind>);
 
 impl Kinds {
     fn index_of(&mut self, item: &PlanItem) -> u32 {
         let found = self
             .0
             .iter()
-            .position(|(rule, action, esc)| {
-                *rule == item.rule && *action == item.action && *esc == item.escalated
+            .position(|k| {
+                k.rule == item.rule && k.action == item.action && k.escalated == item.escalated
             })
             .unwrap_or_else(|| {
-                self.0
-                    .push((item.rule.clone(), item.action.clone(), item.escalated));
+                self.0.push(Kind {
+                    rule: item.rule.clone(),
+                    action: item.action.clone(),
+                    escalated: item.escalated,
+                    words: item.action.to_string().into(),
+                });
                 self.0.len() - 1
             });
         u32::try_from(found).unwrap_or(u32::MAX)
@@ -370,7 +414,7 @@ impl PendingSocket {
     }
 
     fn key<'k>(&self, kinds: &'k Kinds) -> ItemKey<'k> {
-        let (rule, action, _) = &kinds.0[self.kind as usize];
+        let Kind { rule, action, .. } = &kinds.0[self.kind as usize];
         (
             rule,
             action.kind(),
@@ -397,15 +441,27 @@ impl PendingSocket {
         age: Option<u64>,
         result: Result3,
     ) -> ActionReport {
-        let (rule, action, _) = &kinds.0[self.kind as usize];
+        let Kind {
+            rule,
+            action,
+            words,
+            ..
+        } = &kinds.0[self.kind as usize];
         let (result, errno, message) = result;
         let target = match now {
-            Some(s) => format!("{} {}→{}", s.state, s.local, s.remote),
-            None => format!("{} socket {}", self.state, self.cookie),
+            Some(s) => TargetText::Socket {
+                state: s.state,
+                local: s.local,
+                remote: s.remote,
+            },
+            None => TargetText::Gone {
+                state: self.state,
+                cookie: self.cookie,
+            },
         };
         ActionReport {
             rule: rule.clone(),
-            action: action.to_string(),
+            action: words.clone(),
             action_ref: audit::Action::new(action.kind()),
             target,
             target_ref: crate::record::TargetRef::Socket {
@@ -430,7 +486,7 @@ struct PendingOther {
     intent: NewRecord,
     /// The owner as the plan saw it, with the handle taken then (a signal goes through it).
     process: Option<Arc<Process>>,
-    target: String,
+    target: TargetText,
     target_ref: crate::record::TargetRef,
 }
 
@@ -450,7 +506,7 @@ impl PendingOther {
             netns: item_key(item, snap).3,
             intent: intent_record(item, snap, ctx),
             process,
-            target: item.target.text(&snap.sockets),
+            target: TargetText::Words(item.target.text(&snap.sockets)),
             target_ref: item.target.reference(&snap.sockets),
             item: PlanItem {
                 socket_indices: Vec::new().into(),
@@ -490,7 +546,7 @@ impl PendingOther {
             .append(NewRecord::outcome_of(&intent, ctx.actor.clone(), outcome))?;
         Ok(ActionReport {
             rule: self.item.rule.clone(),
-            action: self.item.action.to_string(),
+            action: self.item.action.to_string().into(),
             action_ref: audit_action(&self.item),
             target: self.target,
             target_ref: self.target_ref,
@@ -1324,8 +1380,8 @@ fn report(
 ) -> ActionReport {
     ActionReport {
         rule: item.rule.clone(),
-        action: item.action.to_string(),
-        target: item.target.text(&snap.sockets),
+        action: item.action.to_string().into(),
+        target: TargetText::Words(item.target.text(&snap.sockets)),
         target_ref: item.target.reference(&snap.sockets),
         action_ref: audit_action(item),
         result: result.clone(),

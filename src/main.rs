@@ -35,9 +35,9 @@ fn main() -> ExitCode {
 
 fn dispatch(command: Command, verbose: u8) -> anyhow::Result<i32> {
     match command {
-        Command::Scan(args) => cmd::scan::run(&args, &LinuxSystem::new()),
+        Command::Scan(args) => cmd::scan::run(&args, &LinuxSystem::loading_bpf()),
         Command::Doctor(args) => cmd::doctor::run(&args, &LinuxSystem::new()),
-        Command::Clean(args) => cmd::clean::run(&args, &LinuxSystem::new(), verbose > 0),
+        Command::Clean(args) => cmd::clean::run(&args, &LinuxSystem::loading_bpf(), verbose > 0),
         Command::Policy(command) => cmd::policy::run(&command, &LinuxSystem::new()),
         Command::Audit(command) => cmd::audit::run(command),
         Command::Run(args) => cmd::run::run(&args, &LinuxSystem::for_daemon()),

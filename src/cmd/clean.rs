@@ -466,8 +466,8 @@ fn print_table(out: &mut dyn Write, shown: &[ActionReport], summary: &Summary) -
         .map(|r| {
             vec![
                 r.rule.to_string(),
-                r.action.clone(),
-                r.target.clone(),
+                r.action.to_string(),
+                r.target.to_string(),
                 r.result.to_string(),
                 r.message.as_deref().unwrap_or_default().to_string(),
             ]
@@ -549,7 +549,13 @@ struct Summary {
 
 impl Summary {
     fn add(&mut self, report: &ActionReport) {
-        *self.results.entry(report.result.to_string()).or_default() += 1;
+        let name = report.result.name();
+        match self.results.get_mut(name) {
+            Some(n) => *n += 1,
+            None => {
+                self.results.insert(name.to_string(), 1);
+            }
+        }
         self.total += 1;
         if report.succeeded() {
             self.succeeded += 1;

@@ -1016,7 +1016,7 @@ struct PassReports {
 /// How many actions of one rule and kind had one result.
 struct ActionCount {
     rule: Arc<str>,
-    action: String,
+    action: Arc<str>,
     result: String,
     n: usize,
     /// The first one's target.
@@ -1048,7 +1048,7 @@ impl actions::Reports for PassReports {
                 action: r.action.clone(),
                 result,
                 n: 1,
-                example: r.target.clone(),
+                example: r.target.to_string(),
                 ok,
             }),
         }
@@ -1082,7 +1082,7 @@ impl PassReports {
         for c in &self.counts {
             let (rule, action, result, example, n) = (
                 &*c.rule,
-                c.action.as_str(),
+                &*c.action,
                 c.result.as_str(),
                 c.example.as_str(),
                 c.n,

@@ -101,7 +101,7 @@ fn report(rule: &str, action: &str, result: &str) -> ActionReport {
     ActionReport {
         rule: rule.into(),
         action: action.into(),
-        target: "socket 0x1".into(),
+        target: crate::actions::TargetText::Words("socket 0x1".into()),
         action_ref: crate::audit::Action::new(crate::policy::ActionKind::Destroy),
         target_ref: crate::record::TargetRef::Socket {
             netns_inode: 1,

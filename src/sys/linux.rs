@@ -21,6 +21,24 @@ use crate::model::{Cookie, Inode, KernelSocket, Netns, NetnsId, Process, StateSe
 /// Set to `sock-diag` to keep to sock_diag and `/proc` (no eBPF programs loaded).
 pub const WATCHER_ENV: &str = "SOCKWARDEN_WATCHER";
 
+/// Load the eBPF programs, unless [`WATCHER_ENV`] keeps to sock_diag.
+fn load_bpf(create_index: bool) -> Result<bpf::Kernel, bpf::Unavailable> {
+    if std::env::var(WATCHER_ENV).is_ok_and(|v| v == "sock-diag") {
+        return Err(bpf::Unavailable {
+            reason: format!("{WATCHER_ENV}=sock-diag"),
+            hint: "unset it to use the eBPF watcher",
+        });
+    }
+    let started = std::time::Instant::now();
+    let loaded = bpf::Kernel::load(create_index);
+    tracing::debug!(
+        took_ms = started.elapsed().as_millis() as u64,
+        ok = loaded.is_ok(),
+        "eBPF programs loaded"
+    );
+    loaded
+}
+
 /// One netlink socket per namespace, opened inside it on first use and kept for the
 /// lifetime of this value (a daemon reuses them pass after pass).
 pub struct LinuxSystem {
@@ -29,6 +47,9 @@ pub struct LinuxSystem {
     systemd: RefCell<Option<Systemd>>,
     /// The eBPF programs, loaded on first need, or why they are not.
     bpf: OnceCell<Result<bpf::Kernel, bpf::Unavailable>>,
+    /// Their loading, when it was started early on a thread of its own (see
+    /// [`LinuxSystem::loading_bpf`]).
+    bpf_loading: RefCell<Option<std::thread::JoinHandle<Result<bpf::Kernel, bpf::Unavailable>>>>,
     /// Whether to create (and pin) the index of state transitions when none is pinned:
     /// the daemon does; one-shot commands only use one a daemon pinned.
     create_index: bool,
@@ -45,10 +66,25 @@ impl LinuxSystem {
             sockets: RefCell::new(HashMap::new()),
             systemd: RefCell::new(None),
             bpf: OnceCell::new(),
+            bpf_loading: RefCell::new(None),
             create_index: false,
             owners_failed: std::cell::Cell::new(false),
             unserved: RefCell::new(None),
         }
+    }
+
+    /// For a one-shot command that scans: [`LinuxSystem::new`], its eBPF programs loaded
+    /// on another thread while the command reads its policies, namespaces and trail (the
+    /// load parses the kernel's BTF: tens of milliseconds).
+    pub fn loading_bpf() -> LinuxSystem {
+        let system = LinuxSystem::new();
+        let create_index = system.create_index;
+        let loading = std::thread::Builder::new()
+            .name("bpf-load".into())
+            .spawn(move || load_bpf(create_index));
+        // A thread that cannot start leaves the load to the first need.
+        *system.bpf_loading.borrow_mut() = loading.ok();
+        system
     }
 
     /// For the daemon: creates and pins the index of state transitions when none is there.
@@ -62,20 +98,12 @@ impl LinuxSystem {
     fn bpf(&self) -> Result<&bpf::Kernel, &bpf::Unavailable> {
         self.bpf
             .get_or_init(|| {
-                if std::env::var(WATCHER_ENV).is_ok_and(|v| v == "sock-diag") {
-                    return Err(bpf::Unavailable {
-                        reason: format!("{WATCHER_ENV}=sock-diag"),
-                        hint: "unset it to use the eBPF watcher",
-                    });
+                let loading = self.bpf_loading.borrow_mut().take();
+                match loading.map(std::thread::JoinHandle::join) {
+                    Some(Ok(loaded)) => loaded,
+                    // Not started early, or its thread panicked: load here.
+                    _ => load_bpf(self.create_index),
                 }
-                let started = std::time::Instant::now();
-                let loaded = bpf::Kernel::load(self.create_index);
-                tracing::debug!(
-                    took_ms = started.elapsed().as_millis() as u64,
-                    ok = loaded.is_ok(),
-                    "eBPF programs loaded"
-                );
-                loaded
             })
             .as_ref()
     }

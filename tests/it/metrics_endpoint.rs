@@ -452,7 +452,7 @@ fn destroyed(target: &str) -> ActionReport {
     ActionReport {
         rule: "cw".into(),
         action: "destroy".into(),
-        target: target.into(),
+        target: sockwarden::actions::TargetText::Words(target.into()),
         action_ref: sockwarden::audit::Action::new(sockwarden::policy::ActionKind::Destroy),
         target_ref: sockwarden::record::TargetRef::Socket {
             netns_inode: 1,
