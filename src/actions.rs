@@ -588,8 +588,11 @@ struct Recheck<'f> {
     fresh: &'f Planned,
     /// The namespaces' names, for the reasons.
     names: &'f [Netns],
-    /// Fresh items with a socket target, by (namespace, cookie) of that socket.
-    by_socket: Vec<((NetnsId, Cookie), u32)>,
+    /// Fresh items with a socket target, by (namespace, cookie) of that socket: the first
+    /// of each, and any more (there are none unless two rules' items name one socket),
+    /// sorted.
+    by_socket: HashMap<(NetnsId, Cookie), u32, NumberHash>,
+    more_by_socket: Vec<((NetnsId, Cookie), u32)>,
     /// The other fresh items (a process or a unit: few).
     others: HashMap<ItemKey<'f>, &'f PlanItem>,
     /// (namespace, cookie, state) of the sockets the fresh dumps returned that the fresh
@@ -624,19 +627,29 @@ fn entries_of<K: Ord + Copy>(sorted: &[(K, u32)], key: K) -> impl Iterator<Item 
 impl<'f> Recheck<'f> {
     /// The index of `fresh`, whose `snap.passed_over` is sorted.
     fn new(fresh: &'f Planned, names: &'f [Netns]) -> Recheck<'f> {
-        let mut by_socket = Vec::new();
+        let mut by_socket: HashMap<_, u32, NumberHash> =
+            HashMap::with_capacity_and_hasher(fresh.plan.items.len(), NumberHash::default());
+        let mut more_by_socket = Vec::new();
         let mut others = HashMap::new();
         for (n, item) in fresh.plan.items.iter().enumerate() {
             match (&item.target, first_socket(item, &fresh.snap)) {
                 (Target::Socket { .. }, Some(s)) => {
-                    by_socket.push(((s.socket.netns, s.socket.cookie), n as u32))
+                    let key = (s.socket.netns, s.socket.cookie);
+                    match by_socket.entry(key) {
+                        std::collections::hash_map::Entry::Vacant(first) => {
+                            first.insert(n as u32);
+                        }
+                        std::collections::hash_map::Entry::Occupied(_) => {
+                            more_by_socket.push((key, n as u32))
+                        }
+                    }
                 }
                 _ => {
                     others.insert(item_key(item, &fresh.snap), item);
                 }
             }
         }
-        by_socket.sort_unstable();
+        more_by_socket.sort_unstable();
         debug_assert!(
             fresh.snap.passed_over.windows(2).all(|w| w[0] <= w[1]),
             "Recheck::new wants the passed-over keys sorted"
@@ -645,6 +658,7 @@ impl<'f> Recheck<'f> {
             fresh,
             names,
             by_socket,
+            more_by_socket,
             others,
             passed_over: &fresh.snap.passed_over,
             fresh_index: std::cell::OnceCell::new(),
@@ -655,7 +669,11 @@ impl<'f> Recheck<'f> {
     fn same(&self, key: ItemKey<'_>) -> Option<&'f PlanItem> {
         match (&key.2, key.3) {
             (TargetKey::Socket(cookie), Some(netns)) => {
-                entries_of(&self.by_socket, (netns, *cookie))
+                let socket = (netns, *cookie);
+                let first = self.by_socket.get(&socket).copied();
+                first
+                    .into_iter()
+                    .chain(entries_of(&self.more_by_socket, socket))
                     .filter_map(|n| self.fresh.plan.items.get(n as usize))
                     .find(|now| item_key(now, &self.fresh.snap) == key)
             }
