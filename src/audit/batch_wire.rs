@@ -62,22 +62,22 @@ fn common<'t, T: PartialEq>(
     targets[1..].iter().all(|t| f(t) == first).then_some(first)
 }
 
-/// A target as written: what `shared` holds is left out.
-#[derive(Serialize)]
-struct TargetOut<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rule: Option<&'a str>,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+/// A target as written (`S` = `&str`, `W` = its why's index, `O` = borrowed owners) and
+/// as read (owned, and a why that may be a text): what `shared` holds is left out.
+#[derive(Serialize, Deserialize)]
+struct TargetWire<S, W, O> {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rule: Option<S>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     escalated: bool,
-    /// Index into `whys`.
-    why: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    why: W,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     netns_inode: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    netns: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    netns: Option<S>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     family: Option<Family>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     state: Option<TcpState>,
     local: SocketAddr,
     remote: SocketAddr,
@@ -85,15 +85,21 @@ struct TargetOut<'a> {
     send_q: u32,
     cookie: u64,
     inode: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     uid: Option<u32>,
     age_secs: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     age_source: Option<AgeSource>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     age_is_lower_bound: Option<bool>,
-    owners: &'a [(usize, i32)],
+    owners: O,
 }
+
+/// A target as written; `why` indexes `whys`.
+type TargetOut<'a> = TargetWire<&'a str, u32, &'a [(usize, i32)]>;
+
+/// A target as read.
+type TargetIn = TargetWire<String, WhyIn, Vec<(usize, i32)>>;
 
 #[derive(Serialize)]
 struct BatchOut<'a> {
@@ -167,37 +173,6 @@ impl Serialize for Batch {
 enum WhyIn {
     Text(String),
     Index(usize),
-}
-
-#[derive(Deserialize)]
-struct TargetIn {
-    #[serde(default)]
-    rule: Option<String>,
-    #[serde(default)]
-    escalated: bool,
-    why: WhyIn,
-    #[serde(default)]
-    netns_inode: Option<u64>,
-    #[serde(default)]
-    netns: Option<String>,
-    #[serde(default)]
-    family: Option<Family>,
-    #[serde(default)]
-    state: Option<TcpState>,
-    local: SocketAddr,
-    remote: SocketAddr,
-    recv_q: u32,
-    send_q: u32,
-    cookie: u64,
-    inode: u64,
-    #[serde(default)]
-    uid: Option<u32>,
-    age_secs: u64,
-    #[serde(default)]
-    age_source: Option<AgeSource>,
-    #[serde(default)]
-    age_is_lower_bound: Option<bool>,
-    owners: Vec<(usize, i32)>,
 }
 
 #[derive(Deserialize)]
