@@ -1,8 +1,8 @@
 //! How a batch is written in the trail: what every target shares is written once
-//! (`shared`), and each distinct explanation once (`whys`, a target naming its index), so
-//! a mass destroy's intents are a third of the bytes to serialize, seal and write. Read
-//! back, every target is whole again; a target written whole (before `shared`) reads the
-//! same.
+//! (`shared`), each distinct explanation once (`whys`, a target naming its index), and each
+//! distinct outcome once (`outcomes`, a result naming its index), so a mass destroy's
+//! records are a third of the bytes to serialize, seal and write. Read back, every target
+//! and result is whole again; one written whole (before these) reads the same.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -111,8 +111,11 @@ struct BatchOut<'a> {
     whys: Vec<&'a str>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     targets: Vec<TargetOut<'a>>,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    results: &'a [Outcome],
+    /// Each distinct outcome once; `results` has the index of each target's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    outcomes: Vec<&'a Outcome>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    results: Vec<u32>,
 }
 
 impl Serialize for Batch {
@@ -128,6 +131,22 @@ impl Serialize for Batch {
             age_source: common(t, |t| t.age_source),
             age_is_lower_bound: common(t, |t| t.age_is_lower_bound),
         };
+        let mut outcomes: Vec<&Outcome> = Vec::new();
+        let results = self
+            .results
+            .iter()
+            .map(|o| {
+                // Few distinct outcomes (a mass destroy's are alike): a linear search.
+                let at = outcomes
+                    .iter()
+                    .position(|known| *known == o)
+                    .unwrap_or_else(|| {
+                        outcomes.push(o);
+                        outcomes.len() - 1
+                    });
+                u32::try_from(at).unwrap_or(u32::MAX)
+            })
+            .collect();
         let mut whys: Vec<&str> = Vec::new();
         let mut why_index: HashMap<&str, u32> = HashMap::new();
         let targets = t
@@ -161,7 +180,8 @@ impl Serialize for Batch {
             shared,
             whys,
             targets,
-            results: &self.results,
+            outcomes,
+            results,
         }
         .serialize(serializer)
     }
@@ -186,7 +206,18 @@ struct BatchIn {
     #[serde(default)]
     targets: Vec<TargetIn>,
     #[serde(default)]
-    results: Vec<Outcome>,
+    outcomes: Vec<Outcome>,
+    #[serde(default)]
+    results: Vec<ResultIn>,
+}
+
+/// A target's outcome as read: whole (written before `outcomes`), or an index into
+/// `outcomes`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ResultIn {
+    Whole(Outcome),
+    Index(usize),
 }
 
 impl<'de> Deserialize<'de> for Batch {
@@ -194,6 +225,21 @@ impl<'de> Deserialize<'de> for Batch {
         let b = BatchIn::deserialize(deserializer)?;
         let shared = b.shared;
         let whys = b.whys;
+        let mut results = Vec::with_capacity(b.results.len());
+        for (i, r) in b.results.into_iter().enumerate() {
+            results.push(match r {
+                ResultIn::Whole(outcome) => outcome,
+                ResultIn::Index(n) => match b.outcomes.get(n) {
+                    Some(outcome) => outcome.clone(),
+                    None => {
+                        return Err(D::Error::custom(format_args!(
+                            "batch result {i} names outcome {n} of {}",
+                            b.outcomes.len()
+                        )))
+                    }
+                },
+            });
+        }
         let mut targets = Vec::with_capacity(b.targets.len());
         for (i, t) in b.targets.into_iter().enumerate() {
             // A field is the target's own, else the shared one; a target with neither is
@@ -247,7 +293,7 @@ impl<'de> Deserialize<'de> for Batch {
         Ok(Batch {
             processes: b.processes,
             targets,
-            results: b.results,
+            results,
         })
     }
 }

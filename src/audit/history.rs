@@ -359,7 +359,11 @@ impl<S: Sink> Reader<S> {
                 owner: first_owner(owners.map(|p| (p.pid, p.start_time, p.unit.as_deref()))),
             }
         });
-        let results = batch.results.iter().map(|o| &*o.result);
+        // An index past `outcomes` is no result known: the entry stays unanswered.
+        let results = batch.results.iter().map(|r| match r {
+            ResultRef::Whole(o) => &*o.result,
+            ResultRef::Index(n) => batch.outcomes.get(*n).map_or("", |o| &*o.result),
+        });
         self.add_batch_parts(
             view.kind,
             view.seq,
@@ -589,8 +593,20 @@ struct BatchBodyView<'a> {
     shared: Option<SharedView<'a>>,
     #[serde(default, borrow)]
     targets: Vec<TargetView<'a>>,
+    /// Each distinct outcome once (see `batch_wire`), which `results` index.
     #[serde(default, borrow)]
-    results: Vec<ResultView<'a>>,
+    outcomes: Vec<ResultView<'a>>,
+    #[serde(default, borrow)]
+    results: Vec<ResultRef<'a>>,
+}
+
+/// An outcome batch's result: an index into its `outcomes`, or whole (written before
+/// `outcomes`).
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum ResultRef<'a> {
+    Index(usize),
+    Whole(#[serde(borrow)] ResultView<'a>),
 }
 
 #[derive(serde::Deserialize)]

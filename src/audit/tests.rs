@@ -983,6 +983,46 @@ fn a_batch_writes_what_its_targets_share_once_and_reads_back_whole() {
     let edited = line.replacen("\"state\":\"close-wait\"", "\"state\":\"last-ack\"", 1);
     assert_ne!(edited, line);
     assert_eq!(open_line(edited.as_bytes()).err(), Some(LineError::BadSeal));
+
+    // Their outcomes: each distinct one written once, a result naming its index; read
+    // back, or written whole, the same. The history reads both.
+    let outcome = |result: &str| Outcome {
+        result: result.into(),
+        errno: None,
+        message: Some("kernel ACK".into()),
+    };
+    let results = Batch::results(vec![
+        outcome("destroyed"),
+        outcome("failed"),
+        outcome("destroyed"),
+    ]);
+    let json = serde_json::to_value(&results).expect("json");
+    assert_eq!(json["results"], serde_json::json!([0, 1, 0]), "{json}");
+    assert_eq!(json["outcomes"].as_array().map(Vec::len), Some(2), "{json}");
+    assert_eq!(
+        serde_json::from_value::<Batch>(json).expect("read"),
+        results
+    );
+    let whole = serde_json::json!({"results": results.results});
+    assert_eq!(
+        serde_json::from_value::<Batch>(whole).expect("whole"),
+        results
+    );
+    let answered = NewRecord::outcomes_of(1, Mode::Enforce, actor(), results.results.clone())
+        .into_record(2, at(61), "h".into(), GENESIS_PREV.into());
+    let answered_line = serde_json::to_string(&answered).expect("json");
+    let whole_line = answered_line.replacen(
+        r#""outcomes":[{"result":"destroyed","message":"kernel ACK"},{"result":"failed","message":"kernel ACK"}],"results":[0,1,0]"#,
+        r#""results":[{"result":"destroyed","message":"kernel ACK"},{"result":"failed","message":"kernel ACK"},{"result":"destroyed","message":"kernel ACK"}]"#,
+        1,
+    );
+    assert_ne!(whole_line, answered_line, "{answered_line}");
+    let expected = past_actions_from(&[record.clone(), answered], at(0));
+    assert_eq!(expected.len(), 3);
+    for outcomes in [answered_line, whole_line] {
+        std::fs::write(&path, format!("{line}\n{outcomes}\n")).expect("write");
+        assert_eq!(past_actions(&path, at(0)).expect("history"), expected);
+    }
 }
 
 /// A batch is read for the history entry by entry, without a record made of each: the
