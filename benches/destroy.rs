@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     cpu_of, last_line, load_average, proc_line, reset_own_peak_rss, run_once, ss_states, wait4,
-    wrapped, Context, Fixture, Res, Run, Sizes, Stats,
+    wait_quiet, wrapped, Context, Fixture, Res, Run, Sizes, Stats,
 };
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::getpid;
@@ -101,6 +101,7 @@ fn bench(args: &Args) -> Res<String> {
         for sockwarden in order {
             let fixture = Fixture::build(&args.sizes)?;
             fixture_times.push(fixture.build_time());
+            let busy = wait_quiet(Duration::from_secs(5));
             reset_own_peak_rss();
             let (program, argv) = if sockwarden {
                 wrapped(clean_command(&fixture.netns, &trail))
@@ -130,7 +131,12 @@ fn bench(args: &Args) -> Res<String> {
                 .get("CLOSE-WAIT")
                 .copied()
                 .unwrap_or(0);
-            eprintln!(" {:.2} s, {} left", run.wall.as_secs_f64(), left);
+            eprintln!(
+                " {:.2} s, {} left (machine {:.0}% busy just before)",
+                run.wall.as_secs_f64(),
+                left,
+                busy * 100.0
+            );
             let d = Destroyed { run, left };
             if sockwarden {
                 cleans.push(d);

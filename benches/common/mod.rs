@@ -905,6 +905,42 @@ pub fn proc_line(path: &str) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
+/// Busy and total CPU time of the whole machine so far (`/proc/stat`'s first line, ticks).
+fn cpu_ticks() -> Option<(u64, u64)> {
+    let line = proc_line("/proc/stat");
+    let fields: Vec<u64> = line
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: idle and iowait are not busy.
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Wait (at most `limit`) until the machine is quiet: under 10% of its CPUs busy over
+/// 200 ms, so that a fixture's teardown or build (the kernel frees 100,000 sockets in a
+/// worker) is not measured as part of the next run. Returns how busy the last sample was.
+pub fn wait_quiet(limit: Duration) -> f64 {
+    let started = Instant::now();
+    loop {
+        let Some((busy0, total0)) = cpu_ticks() else {
+            return f64::NAN;
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        let Some((busy1, total1)) = cpu_ticks() else {
+            return f64::NAN;
+        };
+        let busy = (busy1 - busy0) as f64 / (total1 - total0).max(1) as f64;
+        if busy < 0.10 || started.elapsed() >= limit {
+            return busy;
+        }
+    }
+}
+
 /// The 1, 5 and 15 minute load averages: the machine is shared, and load inflates figures.
 pub fn load_average() -> String {
     let line = proc_line("/proc/loadavg");
