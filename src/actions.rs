@@ -6,8 +6,6 @@
 //! record (fsynced) comes before every action and an outcome after; if an intent cannot be
 //! recorded, nothing more is done (fail closed).
 
-use crate::model::InodeSet;
-use crate::model::NumberHash;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,7 +19,8 @@ use crate::audit::{
 use crate::decide::{Decider, Planned};
 use crate::engine::{Decision, HeldReason, PlanItem, Target, TargetKey};
 use crate::model::{
-    Cookie, Inode, KernelSocket, Netns, NetnsId, Process, StateSet, StuckSocket, TcpState,
+    Cookie, Inode, InodeSet, KernelSocket, Netns, NetnsId, NumberHash, Process, StateSet,
+    StuckSocket, TcpState,
 };
 use crate::outcome::ActionResult;
 use crate::policy::{self, Action, ActionKind};
@@ -588,11 +587,9 @@ struct Recheck<'f> {
     fresh: &'f Planned,
     /// The namespaces' names, for the reasons.
     names: &'f [Netns],
-    /// Fresh items with a socket target, by (namespace, cookie) of that socket: the first
-    /// of each, and any more (there are none unless two rules' items name one socket),
-    /// sorted.
+    /// Fresh items with a socket target, by (namespace, cookie) of that socket. A socket
+    /// is won by one rule and makes at most one such item.
     by_socket: HashMap<(NetnsId, Cookie), u32, NumberHash>,
-    more_by_socket: Vec<((NetnsId, Cookie), u32)>,
     /// The other fresh items (a process or a unit: few).
     others: HashMap<ItemKey<'f>, &'f PlanItem>,
     /// (namespace, cookie, state) of the sockets the fresh dumps returned that the fresh
@@ -629,27 +626,21 @@ impl<'f> Recheck<'f> {
     fn new(fresh: &'f Planned, names: &'f [Netns]) -> Recheck<'f> {
         let mut by_socket: HashMap<_, u32, NumberHash> =
             HashMap::with_capacity_and_hasher(fresh.plan.items.len(), NumberHash::default());
-        let mut more_by_socket = Vec::new();
         let mut others = HashMap::new();
         for (n, item) in fresh.plan.items.iter().enumerate() {
             match (&item.target, first_socket(item, &fresh.snap)) {
                 (Target::Socket { .. }, Some(s)) => {
-                    let key = (s.socket.netns, s.socket.cookie);
-                    match by_socket.entry(key) {
-                        std::collections::hash_map::Entry::Vacant(first) => {
-                            first.insert(n as u32);
-                        }
-                        std::collections::hash_map::Entry::Occupied(_) => {
-                            more_by_socket.push((key, n as u32))
-                        }
-                    }
+                    // Were there a second, the first is kept: the other's planned item
+                    // would then not be confirmed, and be skipped, never acted on wrongly.
+                    by_socket
+                        .entry((s.socket.netns, s.socket.cookie))
+                        .or_insert(n as u32);
                 }
                 _ => {
                     others.insert(item_key(item, &fresh.snap), item);
                 }
             }
         }
-        more_by_socket.sort_unstable();
         debug_assert!(
             fresh.snap.passed_over.windows(2).all(|w| w[0] <= w[1]),
             "Recheck::new wants the passed-over keys sorted"
@@ -658,7 +649,6 @@ impl<'f> Recheck<'f> {
             fresh,
             names,
             by_socket,
-            more_by_socket,
             others,
             passed_over: &fresh.snap.passed_over,
             fresh_index: std::cell::OnceCell::new(),
@@ -669,13 +659,9 @@ impl<'f> Recheck<'f> {
     fn same(&self, key: ItemKey<'_>) -> Option<&'f PlanItem> {
         match (&key.2, key.3) {
             (TargetKey::Socket(cookie), Some(netns)) => {
-                let socket = (netns, *cookie);
-                let first = self.by_socket.get(&socket).copied();
-                first
-                    .into_iter()
-                    .chain(entries_of(&self.more_by_socket, socket))
-                    .filter_map(|n| self.fresh.plan.items.get(n as usize))
-                    .find(|now| item_key(now, &self.fresh.snap) == key)
+                let n = *self.by_socket.get(&(netns, *cookie))?;
+                let now = self.fresh.plan.items.get(n as usize)?;
+                (item_key(now, &self.fresh.snap) == key).then_some(now)
             }
             _ => self.others.get(&key).copied(),
         }

@@ -6,8 +6,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime};
 
-use crate::model::NumberHash;
-use crate::model::{Cookie, NetnsId, TcpState};
+use crate::model::{Cookie, NetnsId, NumberHash, TcpState};
 use crate::scan::SocketKey;
 
 /// (cookie, namespace index, state).

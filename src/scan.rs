@@ -1,13 +1,12 @@
 //! The watcher: one pass over every selected namespace's sock_diag dump, attributed to
 //! owners (only when there are candidates) and aged. Pure over [`System`].
 
-use crate::model::InodeSet;
 use std::collections::HashMap;
 use std::time::SystemTime;
 
 use crate::age::{self, AgeContext};
 use crate::filter::{NetnsSelector, SocketFilter};
-use crate::model::{Cookie, KernelSocket, Netns, NetnsId, StuckSocket, TcpState};
+use crate::model::{Cookie, InodeSet, KernelSocket, Netns, NetnsId, StuckSocket, TcpState};
 use crate::sys::{OwnerScan, SysError, System};
 
 /// Everything one scan saw.

@@ -35,6 +35,31 @@ struct Shared<R, N> {
     age_is_lower_bound: Option<bool>,
 }
 
+/// Each distinct value once, in the order first seen, and where each is.
+struct Distinct<T> {
+    values: Vec<T>,
+    at: HashMap<T, u32>,
+}
+
+impl<T> Default for Distinct<T> {
+    fn default() -> Self {
+        Distinct {
+            values: Vec::new(),
+            at: HashMap::new(),
+        }
+    }
+}
+
+impl<T: Copy + Eq + std::hash::Hash> Distinct<T> {
+    /// The index of `value`, added when new.
+    fn index(&mut self, value: T) -> u32 {
+        *self.at.entry(value).or_insert_with(|| {
+            self.values.push(value);
+            u32::try_from(self.values.len() - 1).unwrap_or(u32::MAX)
+        })
+    }
+}
+
 /// `value` when `shared` does not hold it for every target.
 fn own<S, T>(shared: &Option<S>, value: T) -> Option<T> {
     shared.is_none().then_some(value)
@@ -131,33 +156,15 @@ impl Serialize for Batch {
             age_source: common(t, |t| t.age_source),
             age_is_lower_bound: common(t, |t| t.age_is_lower_bound),
         };
-        let mut outcomes: Vec<&Outcome> = Vec::new();
-        let results = self
-            .results
-            .iter()
-            .map(|o| {
-                // Few distinct outcomes (a mass destroy's are alike): a linear search.
-                let at = outcomes
-                    .iter()
-                    .position(|known| *known == o)
-                    .unwrap_or_else(|| {
-                        outcomes.push(o);
-                        outcomes.len() - 1
-                    });
-                u32::try_from(at).unwrap_or(u32::MAX)
-            })
-            .collect();
-        let mut whys: Vec<&str> = Vec::new();
-        let mut why_index: HashMap<&str, u32> = HashMap::new();
+        let mut outcomes = Distinct::default();
+        let results = self.results.iter().map(|o| outcomes.index(o)).collect();
+        let mut whys = Distinct::default();
         let targets = t
             .iter()
             .map(|t| TargetOut {
                 rule: own(&shared.rule, t.rule.as_str()),
                 escalated: t.escalated,
-                why: *why_index.entry(t.why.as_str()).or_insert_with(|| {
-                    whys.push(t.why.as_str());
-                    u32::try_from(whys.len() - 1).unwrap_or(u32::MAX)
-                }),
+                why: whys.index(t.why.as_str()),
                 netns_inode: own(&shared.netns_inode, t.netns_inode),
                 netns: own(&shared.netns, t.netns.as_str()),
                 family: own(&shared.family, t.family),
@@ -178,9 +185,9 @@ impl Serialize for Batch {
         BatchOut {
             processes: &self.processes,
             shared,
-            whys,
+            whys: whys.values,
             targets,
-            outcomes,
+            outcomes: outcomes.values,
             results,
         }
         .serialize(serializer)

@@ -129,7 +129,7 @@ pub struct ProcessRecord {
 }
 
 /// What happened, in an `outcome` record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Outcome {
     /// destroyed, already-gone, tuple-reused, unsupported, not-permitted, delivered,
     /// pid-reused, restarted, failed, skipped, … (see [`ActionResult`]).

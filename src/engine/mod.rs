@@ -14,8 +14,9 @@ use serde::Serialize;
 
 pub use history::{History, Keep, OwnerKey, PastAction, PastOutcome, Step, TargetKey};
 
-use crate::model::NumberHash;
-use crate::model::{Age, Cookie, NetnsId, Pid, Process, ProcessId, StuckSocket, TcpState};
+use crate::model::{
+    Age, Cookie, NetnsId, NumberHash, Pid, Process, ProcessId, StuckSocket, TcpState,
+};
 use crate::policy::{
     render_arg, Action, ActionKind, Guards, Mode, PolicySet, Rule, SSH_PORT, SSH_PROCESSES,
     SSH_UNITS,
@@ -129,9 +130,8 @@ impl PlanItem {
                     Some(o) => {
                         let _ = write!(
                             why,
-                            "owner {}({}) holds {} matching socket{}",
-                            o.process.comm,
-                            o.process.id.pid,
+                            "owner {} holds {} matching socket{}",
+                            ProcName(&o.process),
                             r.owner_count,
                             plural(r.owner_count)
                         );
@@ -586,14 +586,14 @@ impl Evaluation {
                     }
                     let threshold = format!(
                         "{} {} {}",
-                        age_text(&s.age),
+                        AgeText(&s.age),
                         if m.age_ok { ">=" } else { "<" },
                         rule.older_than
                     );
                     let min_sockets = rule.min_sockets.map(|min| match m.principal {
                         Some(k) => format!(
                             "{} holds {} matching socket{} {} {min}",
-                            proc_name(&s.owners[k as usize].process),
+                            ProcName(&s.owners[k as usize].process),
                             m.owner_count,
                             plural(m.owner_count),
                             if m.min_ok { ">=" } else { "<" }
@@ -661,7 +661,11 @@ impl Evaluation {
                     local: s.socket.local,
                     remote: s.socket.remote,
                     age: s.age,
-                    owners: s.owners.iter().map(|o| proc_name(&o.process)).collect(),
+                    owners: s
+                        .owners
+                        .iter()
+                        .map(|o| ProcName(&o.process).to_string())
+                        .collect(),
                     rules: out,
                     summary,
                 }
@@ -769,19 +773,19 @@ impl<'a> Protection<'a> {
     fn process(&self, p: &Process) -> Option<String> {
         let g = self.guards;
         if p.id.pid == self.options.self_pid {
-            return Some(format!("{} is sockwarden itself", proc_name(p)));
+            return Some(format!("{} is sockwarden itself", ProcName(p)));
         }
         if self.options.protect_pid1 && p.id.pid == Pid(1) {
-            return Some(format!("{} is PID 1", proc_name(p)));
+            return Some(format!("{} is PID 1", ProcName(p)));
         }
         if let Some(glob) = g.never_touch_processes.iter().find(|g| g.matches(&p.comm)) {
             return Some(format!(
                 "{} matches never_touch_processes `{glob}`",
-                proc_name(p)
+                ProcName(p)
             ));
         }
         if g.protect_ssh && SSH_PROCESSES.contains(&p.comm.as_str()) {
-            return Some(format!("{} is sshd (protect_ssh)", proc_name(p)));
+            return Some(format!("{} is sshd (protect_ssh)", ProcName(p)));
         }
         if let Some(unit) = &p.unit {
             if let Some(why) = self.unit_listed(unit) {
@@ -791,7 +795,7 @@ impl<'a> Protection<'a> {
         if g.never_touch_uids.contains(&p.uid) {
             return Some(format!(
                 "{} runs as uid {}, in never_touch_uids",
-                proc_name(p),
+                ProcName(p),
                 p.uid
             ));
         }
@@ -1330,10 +1334,6 @@ fn secs_since(now: SystemTime, then: SystemTime) -> u64 {
     now.duration_since(then).map_or(0, |d| d.as_secs())
 }
 
-fn age_text(age: &Age) -> String {
-    AgeText(age).to_string()
-}
-
 /// An age with its evidence: "at least 12m (tcp-info)".
 struct AgeText<'a>(&'a Age);
 
@@ -1352,8 +1352,13 @@ impl fmt::Display for AgeText<'_> {
     }
 }
 
-fn proc_name(p: &Process) -> String {
-    format!("{}({})", p.comm, p.id.pid)
+/// A process as every explanation names it: "comm(pid)".
+struct ProcName<'a>(&'a Process);
+
+impl fmt::Display for ProcName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}({})", self.0.comm, self.0.id.pid)
+    }
 }
 
 fn plural(n: u32) -> &'static str {

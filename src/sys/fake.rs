@@ -1,7 +1,6 @@
 //! A recording fake of [`System`](super::System) for tests of the layers above the kernel:
 //! namespaces, sockets and owners are plain data; destroys are recorded, never performed.
 
-use crate::model::{InodeMap, InodeSet};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -15,8 +14,8 @@ use super::{
     RestartOutcome, Signal, SignalOutcome, SysError, System, SystemdError,
 };
 use crate::model::{
-    Age, AgeSource, Cookie, Family, Inode, KernelSocket, Netns, NetnsId, Owner, Process, ProcessId,
-    StateSet, StuckSocket, TcpState, TcpTimes,
+    Age, AgeSource, Cookie, Family, Inode, InodeMap, InodeSet, KernelSocket, Netns, NetnsId, Owner,
+    Process, ProcessId, StateSet, StuckSocket, TcpState, TcpTimes,
 };
 
 /// A plain IPv4 socket for tests: `127.0.0.1:8080` ↔ `127.0.0.1:(40000 + cookie)`, no inode

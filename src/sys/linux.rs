@@ -1,7 +1,6 @@
 //! The real [`System`]: sock_diag netlink, `/proc` and namespaces on this host, and
 //! sockwarden's eBPF programs where the kernel and privileges allow them.
 
-use crate::model::InodeSet;
 use std::cell::{OnceCell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -16,7 +15,9 @@ use super::{
     NamespaceList, NetnsDump, OwnerScan, RestartOutcome, Signal, SignalOutcome, SysError, System,
     SystemdError, Watch, Watcher,
 };
-use crate::model::{Cookie, Inode, KernelSocket, Netns, NetnsId, Process, StateSet, TcpState};
+use crate::model::{
+    Cookie, Inode, InodeSet, KernelSocket, Netns, NetnsId, Process, StateSet, TcpState,
+};
 
 /// Set to `sock-diag` to keep to sock_diag and `/proc` (no eBPF programs loaded).
 pub const WATCHER_ENV: &str = "SOCKWARDEN_WATCHER";

@@ -21,12 +21,13 @@ pub mod signal;
 pub mod syscall;
 pub mod systemd;
 
-use crate::model::{InodeMap, InodeSet};
 use std::collections::HashMap;
 use std::io;
 use std::time::Duration;
 
-use crate::model::{Cookie, Inode, KernelSocket, Netns, Owner, Pid, Process, StateSet, TcpState};
+use crate::model::{
+    Cookie, Inode, InodeMap, InodeSet, KernelSocket, Netns, Owner, Pid, Process, StateSet, TcpState,
+};
 pub use signal::{Signal, SignalOutcome};
 pub use systemd::{RestartOutcome, SystemdError};
 

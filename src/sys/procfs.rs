@@ -1,7 +1,6 @@
 //! The owner map: one pass over `/proc/<pid>/fd` turning socket inodes into processes, with
 //! each process's start time, command, uid, systemd unit and container.
 
-use crate::model::InodeSet;
 use std::ffi::CStr;
 use std::fs::File;
 use std::io::{self, Read, Write as _};
@@ -16,7 +15,7 @@ use nix::sys::stat::Mode;
 
 use super::syscall::{check, pidfd_open, pidfd_send_signal};
 use super::{HolderCheck, OwnerScan};
-use crate::model::{Inode, Owner, Pid, Process, ProcessHandle, ProcessId};
+use crate::model::{Inode, InodeSet, Owner, Pid, Process, ProcessHandle, ProcessId};
 
 /// The fields of `/proc/<pid>/stat` sockwarden uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

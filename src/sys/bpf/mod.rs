@@ -22,7 +22,6 @@
 pub mod syscall;
 pub mod watch;
 
-use crate::model::InodeSet;
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::io::{self, Read};
@@ -34,7 +33,7 @@ use std::time::Duration;
 use aya_obj::btf::{Btf, BtfKind};
 use aya_obj::{Map, Object};
 
-use crate::model::{Cookie, Family, Inode, KernelSocket, NetnsId, Pid, TcpState};
+use crate::model::{Cookie, Family, Inode, InodeSet, KernelSocket, NetnsId, Pid, TcpState};
 
 /// The compiled programs (`build.sh` rebuilds it; CI checks it matches the source).
 const OBJECT: &[u8] = include_bytes!("sockwarden.bpf.o");
